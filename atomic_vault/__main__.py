@@ -1,0 +1,3 @@
+from atomic_vault.cli import main
+
+main()

@@ -1,0 +1,218 @@
+"""Prompt assembly: the agent's files in the canonical order, within the token budget.
+
+The order (spec/04): IDENTITY, SOUL, USER, goal.md, tools.md, memory INDEX, wiki INDEX,
+pinned notes, the most recent notes, the last journal days; the work item is the user
+message. The manifest records every file that went in with its sha256 and token estimate,
+and every cut made to fit the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+from .errors import BudgetError, ConfigError
+from .models import estimate_tokens
+from .notes import is_live
+from .vault import PERSONA_FILES, AgentFolder
+
+TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
+# Groups of layers that change at the same pace; providers that cache prompts may cache
+# everything up to the end of each group.
+_GROUPS = {"identity": 0, "soul": 0, "user": 0, "goal": 1, "tools": 1,
+           "memory index": 2, "wiki index": 2, "pinned note": 3, "recent note": 3, "journal": 4}
+
+
+@dataclass
+class Layer:
+    layer: str
+    source: str
+    text: str
+    sha256: str
+    tokens: int = 0
+    truncated: bool = False
+
+    def __post_init__(self) -> None:
+        self.tokens = estimate_tokens(self.text)
+
+
+@dataclass
+class Prompt:
+    """The assembled request: system layers in order, the work item, and the manifest."""
+
+    layers: list[Layer]
+    work_item: str
+    budget: int
+    cuts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def system(self) -> list[dict[str, Any]]:
+        last_of_group: dict[int, int] = {}
+        for i, layer in enumerate(self.layers):
+            last_of_group[_GROUPS[layer.layer]] = i
+        marks = {i for group, i in last_of_group.items() if group < 4}
+        return [{"layer": layer.layer, "source": layer.source, "text": layer.text,
+                 "cache_breakpoint": i in marks} for i, layer in enumerate(self.layers)]
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.work_item}]
+
+    @property
+    def tokens(self) -> int:
+        return sum(layer.tokens for layer in self.layers) + estimate_tokens(self.work_item)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "tokens": self.tokens,
+            "files": [{"source": layer.source, "layer": layer.layer, "sha256": layer.sha256,
+                       "tokens": layer.tokens, **({"truncated": True} if layer.truncated else {})}
+                      for layer in self.layers],
+            "work_item": {"sha256": _sha(self.work_item.encode("utf-8")),
+                          "tokens": estimate_tokens(self.work_item)},
+            "cuts": self.cuts,
+            "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
+        }
+
+
+def _sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                          fix="re-save the file as UTF-8") from None
+    source = folder.relative(path)
+    return Layer(layer, source, f"## {source}\n\n{text}", _sha(raw))
+
+
+def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
+    """The newest ``count`` journal day files, oldest first."""
+    if count <= 0 or not folder.journal.is_dir():
+        return []
+    days: list[Path] = []
+    for month in sorted((p for p in folder.journal.iterdir() if p.is_dir()), reverse=True):
+        days.extend(sorted(month.glob("????-??-??.md"), reverse=True))
+        if len(days) >= count:
+            break
+    return sorted(days[:count])
+
+
+def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
+             work_item: str, today: str) -> Prompt:
+    layers: list[Layer] = []
+
+    def add(path: Path, layer: str) -> None:
+        found = _read_layer(folder, path, layer)
+        if found is not None:
+            layers.append(found)
+
+    for name in PERSONA_FILES:
+        add(folder.persona / name, name.removesuffix(".md").lower())
+    add(folder.goal, "goal")
+    add(folder.tools, "tools")
+    add(folder.index, "memory index")
+    add(folder.wiki_index, "wiki index")
+    live = [s for s in notes.values() if is_live(s, today)]
+    pinned = sorted((s for s in live if s["pinned"]), key=lambda s: s["file"])
+    recent = sorted((s for s in live if not s["pinned"]),
+                    key=lambda s: (s["last_seen"] or "", s["file"]), reverse=True)
+    for summary in pinned:
+        add(folder.memory / summary["file"], "pinned note")
+    for summary in reversed(recent[:config.recent_notes]):  # oldest first, newest nearest the ask
+        add(folder.memory / summary["file"], "recent note")
+    for day in recent_journal_days(folder, config.journal_days):
+        add(day, "journal")
+    prompt = Prompt(layers, work_item, config.max_input_tokens)
+    _fit(prompt, folder)
+    return prompt
+
+
+def _fit(prompt: Prompt, folder: AgentFolder) -> None:
+    """Cut the least important material until the prompt fits its budget (spec/04)."""
+    budget = prompt.budget
+
+    def over() -> int:
+        return prompt.tokens - budget
+
+    def of(kind: str) -> list[Layer]:
+        return [layer for layer in prompt.layers if layer.layer == kind]
+
+    def drop(layer: Layer) -> None:
+        prompt.layers.remove(layer)
+        prompt.cuts.append({"source": layer.source, "action": "dropped", "tokens": layer.tokens})
+
+    def shorten(layer: Layer, limit: int) -> None:
+        if layer.tokens <= limit:
+            return
+        before = layer.tokens
+        lines = layer.text.split("\n")
+        kept, used = [], 0
+        for line in lines:
+            cost = estimate_tokens(line + "\n")
+            if used + cost > max(limit - 12, 0):
+                break
+            kept.append(line)
+            used += cost
+        kept.append(TRUNCATION_MARK.format(count=len(lines) - len(kept)))
+        layer.text = "\n".join(kept)
+        layer.tokens = estimate_tokens(layer.text)
+        layer.truncated = True
+        prompt.cuts.append({"source": layer.source, "action": "truncated",
+                            "tokens": before - layer.tokens})
+
+    if over() <= 0:
+        return
+    for layer in of("memory index"):
+        _drop_archive(layer, prompt)
+    for kind in ("wiki index", "memory index"):
+        for layer in of(kind):
+            if over() > 0:
+                shorten(layer, max(budget // 4, layer.tokens - over()))
+    steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
+                                     ("wiki index", False), ("memory index", True),
+                                     ("pinned note", True), ("tools", False), ("goal", False)]
+    for kind, last_first in steps:
+        candidates = of(kind)
+        if last_first:
+            candidates.reverse()
+        for layer in candidates:
+            if over() <= 0:
+                return
+            if kind == "memory index" and layer.tokens - over() > 64:
+                shorten(layer, layer.tokens - over())
+            else:
+                drop(layer)
+    if over() > 0:
+        raise BudgetError(
+            f"the persona files and the work item alone need {prompt.tokens} tokens; "
+            f"the budget is {budget}", path=folder.model, field="max_input_tokens",
+            fix="raise max_input_tokens in model.md, or shorten the persona or the work item")
+
+
+def _drop_archive(layer: Layer, prompt: Prompt) -> None:
+    lines = layer.text.split("\n")
+    if "## Archive" not in lines:
+        return
+    start = lines.index("## Archive")
+    stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    if stop - start <= 1:
+        return
+    before = layer.tokens
+    layer.text = "\n".join(lines[:start] + lines[stop:]).rstrip("\n")
+    layer.tokens = estimate_tokens(layer.text)
+    layer.truncated = True
+    prompt.cuts.append({"source": layer.source, "action": "archive section dropped",
+                        "tokens": before - layer.tokens})

@@ -1,0 +1,273 @@
+"""Capture markers: find them in an answer, validate them, and write them as notes.
+
+A capture is a fenced block tagged ``atomic_capture`` (three or four backticks) holding one
+strict JSON object. A rejected capture writes nothing and carries its reason to the
+journal and the log. What happens when a name already exists is spelled out in spec/05.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from . import index
+from .config import ToolsConfig
+from .errors import CaptureError, NoteError
+from .fileio import atomic_write
+from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, iso_day, note_filename,
+                    parse_note_text, render_note, summarize, update_frontmatter)
+from .vault import AgentFolder
+
+_BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*$", re.MULTILINE | re.DOTALL)
+REQUIRED = ("type", "name", "description", "confidence", "sources", "body")
+OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags")
+LIMITS = {"name": 200, "description": 300, "body": 32_000, "source": 500, "tag": 64, "items": 32}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Capture:
+    type: str
+    name: str
+    description: str
+    confidence: str
+    sources: list[str]
+    body: str
+    supersedes: str | None = None
+    merge_into: str | None = None
+    pinned: bool = False
+    expires_at: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def extract(text: str) -> tuple[list[Capture], list[dict[str, str]]]:
+    """(valid captures, rejections) from a model's answer."""
+    captures: list[Capture] = []
+    rejected: list[dict[str, str]] = []
+    for match in _BLOCK.finditer(text):
+        raw = match.group(2)
+        try:
+            captures.append(parse(raw))
+        except CaptureError as exc:
+            rejected.append({"status": "rejected", "reason": exc.message, "excerpt": raw[:200]})
+    return captures, rejected
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    dupes = sorted({key for key in keys if keys.count(key) > 1})
+    if dupes:
+        raise CaptureError(f"key {dupes[0]!r} appears twice")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise CaptureError(f"{name} is not valid JSON")
+
+
+def parse(raw: str) -> Capture:
+    """Strict JSON object -> Capture, or CaptureError with the reason."""
+    try:
+        data = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise CaptureError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise CaptureError("the block must hold one JSON object")
+    unknown = sorted(set(data) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise CaptureError(f"unknown field {unknown[0]!r}; allowed: {', '.join(REQUIRED + OPTIONAL)}")
+    for key in REQUIRED:
+        if key not in data:
+            raise CaptureError(f"missing required field {key!r}")
+    if data["type"] not in NOTE_TYPES:
+        raise CaptureError(f"type {data['type']!r} is not one of {', '.join(NOTE_TYPES)}")
+    if data["confidence"] not in CONFIDENCES:
+        raise CaptureError(f"confidence {data['confidence']!r} is not one of {', '.join(CONFIDENCES)}")
+    for key in ("name", "description"):
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            raise CaptureError(f"{key} must be a non-empty string")
+        if len(value) > LIMITS[key]:
+            raise CaptureError(f"{key} is {len(value)} characters; the limit is {LIMITS[key]}")
+        if _CONTROL.search(value) or "\n" in value:
+            raise CaptureError(f"{key} must be one line without control characters")
+    body = data["body"]
+    if not isinstance(body, str) or not body.strip():
+        raise CaptureError("body must be a non-empty string")
+    if len(body) > LIMITS["body"]:
+        raise CaptureError(f"body is {len(body)} characters; the limit is {LIMITS['body']}")
+    if _CONTROL.search(body.replace("\t", " ")):
+        raise CaptureError("body contains control characters")
+    lists = {}
+    for key, limit in (("sources", LIMITS["source"]), ("tags", LIMITS["tag"])):
+        items = data.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+            raise CaptureError(f"{key} must be a list of non-empty strings")
+        if len(items) > LIMITS["items"] or any(len(x) > limit or _CONTROL.search(x) for x in items):
+            raise CaptureError(f"{key} has too many or too long items (at most {LIMITS['items']}"
+                               f" of {limit} characters, one line each)")
+        lists[key] = items
+    for key in ("supersedes", "merge_into"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()
+                                  or len(value) > LIMITS["name"]):
+            raise CaptureError(f"{key} must name an existing note (its file name or its name)")
+    if "supersedes" in data and "merge_into" in data:
+        raise CaptureError("supersedes and merge_into exclude each other; use one")
+    if not isinstance(data.get("pinned", False), bool):
+        raise CaptureError("pinned must be true or false")
+    expires = data.get("expires_at")
+    if expires is not None and iso_day(expires) is None:
+        raise CaptureError(f"expires_at {expires!r} is not a YYYY-MM-DD date")
+    return Capture(type=data["type"], name=data["name"].strip(),
+                   description=data["description"].strip(), confidence=data["confidence"],
+                   sources=lists["sources"], body=body.strip("\n"),
+                   supersedes=data.get("supersedes"), merge_into=data.get("merge_into"),
+                   pinned=data.get("pinned", False), expires_at=expires, tags=lists["tags"])
+
+
+class _Writer:
+    """Applies captures to memory/ and gathers the INDEX changes to write once at the end."""
+
+    def __init__(self, folder: AgentFolder, today: date):
+        self.folder = folder
+        self.today = today
+        self.index_changes: dict[str, tuple[str, str] | None] = {}
+
+    def _path(self, filename: str) -> Path:
+        if not FILENAME.match(filename):
+            raise CaptureError(f"{filename!r} is not a note file name")
+        path = self.folder.memory / filename
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise CaptureError(f"memory/{filename} exists but is not a regular note file")
+        return path
+
+    def _ref(self, value: str, note_type: str) -> Path:
+        """A note named by file name or by name; it must exist."""
+        filename = value if FILENAME.match(value) else note_filename(note_type, value)
+        path = self._path(filename)
+        if not path.is_file():
+            raise CaptureError(f"no note memory/{filename} to refer to")
+        return path
+
+    def _load(self, path: Path) -> tuple[str, dict[str, Any], str]:
+        try:
+            text = path.read_text(encoding="utf-8")
+            meta, body = parse_note_text(text, path)
+        except (NoteError, UnicodeDecodeError) as exc:
+            raise CaptureError(f"memory/{path.name} cannot be updated: {exc}") from None
+        return text, meta, body
+
+    def _fields(self, capture: Capture, supersedes: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION, "name": capture.name,
+            "description": capture.description, "type": capture.type,
+            "captured": self.today, "last_seen": self.today,
+            "sources": capture.sources, "confidence": capture.confidence,
+        }
+        if capture.pinned:
+            fields["pinned"] = True
+        if capture.expires_at:
+            fields["expires_at"] = date.fromisoformat(iso_day(capture.expires_at))
+        if supersedes:
+            fields["supersedes"] = supersedes
+        if capture.tags:
+            fields["tags"] = capture.tags
+        return fields
+
+    def _write_new(self, path: Path, capture: Capture, supersedes: str | None) -> None:
+        fields = self._fields(capture, supersedes)
+        atomic_write(path, render_note(fields, capture.body))
+        summary = summarize({**fields, "superseded_by": None}, path.name)
+        self.index_changes[path.name] = (index.SECTIONS[capture.type], index.entry_line(summary))
+
+    def _retire(self, old: Path, new_name: str) -> None:
+        text, meta, _ = self._load(old)
+        atomic_write(old, update_frontmatter(text, {"superseded_by": new_name}))
+        summary = summarize({**meta, "superseded_by": new_name}, old.name)
+        self.index_changes[old.name] = (index.ARCHIVE, index.entry_line(summary))
+
+    def _refresh(self, path: Path, capture: Capture, extra_body: str | None) -> None:
+        text, meta, _ = self._load(path)
+        sources = list(meta.get("sources") or [])
+        sources += [s for s in capture.sources if s not in sources]
+        updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources})
+        if extra_body:
+            updated = updated.rstrip("\n") + f"\n\nUpdate {self.today.isoformat()}: {extra_body}\n"
+        atomic_write(path, updated)
+
+    def _free_version(self, path: Path) -> Path:
+        stem = path.name.removesuffix(".md")
+        for n in range(2, 1000):
+            candidate = self._path(f"{stem}_v{n}.md")
+            if not candidate.exists():
+                return candidate
+        raise CaptureError(f"too many versions of memory/{path.name}")
+
+    def apply(self, capture: Capture) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"name": capture.name, "type": capture.type}
+        if capture.merge_into:
+            target = self._ref(capture.merge_into, capture.type)
+            _, _, body = self._load(target)
+            same = capture.body.strip() in body
+            self._refresh(target, capture, None if same else capture.body.strip())
+            return {**outcome, "status": "merged", "file": target.name}
+        path = self._path(note_filename(capture.type, capture.name))
+        if capture.supersedes:
+            old = self._ref(capture.supersedes, capture.type)
+            if old == path:
+                path = self._free_version(path)
+            self._write_new(path, capture, old.name)
+            self._retire(old, path.name)
+            return {**outcome, "status": "written", "file": path.name, "supersedes": old.name}
+        if path.exists():
+            _, _, body = self._load(path)
+            if body.strip() == capture.body.strip():
+                self._refresh(path, capture, None)
+                return {**outcome, "status": "refreshed", "file": path.name}
+            new = self._free_version(path)
+            self._write_new(new, capture, path.name)
+            self._retire(path, new.name)
+            return {**outcome, "status": "written", "file": new.name, "supersedes": path.name,
+                    "note": f"memory/{path.name} had the same name and another body; "
+                            "the new note supersedes it and both are kept"}
+        self._write_new(path, capture, None)
+        return {**outcome, "status": "written", "file": path.name}
+
+
+def write(folder: AgentFolder, tools: ToolsConfig, captures: list[Capture],
+          today: date) -> list[dict[str, Any]]:
+    """Write accepted captures (notes first, then INDEX once); returns one outcome each."""
+    if not captures:
+        return []
+    memory = folder.memory
+    try:
+        confined = (not memory.is_symlink()
+                    and memory.resolve().is_relative_to(folder.path.resolve()))
+    except OSError:
+        confined = False
+    refusal = None
+    if not tools.may_write("memory/"):
+        refusal = "tools.md does not allow writing memory/ (add memory/ to its write list)"
+    elif memory.exists() and (not confined or not memory.is_dir()):
+        refusal = "memory/ is a link or not a folder inside the agent folder; captures refused"
+    if refusal:
+        return [{"name": c.name, "type": c.type, "status": "rejected", "reason": refusal}
+                for c in captures]
+    memory.mkdir(exist_ok=True)
+    writer = _Writer(folder, today)
+    outcomes = []
+    for capture in captures:
+        try:
+            outcomes.append(writer.apply(capture))
+        except (CaptureError, NoteError) as exc:
+            outcomes.append({"name": capture.name, "type": capture.type, "status": "rejected",
+                             "reason": getattr(exc, "message", str(exc))})
+    if writer.index_changes:
+        current = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
+        atomic_write(folder.index, index.upsert(current, writer.index_changes))
+    return outcomes

@@ -1,0 +1,229 @@
+"""The agent's settings, read from the YAML blocks of model.md and tools.md.
+
+Only fenced ```yaml blocks are parsed as configuration; the prose around them is for
+people. For vaults in the older convention, model.md's "## Default model" and
+"## Fallback" sections are read when the YAML block does not name the models.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})\s*(yaml|yml)\s*$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+CAP_ACTIONS = ("skip", "fallback", "alert")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """model.md: which model to call and the limits around the call."""
+
+    model: str = "offline"
+    fallback: str | None = None
+    max_input_tokens: int = 12_000
+    max_output_tokens: int = 4_000
+    recent_notes: int = 5
+    journal_days: int = 2
+    cost_guardrails: dict[str, Any] = field(default_factory=dict)
+    unknown_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """tools.md: which paths the agent may read and write, and which tools it may call."""
+
+    read: tuple[str, ...] = ("persona/", "memory/", "wiki/", "journal/")
+    write: tuple[str, ...] = ("memory/",)
+    tools: tuple[str, ...] = ()
+
+    def may_write(self, relative_dir: str) -> bool:
+        wanted = relative_dir.strip("/")
+        for allowed in self.write:
+            allowed = allowed.strip().removeprefix("./").strip("/")
+            if allowed in ("", ".", "*") or wanted == allowed or wanted.startswith(allowed + "/"):
+                return True
+        return False
+
+
+def yaml_blocks(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Every fenced yaml block as (first line number, mapping); malformed ones raise."""
+    blocks: list[tuple[int, dict[str, Any]]] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        opened = _FENCE_OPEN.match(lines[i].strip())
+        if not opened:
+            i += 1
+            continue
+        fence, start = opened.group(1), i + 2
+        close = next((j for j in range(i + 1, len(lines))
+                      if lines[j].strip().startswith(fence[0] * len(fence))
+                      and not lines[j].strip().strip(fence[0])), None)
+        if close is None:
+            raise ConfigError("the ```yaml block is never closed", path=path, field=f"line {i + 1}",
+                              fix="end the block with a line of three backticks")
+        source = "\n".join(lines[i + 1:close])
+        try:
+            value = yaml.load(source, Loader=_LOADER)  # noqa: S506 - safe loader
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = start + mark.line if mark is not None else start
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"invalid YAML: {problem}", path=path, field=f"line {line}",
+                              fix="correct the YAML block (indentation, colons, quotes)") from None
+        if value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError("the YAML block is not a mapping of keys", path=path,
+                                  field=f"line {start}", fix="write one 'key: value' per line")
+            blocks.append((start, value))
+        i = close + 1
+    return blocks
+
+
+def _merged(text: str, path: Path) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for start, block in yaml_blocks(text, path):
+        for key, value in block.items():
+            if key in merged:
+                raise ConfigError(f"key {key!r} is set twice (first at line {lines[key]})",
+                                  path=path, field=f"line {start}", fix="keep one of them")
+            merged[key], lines[key] = value, start
+    return merged
+
+
+def _section_value(text: str, heading: str) -> str | None:
+    """First non-empty line under a '## heading' (older vault convention), unformatted."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("## ") and line[3:].strip().lower().startswith(heading):
+            for follow in lines[i + 1:]:
+                if follow.startswith("#"):
+                    return None
+                value = follow.strip().strip("`*").strip()
+                if value.startswith("```"):
+                    continue
+                if value:
+                    value = value.split()[0].strip("`*")
+                    return value if _MODEL_ID.match(value) else None
+    return None
+
+
+def _int(data: dict[str, Any], key: str, default: int, low: int, high: int, path: Path) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{value!r} is not a whole number from {low} to {high}", path=path,
+                          field=key, fix=f"set {key}: {default}")
+    return value
+
+
+def _guardrails(value: Any, path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("must be a mapping", path=path, field="cost_guardrails",
+                          fix="indent enabled/daily_cap_usd/... under cost_guardrails:")
+    out = dict(value)
+    if "enabled" in out and not isinstance(out["enabled"], bool):
+        raise ConfigError(f"{out['enabled']!r} is not true or false", path=path,
+                          field="cost_guardrails.enabled", fix="write true or false")
+    for key in ("daily_cap_usd", "monthly_cap_usd", "max_run_usd"):
+        if key in out and (isinstance(out[key], bool) or not isinstance(out[key], (int, float))
+                           or out[key] < 0):
+            raise ConfigError(f"{out[key]!r} is not a non-negative amount", path=path,
+                              field=f"cost_guardrails.{key}", fix="write a number such as 5.00")
+    for key in ("daily_cap_action", "monthly_cap_action"):
+        if key in out and out[key] not in CAP_ACTIONS:
+            raise ConfigError(f"{out[key]!r} is not an action", path=path,
+                              field=f"cost_guardrails.{key}", fix=f"use one of {', '.join(CAP_ACTIONS)}")
+    thresholds = out.get("warning_thresholds", [])
+    if not isinstance(thresholds, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1 for x in thresholds):
+        raise ConfigError(f"{thresholds!r} is not a list of fractions", path=path,
+                          field="cost_guardrails.warning_thresholds", fix="write e.g. [0.5, 0.8]")
+    return out
+
+
+_MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
+               "recent_notes", "journal_days", "cost_guardrails"}
+_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+
+def _cached(path: Path, parse):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return parse(None)
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _CACHE.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                          fix="re-save the file as UTF-8") from None
+    value = parse(text)
+    _CACHE[path] = (key, value)
+    return value
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """Parse model.md (absent: the defaults, which use the offline model)."""
+    def parse(text: str | None) -> ModelConfig:
+        if text is None:
+            return ModelConfig()
+        data = _merged(text, path)
+        model = data.get("model") or _section_value(text, "default model") or "offline"
+        fallback = data.get("fallback", _section_value(text, "fallback"))
+        provider = data.get("provider")
+        for key, value in (("model", model), ("fallback", fallback), ("provider", provider)):
+            if value is not None and (not isinstance(value, str) or not _MODEL_ID.match(value)):
+                raise ConfigError(f"{value!r} is not a model name", path=path, field=key,
+                                  fix="write provider:model, e.g. offline or anthropic:claude-sonnet-4-5")
+        if provider and ":" not in model:
+            model = f"{provider}:{model}"
+        return ModelConfig(
+            model=model,
+            fallback=fallback,
+            max_input_tokens=_int(data, "max_input_tokens", 12_000, 256, 10_000_000, path),
+            max_output_tokens=_int(data, "max_output_tokens", 4_000, 1, 1_000_000, path),
+            recent_notes=_int(data, "recent_notes", 5, 0, 100, path),
+            journal_days=_int(data, "journal_days", 2, 0, 3, path),
+            cost_guardrails=_guardrails(data.get("cost_guardrails"), path),
+            unknown_keys=tuple(sorted(str(k) for k in data if k not in _MODEL_KEYS)),
+        )
+    return _cached(path, parse)
+
+
+def load_tools_config(path: Path) -> ToolsConfig:
+    """Parse tools.md (absent: read persona, memory, wiki, journal; write memory only)."""
+    def parse(text: str | None) -> ToolsConfig:
+        if text is None:
+            return ToolsConfig()
+        data = _merged(text, path)
+        values: dict[str, tuple[str, ...]] = {}
+        for key in ("read", "write", "tools"):
+            if key not in data:
+                continue
+            items = data[key] or []
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise ConfigError("must be a list of strings", path=path, field=key,
+                                  fix=f"write e.g. {key}: [memory/]")
+            if key != "tools":
+                for item in items:
+                    if item.startswith(("/", "~")) or ".." in Path(item).parts:
+                        raise ConfigError(f"{item!r} leaves the agent folder", path=path, field=key,
+                                          fix="use paths relative to the agent folder, e.g. memory/")
+            values[key] = tuple(items)
+        return ToolsConfig(**values)
+    return _cached(path, parse)

@@ -1,0 +1,242 @@
+"""Health checks for agent folders, and the safe repairs of ``doctor --repair``.
+
+Checks never write. Repairs only restore invariants that the files themselves define:
+INDEX from the notes, HEAD from a verified log, torn lines moved aside (never deleted),
+leftover temp files removed. A note's content and the chain are never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import catalog, index, runlog
+from .config import load_model_config, load_tools_config
+from .errors import AtomicVaultError, ModelError
+from .fileio import TEMP_SUFFIX, _fsync, atomic_write, ends_torn, fsync_dir
+from .locks import holder_pid
+from .models import load_model
+from .notes import is_live
+from .vault import PERSONA_FILES, AgentFolder
+
+
+@dataclass
+class Finding:
+    agent: str
+    check: str
+    level: str  # ok | warn | error
+    message: str
+    path: str | None = None
+    fix: str | None = None
+
+
+def check(folder: AgentFolder) -> list[Finding]:
+    """Every check for one agent; nothing on disk changes."""
+    out: list[Finding] = []
+
+    def add(check_name: str, level: str, message: str, path: Path | str | None = None,
+            fix: str | None = None) -> None:
+        out.append(Finding(folder.name, check_name, level, message,
+                           str(path) if path is not None else None, fix))
+
+    _check_layout(folder, add)
+    notes = _check_notes(folder, add)
+    if notes is not None:
+        _check_index(folder, notes, add)
+    _check_log(folder, add)
+    _check_lock(folder, add)
+    temps = _temp_files(folder)
+    if temps:
+        add("temp files", "warn", f"{len(temps)} leftover temp file(s) from an interrupted write",
+            temps[0], "`doctor --repair` removes them")
+    return out
+
+
+def _check_layout(folder: AgentFolder, add) -> None:
+    identity = folder.persona / "IDENTITY.md"
+    if not identity.is_file():
+        add("layout", "error", "persona/IDENTITY.md is missing", identity, "write who the agent is")
+    for name in PERSONA_FILES[1:]:
+        if not (folder.persona / name).is_file():
+            add("layout", "warn", f"persona/{name} is missing (skipped in prompts)", folder.persona / name)
+    for path, loader in ((folder.model, load_model_config), (folder.tools, load_tools_config)):
+        try:
+            config = loader(path)
+        except AtomicVaultError as exc:
+            add("config", "error", exc.message, exc.path, exc.fix)
+            continue
+        if path == folder.model:
+            if config.unknown_keys:
+                add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
+                    "check their spelling against spec/06-config.md")
+            try:
+                load_model(config.model)
+                add("model", "ok", f"model {config.model!r} is available")
+            except ModelError as exc:
+                add("model", "warn", f"model {config.model!r} cannot be used here ({exc.message}); "
+                    "runs fall back to the offline model", path, exc.fix)
+    if not folder.memory.is_dir():
+        add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
+    else:
+        add("layout", "ok", "agent folder layout is valid")
+
+
+def _check_notes(folder: AgentFolder, add) -> dict[str, dict[str, Any]] | None:
+    if not folder.memory.is_dir():
+        return None
+    notes, broken = catalog.scan(folder, persist=False)
+    for name, message in sorted(broken.items()):
+        add("notes", "error", message, folder.memory / name, "correct the frontmatter, or move the file out of memory/")
+    if not broken:
+        add("notes", "ok", f"{len(notes)} notes have valid frontmatter")
+    return notes
+
+
+def index_changes(folder: AgentFolder, notes: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str] | None]:
+    """What INDEX.md needs so that it lists exactly the notes (live ones under their type)."""
+    text = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
+    listed = index.listed(text)
+    today = datetime.now().date().isoformat()
+    changes: dict[str, tuple[str, str] | None] = {}
+    for name, summary in notes.items():
+        section = index.section_for(summary, is_live(summary, today))
+        if listed.get(name) != section:
+            changes[name] = (section, index.entry_line(summary))
+    for name in listed:
+        if name not in notes and not (folder.memory / name).exists():
+            changes[name] = None
+    return changes
+
+
+def _check_index(folder: AgentFolder, notes: dict[str, dict[str, Any]], add) -> None:
+    changes = index_changes(folder, notes)
+    if not folder.index.is_file():
+        add("index", "error", "memory/INDEX.md is missing", folder.index, "`doctor --repair` rebuilds it from the notes")
+    elif changes:
+        missing = sorted(name for name, change in changes.items() if change is not None)
+        dangling = sorted(name for name, change in changes.items() if change is None)
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} note(s) missing or in the wrong section (e.g. {missing[0]})")
+        if dangling:
+            detail.append(f"{len(dangling)} line(s) for notes that do not exist (e.g. {dangling[0]})")
+        add("index", "error", "INDEX.md does not match the notes: " + "; ".join(detail), folder.index,
+            "`doctor --repair` updates INDEX.md from the notes")
+    else:
+        add("index", "ok", "INDEX.md lists exactly the notes")
+
+
+def _check_log(folder: AgentFolder, add) -> None:
+    files = runlog.day_files(folder)
+    if files and ends_torn(files[-1]):
+        add("log", "warn", "the last log line is torn (a crash during a write)", files[-1],
+            "`doctor --repair` moves it aside into a .torn file")
+    result = runlog.verify(folder)
+    for warning in result.warnings:
+        if "torn" not in warning:
+            add("chain", "warn", warning, folder.head, "`doctor --repair`")
+    if result.ok:
+        legacy = f" after {result.legacy} legacy records" if result.legacy else ""
+        add("chain", "ok", f"{result.records} chained records verify{legacy}")
+    else:
+        bad = result.first_bad
+        add("chain", "error", f"seq {bad['seq']} at line {bad['line']}: {bad['reason']}", bad["file"],
+            "restore the log from git or a backup; `atomic-vault verify` shows details")
+
+
+def _check_lock(folder: AgentFolder, add) -> None:
+    path = folder.state / "lock"
+    if not path.exists():
+        return
+    import portalocker
+
+    with open(path, encoding="utf-8") as handle:
+        try:
+            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+            portalocker.unlock(handle)
+            add("lock", "ok", "the agent is not locked")
+        except portalocker.LockException:
+            pid = holder_pid(folder)
+            alive = pid is not None and _alive(pid)
+            add("lock", "warn" if alive else "error",
+                f"locked by pid {pid} ({'running' if alive else 'not running on this host'})", path,
+                None if alive else "if no run is in progress on another host, delete the lock file")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_files(folder: AgentFolder) -> list[Path]:
+    found = []
+    for directory, _, files in os.walk(folder.path):
+        found.extend(Path(directory) / f for f in files if f.endswith(TEMP_SUFFIX))
+    return sorted(found)
+
+
+def repair(folder: AgentFolder, timeout: float | None = 60.0) -> list[str]:
+    """Fix what is safe to fix, holding the agent's lock; returns one line per action taken."""
+    from .locks import FileLock
+
+    with FileLock().hold(folder, timeout):
+        return _repair(folder)
+
+
+def _repair(folder: AgentFolder) -> list[str]:
+    actions: list[str] = []
+    for temp in _temp_files(folder):
+        temp.unlink(missing_ok=True)
+        actions.append(f"removed leftover temp file {folder.relative(temp)}")
+    files = runlog.day_files(folder)
+    if files and ends_torn(files[-1]):
+        actions.append(_move_torn_tail(folder, files[-1]))
+    if folder.memory.is_dir():
+        notes, _ = catalog.scan(folder)
+        changes = index_changes(folder, notes)
+        if changes or not folder.index.is_file():
+            current = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
+            atomic_write(folder.index, index.upsert(current, changes))
+            actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
+    result = runlog.verify(folder)
+    reason = (result.first_bad or {}).get("reason", "")
+    head_unusable = reason.startswith(("log/HEAD is missing", "is not valid JSON", "does not hold"))
+    head_behind = result.ok and any("HEAD is behind" in w for w in result.warnings)
+    seq, digest, _ = runlog.tail(folder) if (head_unusable or head_behind) else (0, None, None)
+    if seq:
+        runlog.write_head(folder, seq, digest)
+        actions.append(f"set log/HEAD to the verified tail (seq {seq})")
+    if actions and runlog.verify(folder).ok:
+        now = datetime.now(timezone.utc).astimezone()
+        runlog.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
+                               "agent": folder.name, "trigger": "doctor", "status": "ok",
+                               "summary": "; ".join(actions), "actions": actions}, now.date())
+    return actions
+
+
+def _move_torn_tail(folder: AgentFolder, path: Path) -> str:
+    """Append the torn bytes to <file>.torn, then cut them from the log file."""
+    raw = path.read_bytes()
+    keep = raw.rfind(b"\n") + 1
+    torn = path.with_name(path.name + ".torn")
+    with open(torn, "ab") as handle:
+        handle.write(raw[keep:] + b"\n")
+        handle.flush()
+        _fsync(handle.fileno())
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
+        _fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return f"moved a torn line ({len(raw) - keep} bytes) from {folder.relative(path)} to {folder.relative(torn)}"
+
+
+def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:
+    return [asdict(f) for f in findings]

@@ -1,0 +1,60 @@
+"""One exception hierarchy: every error says what is wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AtomicVaultError(Exception):
+    """Base of every error atomic_vault raises on purpose.
+
+    ``path`` is the file at fault, ``field`` the key or line inside it, ``fix`` what the
+    operator should do. ``str(error)`` joins them into one readable message.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None,
+                 field: str | None = None, fix: str | None = None):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.field = field
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path or ""
+        if self.field:
+            where = f"{where}: {self.field}" if where else self.field
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+class AgentNotFound(AtomicVaultError):
+    """The agent folder, or a file every agent must have, is missing."""
+
+
+class ConfigError(AtomicVaultError):
+    """model.md, tools.md or a work item is malformed."""
+
+
+class NoteError(AtomicVaultError):
+    """A memory note or INDEX.md is malformed."""
+
+
+class CaptureError(AtomicVaultError):
+    """A capture from the model was rejected; nothing was written for it."""
+
+
+class BudgetError(AtomicVaultError):
+    """The parts of a prompt that cannot be trimmed do not fit the token budget."""
+
+
+class ModelError(AtomicVaultError):
+    """A model backend is unknown, unavailable, or failed to answer."""
+
+
+class LogError(AtomicVaultError):
+    """The run log is torn, broken or cannot be appended to."""
+
+
+class LockTimeout(AtomicVaultError):
+    """The agent's write lock was not acquired in time."""

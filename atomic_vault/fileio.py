@@ -1,0 +1,173 @@
+"""Crash-safe file primitives: atomic replace, whole-line appends, torn-line tolerant reads.
+
+Every durable write in atomic_vault goes through this module, so the crash guarantees of
+spec/02 are kept in one place. ``FSYNCS`` counts fsync calls for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from .errors import LogError
+
+FSYNCS = 0
+TEMP_SUFFIX = ".avtmp"
+
+
+def _fsync(fd: int) -> None:
+    global FSYNCS
+    FSYNCS += 1
+    os.fsync(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a file creation in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
+
+    Returns False, and touches nothing, when the file already holds exactly ``data``
+    (so ``git diff`` shows only real changes). An existing file keeps its mode; a new one
+    gets the umask's. ``durable=False`` skips fsync, for derived caches only.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and st.st_size == len(raw):
+        with open(path, "rb") as existing:
+            if existing.read() == raw:
+                return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if st is not None:
+            os.fchmod(fd, st.st_mode & 0o7777)
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            _fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return True
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` with one write call, then fsync; the file and its folder are created
+    as needed. A reader sees the whole text or, after a crash mid-write, a torn tail."""
+    raw = text.encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        written = os.write(fd, raw)
+        if written != len(raw):  # only on a full disk or a signal; finish, then report
+            view = memoryview(raw)[written:]
+            while view:
+                view = view[os.write(fd, view):]
+        _fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)
+
+
+def append_jsonl(path: Path, record: dict) -> str:
+    """Append ``record`` as one whole JSON line; returns the line written (without newline)."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    if ends_torn(path):
+        raise LogError("the last line is torn (a crash during a write?); nothing was appended",
+                       path=path, fix="run `atomic-vault doctor AGENT --repair` to move it aside")
+    append_text(path, line + "\n")
+    return line
+
+
+def ends_torn(path: Path) -> bool:
+    """True when the file exists, is not empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """Read a JSONL file into (line number, record) pairs plus (line number, problem) pairs.
+
+    A last line without its newline is reported as torn, never parsed: it may be a prefix
+    of a longer record that happens to be valid JSON.
+    """
+    records: list[tuple[int, dict]] = []
+    problems: list[tuple[int, str]] = []
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    lines = raw.split(b"\n")
+    last = len(lines) - 1  # the piece after the final newline: empty unless torn
+    for number, chunk in enumerate(lines, start=1):
+        if number - 1 == last:
+            if chunk:
+                problems.append((number, "torn last line (no newline: a crash during a write?)"))
+            break
+        if not chunk.strip():
+            continue
+        try:
+            value = json.loads(chunk)
+        except (UnicodeDecodeError, ValueError) as exc:
+            problems.append((number, f"not valid JSON ({exc})"))
+            continue
+        if not isinstance(value, dict):
+            problems.append((number, "not a JSON object"))
+            continue
+        records.append((number, value))
+    return records, problems
+
+
+def last_line(path: Path, chunk: int = 65536) -> bytes | None:
+    """The last complete line of ``path`` (without newline), reading only the file's tail.
+
+    A torn tail (bytes after the final newline) is ignored; None when there is no line.
+    """
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        start = size
+        while start > 0:
+            start = max(0, start - chunk)
+            handle.seek(start)
+            data = handle.read(size - start)
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue
+            begin = data.rfind(b"\n", 0, end)
+            if begin >= 0 or start == 0:
+                return data[begin + 1:end]
+        return None

@@ -1,0 +1,83 @@
+"""Per-agent mutual exclusion for the write-back, behind the LockBackend Protocol.
+
+The file implementation holds an OS lock (portalocker: flock / LockFileEx) on
+``.atomic_vault/lock``. The OS drops it when the holder dies, so a crashed run never
+leaves the agent locked; the holder's pid is written into the file for diagnostics only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator, Protocol, runtime_checkable
+
+from .errors import LockTimeout
+from .vault import AgentFolder
+
+POLL_SECONDS = 0.005
+
+
+@runtime_checkable
+class LockBackend(Protocol):
+    """Serialises the write-back of one agent across threads, processes (and hosts)."""
+
+    def hold(self, folder: AgentFolder, timeout: float | None) -> "contextmanager[int]":
+        """Context manager: wait up to ``timeout`` seconds (None: forever, 0: not at all),
+        yield a fencing token that grows with every acquisition, release on exit."""
+        ...
+
+
+class FileLock:
+    """The default LockBackend: an OS file lock in the agent's state folder."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url
+
+    @contextmanager
+    def hold(self, folder: AgentFolder, timeout: float | None) -> Iterator[int]:
+        import portalocker  # imported here: it is slow to import and only the write-back needs it
+
+        path = folder.ensure_state_dir() / "lock"
+        handle = open(path, "a+", encoding="utf-8")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                    break
+                except portalocker.LockException:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        holder = path.read_text(encoding="utf-8").strip() or "another process"
+                        raise LockTimeout(
+                            f"agent {folder.name!r} is busy (lock held by {holder})", path=path,
+                            fix="retry later, raise --lock-timeout, or check for a hung run") from None
+                    time.sleep(POLL_SECONDS)
+            token = _next_token(handle)
+            try:
+                yield token
+            finally:
+                portalocker.unlock(handle)
+        finally:
+            handle.close()
+
+
+def _next_token(handle) -> int:
+    """Bump the counter kept in the lock file; the file also says who holds the lock."""
+    handle.seek(0)
+    words = handle.read().split()
+    last = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid={os.getpid()} {last + 1}\n")
+    handle.flush()
+    return last + 1
+
+
+def holder_pid(folder: AgentFolder) -> int | None:
+    """The pid recorded by the last holder, if any (used by doctor to spot dead holders)."""
+    try:
+        first = (folder.state / "lock").read_text(encoding="utf-8").split()[0]
+    except (FileNotFoundError, IndexError):
+        return None
+    return int(first[4:]) if first.startswith("pid=") and first[4:].isdigit() else None

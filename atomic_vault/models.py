@@ -1,0 +1,138 @@
+"""The Model Protocol, the entry-point registry of providers, and the offline model.
+
+A provider is any class registered in the ``atomic_vault.models`` entry-point group whose
+instances, built as ``Provider(model_name)``, have a ``complete(request)`` method. The
+built-in offline model is registered the same way as any third-party provider.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import ModelError
+
+ENTRY_POINT_GROUP = "atomic_vault.models"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a provider gets: system text blocks (in order, with cache-breakpoint marks),
+    the chat messages, and the output limit."""
+
+    model: str
+    system: list[dict[str, Any]]
+    messages: list[dict[str, str]]
+    max_output_tokens: int
+    agent: str = ""
+
+    @property
+    def system_text(self) -> str:
+        return "\n\n".join(block["text"] for block in self.system)
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """What a provider returns. ``cost_usd`` is None when the price is unknown."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = 0.0
+    model: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that can answer a request: providers, test doubles, a script's own object."""
+
+    name: str
+
+    def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+_PROVIDERS: dict[str, Any] | None = None
+
+
+def providers() -> dict[str, Any]:
+    """Registered provider entry points by name (looked up once per process)."""
+    global _PROVIDERS
+    if _PROVIDERS is None:
+        from importlib.metadata import entry_points
+        _PROVIDERS = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return _PROVIDERS
+
+
+def load_model(spec: str) -> Model:
+    """Build the model named ``provider:model`` (or a bare provider name such as ``offline``)."""
+    provider, _, model = spec.partition(":")
+    known = providers()
+    if provider not in known:
+        names = ", ".join(sorted(known)) or "none (is atomic-vault installed? pip install -e .)"
+        raise ModelError(f"no provider {provider!r} for model {spec!r}", field="model",
+                         fix=f"use provider:model with a known provider: {names}")
+    try:
+        factory = known[provider].load()
+        return factory(model or provider)
+    except ModelError:
+        raise
+    except Exception as exc:  # a broken third-party plug-in must not look like our bug
+        raise ModelError(f"provider {provider!r} failed to start: {exc}", field="model",
+                         fix="check the provider's installation and settings") from exc
+
+
+def estimate_tokens(text: str) -> int:
+    """The documented estimate used when a provider gives no count: 1 token per 4 characters."""
+    return (len(text) + 3) // 4
+
+
+_REMEMBER = re.compile(r"^\s*remember:\s*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
+_TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.IGNORECASE)
+
+
+class OfflineModel:
+    """A deterministic model that needs no key and no network.
+
+    It summarises the work item and what the prompt held, and turns a line
+    ``remember: <text>`` (optionally ``remember: <type>: <text>``) into one capture marker,
+    so the whole loop — captures, INDEX, journal, log — runs on a fresh machine.
+    """
+
+    def __init__(self, model: str = "offline"):
+        self.name = "offline"
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        work = request.messages[-1]["content"] if request.messages else ""
+        words = work.split()
+        first = " ".join(words[:24]) + (" …" if len(words) > 24 else "")
+        layers = [block["layer"] for block in request.system if "layer" in block]
+        notes = sum(1 for name in layers if name in ("pinned note", "recent note"))
+        parts = [
+            f"Offline answer for {request.agent or 'this agent'}.",
+            f"Work item ({len(words)} words): {first}",
+            f"Context: {len(layers)} prompt layers, {notes} notes in full, "
+            f"{sum(1 for name in layers if name == 'journal')} journal days.",
+        ]
+        match = _REMEMBER.search(work)
+        if match:
+            parts.append(self._capture(match.group("text").strip()))
+        text = "\n\n".join(parts) + "\n"
+        return ModelResponse(text=text,
+                             input_tokens=estimate_tokens(request.system_text + work),
+                             output_tokens=estimate_tokens(text), cost_usd=0.0, model="offline")
+
+    @staticmethod
+    def _capture(text: str) -> str:
+        note_type = "reference"
+        typed = _TYPED.match(text)
+        if typed:
+            note_type, text = typed.group(1).lower(), typed.group(2).strip()
+        name = " ".join(text.split()[:8])[:80]
+        capture = {
+            "type": note_type, "name": name, "description": text[:200],
+            "confidence": "medium", "sources": ["work item"], "body": text,
+        }
+        return "```atomic_capture\n" + json.dumps(capture, ensure_ascii=False, indent=2) + "\n```"

@@ -1,0 +1,214 @@
+"""Typed memory notes: the frontmatter schema, file names, parsing and order-keeping edits."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from frontmatter.default_handlers import YAMLHandler
+
+from .errors import NoteError
+
+SCHEMA_VERSION = 1
+NOTE_TYPES = ("user", "feedback", "project", "decision", "reference")
+CONFIDENCES = ("high", "medium", "low")
+REQUIRED = ("schema_version", "name", "description", "type", "captured", "last_seen",
+            "sources", "confidence")
+OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived")
+MAX_NAME = 200
+MAX_DESCRIPTION = 300
+FILENAME = re.compile(r"^(user|feedback|project|decision|reference)_([^\W_]|_)+\.md$")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Plain YAML for people: no &anchors / *aliases even when two values are equal."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+
+class _Frontmatter(YAMLHandler):
+    """python-frontmatter's YAML handler, with libyaml's loader when it is installed."""
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        kwargs.setdefault("Loader", _YAML_LOADER)
+        return yaml.load(fm, **kwargs)  # noqa: S506 - a safe loader is always chosen
+
+
+_HANDLER = _Frontmatter()
+
+
+def slugify(name: str) -> str:
+    """Snake-case topic for a file name: letters and digits of any script, joined by '_'.
+
+    Anything else (slashes, dots, control characters, spaces) becomes a separator, so a
+    slug can never name a path outside memory/.
+    """
+    text = unicodedata.normalize("NFKC", name).casefold()
+    slug = re.sub(r"[\W_]+", "_", text).strip("_")[:80].rstrip("_")
+    return slug
+
+
+def note_filename(note_type: str, name: str) -> str:
+    slug = slugify(name)
+    if not slug:
+        raise NoteError(f"name {name!r} has no letters or digits to make a file name from",
+                        field="name", fix="give the note a name with letters or digits")
+    return f"{note_type}_{slug}.md"
+
+
+def iso_day(value: Any) -> str | None:
+    """'YYYY-MM-DD' for a YAML date or a string in that form; None for anything else."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value).isoformat() if len(value) == 10 else None
+        except ValueError:
+            return None
+    return None
+
+
+def read_note(path: Path) -> tuple[dict[str, Any], str]:
+    """Parse a note file into (frontmatter, body), or raise NoteError naming the problem."""
+    if path.is_symlink() or not path.is_file():
+        raise NoteError("is not a regular file", path=path,
+                        fix="notes must be plain files; remove or replace it")
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise NoteError("is binary (contains NUL bytes), not a Markdown note", path=path,
+                        fix="move the file out of memory/")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                        fix="re-save the note as UTF-8") from None
+    return parse_note_text(text, path)
+
+
+def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
+    text = text.lstrip("\ufeff")
+    if not text.startswith("---"):
+        raise NoteError("has no YAML frontmatter", path=path, field="frontmatter",
+                        fix="start the file with a '---' line, the fields, and another '---' line")
+    try:
+        fm, body = _HANDLER.split(text)
+    except ValueError:
+        raise NoteError("frontmatter is not closed", path=path, field="frontmatter",
+                        fix="end the frontmatter with a line holding only '---'") from None
+    try:
+        meta = _HANDLER.load(fm)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 2}" if mark is not None else "frontmatter"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise NoteError(f"frontmatter is not valid YAML: {problem}", path=path, field=where,
+                        fix="correct the YAML between the '---' lines") from None
+    if not isinstance(meta, dict):
+        raise NoteError("frontmatter is not a YAML mapping of fields", path=path,
+                        field="frontmatter", fix="write one 'key: value' per line")
+    return meta, body.strip("\n")
+
+
+def validate(meta: dict[str, Any], path: Path) -> None:
+    """Raise NoteError for the first field that breaks the note schema (spec/03)."""
+    def fail(field: str, problem: str, fix: str) -> None:
+        raise NoteError(problem, path=path, field=field, fix=fix)
+
+    if not FILENAME.match(path.name) or path.name != path.name.lower():
+        fail("file name", f"{path.name!r} is not <type>_<snake_case_topic>.md",
+             f"rename it, e.g. to {note_filename(meta.get('type') if meta.get('type') in NOTE_TYPES else 'reference', str(meta.get('name') or path.stem))}")
+    for key in REQUIRED:
+        if key not in meta or meta[key] is None:
+            fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
+    if meta["schema_version"] != SCHEMA_VERSION:
+        fail("schema_version", f"is {meta['schema_version']!r}; this version reads {SCHEMA_VERSION}",
+             "set schema_version: 1 or run `atomic-vault migrate`")
+    for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
+        value = meta[key]
+        if not isinstance(value, str) or not value.strip():
+            fail(key, "must be a non-empty string", f"write a short text after '{key}:'")
+        if len(value) > limit or "\n" in value.strip():
+            fail(key, f"must be one line of at most {limit} characters", f"shorten '{key}'")
+    if meta["type"] not in NOTE_TYPES:
+        fail("type", f"{meta['type']!r} is not a note type", f"use one of {', '.join(NOTE_TYPES)}")
+    if not path.name.startswith(meta["type"] + "_"):
+        fail("type", f"is {meta['type']!r} but the file name starts otherwise",
+             f"rename the file to start with '{meta['type']}_' or correct 'type'")
+    if meta["confidence"] not in CONFIDENCES:
+        fail("confidence", f"{meta['confidence']!r} is not allowed", f"use one of {', '.join(CONFIDENCES)}")
+    for key in ("captured", "last_seen", "expires_at"):
+        if key in meta and meta[key] is not None and iso_day(meta[key]) is None:
+            fail(key, f"{meta[key]!r} is not a date", "write the date as YYYY-MM-DD")
+    for key in ("sources", "tags"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(item, str) for item in value)):
+            fail(key, "must be a list of strings", f"write '{key}:' followed by '- item' lines")
+    for key in ("pinned", "archived"):
+        if key in meta and not isinstance(meta[key], bool):
+            fail(key, f"{meta[key]!r} is not true or false", f"write '{key}: true' or remove it")
+    for key in ("supersedes", "superseded_by"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) and FILENAME.match(value)):
+            fail(key, f"{value!r} is not a note file name", "name the other note's file, e.g. decision_x.md")
+
+
+def summarize(meta: dict[str, Any], filename: str) -> dict[str, Any]:
+    """The few fields the runtime needs about a note, as plain JSON values (for caches)."""
+    return {
+        "file": filename,
+        "name": meta["name"],
+        "description": meta["description"],
+        "type": meta["type"],
+        "captured": iso_day(meta["captured"]),
+        "last_seen": iso_day(meta["last_seen"]),
+        "pinned": bool(meta.get("pinned", False)),
+        "archived": bool(meta.get("archived", False)),
+        "superseded_by": meta.get("superseded_by"),
+        "expires_at": iso_day(meta.get("expires_at")),
+    }
+
+
+def is_live(summary: dict[str, Any], today: str) -> bool:
+    """Live notes go into INDEX sections and prompts; the rest belong to the archive."""
+    expired = summary.get("expires_at") is not None and summary["expires_at"] < today
+    return not (summary["archived"] or summary["superseded_by"] or expired)
+
+
+def _dump(fields: dict[str, Any]) -> str:
+    return yaml.dump(fields, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=4096)
+
+
+def render_note(fields: dict[str, Any], body: str) -> str:
+    """A new note file: frontmatter in schema order, then the body, LF and a final newline."""
+    return f"---\n{_dump(fields)}---\n{body.strip(chr(10))}\n"
+
+
+def update_frontmatter(text: str, updates: dict[str, Any]) -> str:
+    """Change some frontmatter keys in place: other keys keep their order and formatting,
+    the body stays byte-for-byte. A key set to None is removed."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise ValueError("no frontmatter")
+    end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
+    head = lines[1:end]
+    for key, value in updates.items():
+        start = next((i for i, line in enumerate(head)
+                      if line.startswith(f"{key}:") and not line.startswith(" ")), None)
+        new = [] if value is None else _dump({key: value}).rstrip("\n").split("\n")
+        if start is None:
+            head.extend(new)
+            continue
+        stop = start + 1
+        while stop < len(head) and (head[stop].startswith((" ", "\t", "- ")) or head[stop] == "-"):
+            stop += 1
+        head[start:stop] = new
+    return "\n".join([lines[0], *head, *lines[end:]])

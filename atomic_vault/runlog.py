@@ -1,0 +1,195 @@
+"""The run log: one hash-chained JSON record per run, in day files, with a HEAD file.
+
+Each record carries ``seq`` (1, 2, … per agent, never derived from the clock), ``prev``
+(the previous record's hash) and ``hash`` (sha256 of the record's canonical JSON without
+``hash``). ``log/HEAD`` names the last seq and hash so that a cut-off tail is detected.
+Records written before the chain existed (older vaults) are legacy history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import LogError
+from .fileio import append_jsonl, atomic_write, last_line, read_jsonl
+from .vault import AgentFolder
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def day_files(folder: AgentFolder) -> list[Path]:
+    """Every day file, oldest first (the chain's file order)."""
+    if not folder.log.is_dir():
+        return []
+    files: list[Path] = []
+    for month in sorted(p for p in folder.log.iterdir() if p.is_dir() and len(p.name) == 7):
+        files.extend(sorted(month.glob("????-??-??.jsonl")))
+    return files
+
+
+def read_head(folder: AgentFolder) -> dict[str, Any] | None:
+    try:
+        head = json.loads(folder.head.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        raise LogError("is not valid JSON", path=folder.head,
+                       fix="run `atomic-vault doctor AGENT --repair` to rebuild it from the log")
+    if not isinstance(head, dict) or not isinstance(head.get("seq"), int):
+        raise LogError("does not hold a seq and a hash", path=folder.head,
+                       fix="run `atomic-vault doctor AGENT --repair` to rebuild it from the log")
+    return head
+
+
+def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
+    """(seq, hash) of the last chained record and the newest day file, reading only tails."""
+    files = day_files(folder)
+    for path in reversed(files):
+        line = last_line(path)
+        if line is None:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise LogError("the last whole line is not valid JSON", path=path,
+                           fix="run `atomic-vault verify AGENT` to find the damage") from None
+        if "hash" not in record:
+            return 0, None, files[-1]  # legacy history only: the chain starts now
+        return int(record["seq"]), record["hash"], files[-1]
+    return 0, None, files[-1] if files else None
+
+
+def write_head(folder: AgentFolder, seq: int, digest: str | None) -> None:
+    atomic_write(folder.head, json.dumps({"seq": seq, "hash": digest}) + "\n")
+
+
+def append(folder: AgentFolder, record: dict[str, Any], today: date) -> dict[str, Any]:
+    """Chain and append one record, then move HEAD. Call with the agent's lock held."""
+    seq, prev, newest = tail(folder)
+    head = read_head(folder)
+    if head is not None and head["seq"] > seq:
+        raise LogError(f"HEAD says the log reaches seq {head['seq']} but it ends at {seq}: "
+                       "records are missing", path=folder.head,
+                       fix="run `atomic-vault verify AGENT`; restore the missing records from backup or git")
+    chained = {**record, "seq": seq + 1, "prev": prev}
+    chained["hash"] = record_hash(chained)
+    path = folder.log_file(today)
+    if newest is not None and newest.name > path.name:
+        path = newest  # the clock went back: never append before the chain's end
+    append_jsonl(path, chained)
+    write_head(folder, chained["seq"], chained["hash"])
+    return chained
+
+
+def records(folder: AgentFolder) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """Every whole record in chain order as (file, line number, record)."""
+    for path in day_files(folder):
+        found, _ = read_jsonl(path)
+        for number, record in found:
+            yield path, number, record
+
+
+@dataclass
+class Verification:
+    ok: bool = True
+    records: int = 0
+    legacy: int = 0
+    head: dict[str, Any] | None = None
+    first_bad: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def fail(self, path: Path, line: int, seq: Any, reason: str) -> None:
+        if self.first_bad is None:
+            self.ok = False
+            self.first_bad = {"file": str(path), "line": line, "seq": seq, "reason": reason}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "records": self.records, "legacy": self.legacy,
+                "head": self.head, "first_bad": self.first_bad, "warnings": self.warnings}
+
+
+def verify(folder: AgentFolder, anchor: str | None = None) -> Verification:
+    """Walk the whole chain and report the first broken record and why."""
+    result = Verification()
+    expected, prev, last_path, last_line_no = 1, None, None, 0
+    files = day_files(folder)
+    for path in files:
+        found, problems = read_jsonl(path)
+        for number, problem in problems:
+            if problem.startswith("torn") and path == files[-1]:
+                result.warnings.append(f"{path}:{number}: {problem}; `doctor --repair` moves it aside")
+            else:
+                result.fail(path, number, None, f"unreadable line: {problem}")
+        for number, record in found:
+            last_path, last_line_no = path, number
+            if "hash" not in record and "seq" not in record:
+                if expected == 1:
+                    result.legacy += 1
+                else:
+                    result.fail(path, number, None, "inserted: an unchained record after the chain began")
+                continue
+            result.records += 1
+            seq = record.get("seq")
+            if record.get("agent") != folder.name:
+                result.fail(path, number, seq, f"belongs to another agent ({record.get('agent')!r})")
+            elif record.get("hash") != record_hash(record):
+                result.fail(path, number, seq, "edited: the content does not match its hash")
+            elif not isinstance(seq, int) or seq < expected:
+                result.fail(path, number, seq, f"reordered or duplicated: seq {seq} where {expected} was due")
+            elif seq > expected:
+                missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+                result.fail(path, number, seq, f"missing: seq {missing} absent before this record")
+            elif record.get("prev") != prev:
+                result.fail(path, number, seq, "inserted or replaced: prev does not match the record before")
+            if result.first_bad is not None:
+                return result
+            expected, prev = seq + 1, record["hash"]
+    try:
+        result.head = read_head(folder)
+    except LogError as exc:
+        result.fail(folder.head, 1, None, exc.message)
+        return result
+    last_seq = expected - 1
+    head = result.head
+    if head is None:
+        if last_seq:
+            result.fail(folder.head, 1, None, "log/HEAD is missing (deleted, or a rewrite?)")
+    elif head["seq"] > last_seq:
+        result.fail(last_path or folder.head, last_line_no, last_seq,
+                    f"truncated: HEAD says seq {head['seq']} but the log ends at seq {last_seq}")
+    elif head["seq"] == last_seq and head.get("hash") != prev:
+        result.fail(folder.head, 1, head["seq"], "HEAD's hash does not match the last record (rewritten?)")
+    elif head["seq"] < last_seq:
+        result.warnings.append(f"HEAD is behind the log (seq {head['seq']} < {last_seq}): a run was "
+                               "cut off after its append; `doctor --repair` advances HEAD")
+    if anchor is not None and result.ok:
+        _check_anchor(result, folder, anchor)
+    return result
+
+
+def _check_anchor(result: Verification, folder: AgentFolder, anchor: str) -> None:
+    """An anchor 'SEQ:HASH' kept elsewhere proves the log was not wholly rewritten."""
+    seq_text, _, digest = anchor.partition(":")
+    try:
+        want = int(seq_text)
+    except ValueError:
+        raise LogError(f"anchor {anchor!r} is not SEQ:HASH", field="--anchor",
+                       fix="pass the value printed by `atomic-vault verify AGENT --json` (head)") from None
+    for path, number, record in records(folder):
+        if record.get("seq") == want:
+            if record.get("hash") != digest:
+                result.fail(path, number, want, "differs from the anchor: the log was rewritten")
+            return
+    result.fail(folder.head, 1, want, "the anchored record is not in the log")

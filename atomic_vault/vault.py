@@ -1,0 +1,124 @@
+"""Where a vault lives and what an agent folder holds."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from .errors import AgentNotFound, ConfigError
+
+ROOT_ENV = "ATOMIC_VAULT_ROOT"
+DEFAULT_ROOT = "~/agents"
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PERSONA_FILES = ("IDENTITY.md", "SOUL.md", "USER.md")
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The vault root: the argument, else ``$ATOMIC_VAULT_ROOT``, else ``~/agents``."""
+    chosen = root if root not in (None, "") else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    return Path(chosen).expanduser().absolute()
+
+
+def check_agent_name(name: str) -> str:
+    if not isinstance(name, str) or not AGENT_NAME.match(name) or name.endswith(".") or ".." in name:
+        raise ConfigError(f"invalid agent name {name!r}", field="agent name",
+                          fix="use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class AgentFolder:
+    """The paths of one agent folder; creating it does not touch the disk."""
+
+    root: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def persona(self) -> Path:
+        return self.path / "persona"
+
+    @property
+    def memory(self) -> Path:
+        return self.path / "memory"
+
+    @property
+    def index(self) -> Path:
+        return self.path / "memory" / "INDEX.md"
+
+    @property
+    def wiki_index(self) -> Path:
+        return self.path / "wiki" / "INDEX.md"
+
+    @property
+    def goal(self) -> Path:
+        return self.path / "goal.md"
+
+    @property
+    def tools(self) -> Path:
+        return self.path / "tools.md"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.md"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log"
+
+    @property
+    def head(self) -> Path:
+        return self.path / "log" / "HEAD"
+
+    @property
+    def state(self) -> Path:
+        """Derived, git-ignored runtime state (lock file, caches): safe to delete."""
+        return self.path / ".atomic_vault"
+
+    def journal_file(self, day: date) -> Path:
+        return self.journal / f"{day:%Y-%m}" / f"{day:%Y-%m-%d}.md"
+
+    def log_file(self, day: date) -> Path:
+        return self.log / f"{day:%Y-%m}" / f"{day:%Y-%m-%d}.jsonl"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.path).as_posix()
+
+    def ensure_state_dir(self) -> Path:
+        """Create ``.atomic_vault/`` with a .gitignore so derived state never shows in git."""
+        if not self.state.is_dir():
+            self.state.mkdir(parents=True, exist_ok=True)
+            (self.state / ".gitignore").write_text("*\n", encoding="utf-8")
+        return self.state
+
+
+def open_agent(name: str, root: str | os.PathLike | None = None) -> AgentFolder:
+    """Find an existing agent folder, refusing clearly when it is missing or malformed."""
+    folder = AgentFolder(resolve_root(root), check_agent_name(name))
+    if not folder.path.is_dir():
+        raise AgentNotFound(f"no agent folder {name!r} in the vault", path=folder.path,
+                            fix=f"create it with `atomic-vault --root {folder.root} init {name}`"
+                                " or check --root / ATOMIC_VAULT_ROOT")
+    identity = folder.persona / "IDENTITY.md"
+    if not identity.is_file():
+        raise AgentNotFound("the agent has no persona/IDENTITY.md", path=identity,
+                            fix="write who the agent is into persona/IDENTITY.md")
+    return folder
+
+
+def list_agents(root: str | os.PathLike | None = None) -> list[str]:
+    base = resolve_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir()
+                  if p.is_dir() and AGENT_NAME.match(p.name) and (p / "persona").is_dir())
