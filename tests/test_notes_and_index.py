@@ -1,0 +1,144 @@
+"""Notes (spec/03): frontmatter schema, file names, order-keeping edits; INDEX.md updates."""
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from atomic_vault import index
+from atomic_vault.errors import NoteError
+from atomic_vault.notes import (note_filename, read_note, render_note, slugify, update_frontmatter,
+                                validate)
+
+GOOD = {"schema_version": 1, "name": "Deploy window", "description": "When deploys happen",
+        "type": "decision", "captured": date(2026, 1, 2), "last_seen": "2026-02-03",
+        "sources": ["journal"], "confidence": "high"}
+
+
+def write(tmp_path, name, fields, body="Body.\n"):
+    path = tmp_path / name
+    path.write_text(render_note(fields, body), encoding="utf-8")
+    return path
+
+
+def test_a_valid_note_parses_and_validates(tmp_path):
+    path = write(tmp_path, "decision_deploy_window.md", GOOD)
+    meta, body = read_note(path)
+    validate(meta, path)
+    assert body == "Body."
+    assert list(meta) == list(GOOD)
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("type", "opinion", "is not a note type"),
+    ("confidence", "sure", "is not allowed"),
+    ("captured", "yesterday", "is not a date"),
+    ("sources", "journal", "must be a list of strings"),
+    ("name", "", "must be a non-empty string"),
+    ("description", "x" * 301, "at most 300"),
+    ("schema_version", 2, "this version reads 1"),
+    ("pinned", "yes", "is not true or false"),
+    ("superseded_by", "../etc/passwd", "is not a note file name"),
+])
+def test_each_bad_field_is_named_with_a_fix(tmp_path, field, value, fragment):
+    path = write(tmp_path, "decision_deploy_window.md", {**GOOD, field: value})
+    meta, _ = read_note(path)
+    with pytest.raises(NoteError) as caught:
+        validate(meta, path)
+    assert caught.value.field == field
+    assert fragment in caught.value.message
+    assert caught.value.fix and str(path) in str(caught.value)
+
+
+def test_missing_required_field(tmp_path):
+    fields = dict(GOOD)
+    del fields["confidence"]
+    path = write(tmp_path, "decision_deploy_window.md", fields)
+    with pytest.raises(NoteError, match="required field is missing") as caught:
+        validate(read_note(path)[0], path)
+    assert caught.value.field == "confidence"
+
+
+def test_file_name_must_match_type_and_snake_case(tmp_path):
+    for name in ("Decision_Deploy.md", "decision-deploy.md", "notes.md", "project_deploy_window.md"):
+        path = write(tmp_path, name, GOOD)
+        with pytest.raises(NoteError):
+            validate(read_note(path)[0], path)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"no frontmatter here\n", "has no YAML frontmatter"),
+    (b"---\nname: [unclosed\n---\nbody\n", "not valid YAML"),
+    (b"---\n- a list\n---\nbody\n", "not a YAML mapping"),
+    (b"---\nname: x\x00\n---\n", "binary"),
+    (b"---\nname: \xff\xfe\n---\n", "not valid UTF-8"),
+])
+def test_unreadable_notes_are_reported(tmp_path, content, fragment):
+    path = tmp_path / "reference_x.md"
+    path.write_bytes(content)
+    with pytest.raises(NoteError, match=fragment):
+        read_note(path)
+
+
+def test_a_directory_or_symlink_is_not_a_note(tmp_path):
+    (tmp_path / "reference_dir.md").mkdir()
+    with pytest.raises(NoteError, match="not a regular file"):
+        read_note(tmp_path / "reference_dir.md")
+    (tmp_path / "reference_link.md").symlink_to("/etc/hostname")
+    with pytest.raises(NoteError, match="not a regular file"):
+        read_note(tmp_path / "reference_link.md")
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/abs/path", "a\\b", "C:\\x", "..", "a/../b"])
+def test_slugs_never_contain_path_separators(name):
+    slug = slugify(name)
+    assert "/" not in slug and "\\" not in slug and ".." not in slug and ":" not in slug
+
+
+def test_slugs_keep_letters_of_any_script():
+    assert slugify("Café Déjà-vu  2026") == "café_déjà_vu_2026"
+    assert slugify("東京 meeting") == "東京_meeting"
+    assert note_filename("user", "Ｆｕｌｌ width") == "user_full_width.md"
+    with pytest.raises(NoteError):
+        note_filename("user", "!!!")
+
+
+def test_update_frontmatter_keeps_order_formatting_and_body(tmp_path):
+    text = ("---\nschema_version: 1\nname: X   # a comment\nsources:\n  - a\n  - b\n"
+            "confidence: high\n---\nBody line 1\n\n  indented body\n")
+    updated = update_frontmatter(text, {"sources": ["a", "b", "c"], "last_seen": date(2026, 3, 4)})
+    assert updated.startswith("---\nschema_version: 1\nname: X   # a comment\nsources:\n- a\n- b\n- c\n"
+                              "confidence: high\nlast_seen: 2026-03-04\n---\n")
+    assert updated.endswith("---\nBody line 1\n\n  indented body\n")
+
+
+def test_rendered_notes_use_plain_yaml_without_aliases():
+    text = render_note({**GOOD, "captured": date(2026, 1, 1), "last_seen": date(2026, 1, 1)}, "b")
+    assert "&id" not in text and "*id" not in text
+    assert "captured: 2026-01-01\nlast_seen: 2026-01-01\n" in text
+    assert text.endswith("---\nb\n")
+
+
+def test_index_upsert_adds_moves_and_removes_lines_keeping_hand_edits():
+    text = "# Memory Index\n\nHand-written intro.\n\n## Active Projects\n- [A](project_a.md) — a\n\n## Reference\n"
+    changes = {
+        "project_b.md": ("Active Projects", "- [B](project_b.md) — b"),
+        "project_a.md": ("Archive", "- [A](project_a.md) — a"),
+        "user_c.md": ("User Profile", "- [C](user_c.md) — c"),
+        "reference_gone.md": None,
+    }
+    out = index.upsert(text + "- [Gone](reference_gone.md) — g\n", changes)
+    assert "Hand-written intro." in out
+    assert index.listed(out) == {"project_b.md": "Active Projects", "project_a.md": "Archive",
+                                 "user_c.md": "User Profile"}
+    assert out.index("## User Profile") < out.index("## Active Projects") < out.index("## Archive")
+    assert out.endswith("\n") and "\n\n\n" not in out
+
+
+def test_index_render_sorts_lines_in_canonical_sections():
+    out = index.render([("Reference", "- [b](reference_b.md) — b"), ("Reference", "- [a](reference_a.md) — a")])
+    assert out.split("\n")[:2] == ["# Memory Index", ""]
+    assert out.index("- [a]") < out.index("- [b]")
+    assert [line for line in out.split("\n") if line.startswith("## ")] == [
+        "## User Profile", "## Critical Feedback", "## Active Projects", "## Locked Decisions",
+        "## Reference", "## Archive"]
