@@ -10,7 +10,7 @@ from typing import Any
 from . import captures, catalog, journal, runlog
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config
-from .errors import ConfigError, ModelError, NoteError
+from .errors import ConfigError, ModelError
 from .locks import FileLock, LockBackend
 from .models import Model, ModelRequest, ModelResponse, load_model
 from .vault import open_agent
@@ -61,11 +61,12 @@ class AtomicAgent:
         config = load_model_config(self.folder.model)
         tools = load_tools_config(self.folder.tools)
         prompt = self._assemble(config, work_item, started)
+        runlog.ready(self.folder)  # a damaged log fails the run before the model is paid for
         model, warnings = self._choose_model(config)
         response, error = _complete(model, prompt, config, self.name)
         found, rejected = captures.extract(response.text) if response else ([], [])
         with self.lock.hold(self.folder, self.lock_timeout):
-            runlog.tail(self.folder)  # refuse early, before any note is written, if the log is damaged
+            runlog.ready(self.folder)  # checked again under the lock, before any note is written
             outcomes = captures.write(self.folder, tools, found, started.date()) + rejected
             run_id = f"{started:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
             status = "error" if error else "ok"
@@ -84,9 +85,10 @@ class AtomicAgent:
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime) -> Prompt:
         notes, broken = catalog.scan(self.folder)
         if broken:
-            first = sorted(broken)[0]
-            more = f" (and {len(broken) - 1} more notes; `atomic-vault doctor` lists them)" if len(broken) > 1 else ""
-            raise NoteError(broken[first] + more)
+            first = broken[sorted(broken)[0]]
+            if len(broken) > 1:
+                first.fix = f"{first.fix}; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
+            raise first
         return assemble(self.folder, config, notes, work_item, started.date().isoformat())
 
     def _choose_model(self, config: ModelConfig) -> tuple[Model, list[str]]:

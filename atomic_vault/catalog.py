@@ -20,7 +20,7 @@ from .notes import read_note, summarize, validate
 from .vault import AgentFolder
 
 CACHE_NAME = "notes.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # A file changed within this window of a scan may change again inside the same timestamp
 # tick without its signature moving, so its entry is not trusted on the next scan.
 RACY_NS = 2_000_000_000
@@ -33,7 +33,7 @@ def is_note_name(name: str) -> bool:
 
 
 def scan(folder: AgentFolder, *, persist: bool = True
-         ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+         ) -> tuple[dict[str, dict[str, Any]], dict[str, NoteError]]:
     """(summary by file name for every valid note, error message by file name for the rest).
 
     ``persist=False`` keeps the disk untouched (for read-only commands).
@@ -66,9 +66,12 @@ def scan(folder: AgentFolder, *, persist: bool = True
             validate(meta, path)
             item = [signature, summarize(meta, name), None]
         except NoteError as exc:
-            item = [signature, None, str(exc)]
+            item = [signature, None, {"message": exc.message, "path": exc.path,
+                                      "field": exc.field, "fix": exc.fix}]
         except OSError as exc:
-            item = [signature, None, f"{path}: cannot be read ({exc.strerror})"]
+            item = [signature, None, {"message": f"cannot be read ({exc.strerror})",
+                                      "path": str(path), "field": None,
+                                      "fix": "check the file's permissions"}]
         if max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after:
             item[0] = None  # re-read next time
         fresh[name] = item
@@ -76,7 +79,7 @@ def scan(folder: AgentFolder, *, persist: bool = True
         _save(folder, fresh)
     _MEMO[memory] = fresh
     summaries = {name: item[1] for name, item in fresh.items() if item[1] is not None}
-    errors = {name: item[2] for name, item in fresh.items() if item[2] is not None}
+    errors = {name: NoteError(**item[2]) for name, item in fresh.items() if item[2] is not None}
     return summaries, errors
 
 

@@ -230,14 +230,14 @@ def notes(ctx: click.Context, name: str, action: str, note: str | None, as_json:
         return
     rows = sorted(summaries.values(), key=lambda s: (s["type"], s["file"]))
     if as_json:
-        _dump({"notes": rows, "invalid": broken})
+        _dump({"notes": rows, "invalid": {file: str(error) for file, error in broken.items()}})
         return
     for s in rows:
         flags = "".join(["P" if s["pinned"] else " ", "S" if s["superseded_by"] else " ",
                          "A" if s["archived"] else " "])
         click.echo(f"{flags} {s['last_seen']}  {s['file']:<48} {s['description'][:70]}")
-    for file, message in sorted(broken.items()):
-        click.echo(f"!   invalid     {file}: {message}", err=True)
+    for file, error in sorted(broken.items()):
+        click.echo(f"!   invalid     {file}: {error}", err=True)
 
 
 def main() -> None:

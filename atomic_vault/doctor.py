@@ -88,8 +88,9 @@ def _check_notes(folder: AgentFolder, add) -> dict[str, dict[str, Any]] | None:
     if not folder.memory.is_dir():
         return None
     notes, broken = catalog.scan(folder, persist=False)
-    for name, message in sorted(broken.items()):
-        add("notes", "error", message, folder.memory / name, "correct the frontmatter, or move the file out of memory/")
+    for name, error in sorted(broken.items()):
+        field = f"{error.field}: " if error.field else ""
+        add("notes", "error", f"{name}: {field}{error.message}", error.path or folder.memory / name, error.fix)
     if not broken:
         add("notes", "ok", f"{len(notes)} notes have valid frontmatter")
     return notes

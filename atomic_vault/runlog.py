@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import LogError
-from .fileio import append_jsonl, atomic_write, last_line, read_jsonl
+from .fileio import append_jsonl, atomic_write, ends_torn, last_line, read_jsonl
 from .vault import AgentFolder
 
 
@@ -56,6 +56,10 @@ def read_head(folder: AgentFolder) -> dict[str, Any] | None:
 def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
     """(seq, hash) of the last chained record and the newest day file, reading only tails."""
     files = day_files(folder)
+    if files and ends_torn(files[-1]):
+        raise LogError("the last line is torn (a crash during a write?); nothing more can be "
+                       "appended safely", path=files[-1],
+                       fix="run `atomic-vault doctor AGENT --repair` to move it aside")
     for path in reversed(files):
         line = last_line(path)
         if line is None:
@@ -75,14 +79,21 @@ def write_head(folder: AgentFolder, seq: int, digest: str | None) -> None:
     atomic_write(folder.head, json.dumps({"seq": seq, "hash": digest}) + "\n")
 
 
-def append(folder: AgentFolder, record: dict[str, Any], today: date) -> dict[str, Any]:
-    """Chain and append one record, then move HEAD. Call with the agent's lock held."""
+def ready(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
+    """The chain's tail, after checking that a record can be appended safely: no torn
+    last line, and no records missing behind HEAD. Cheap: reads only tails."""
     seq, prev, newest = tail(folder)
     head = read_head(folder)
     if head is not None and head["seq"] > seq:
         raise LogError(f"HEAD says the log reaches seq {head['seq']} but it ends at {seq}: "
                        "records are missing", path=folder.head,
                        fix="run `atomic-vault verify AGENT`; restore the missing records from backup or git")
+    return seq, prev, newest
+
+
+def append(folder: AgentFolder, record: dict[str, Any], today: date) -> dict[str, Any]:
+    """Chain and append one record, then move HEAD. Call with the agent's lock held."""
+    seq, prev, newest = ready(folder)
     chained = {**record, "seq": seq + 1, "prev": prev}
     chained["hash"] = record_hash(chained)
     path = folder.log_file(today)

@@ -1,0 +1,171 @@
+"""AtomicAgent.call() end to end (spec/02, 04, 05, 07): what one run reads and writes."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from atomic_vault import AtomicAgent, RunResult, catalog, runlog
+from atomic_vault.errors import (AgentNotFound, AtomicVaultError, ConfigError, ModelError,
+                                 NoteError)
+from atomic_vault.models import Model
+from conftest import ScriptedModel, capture_block
+
+
+def test_a_run_writes_only_journal_log_and_captured_notes(vault, snap):
+    before = snap(vault)
+    result = AtomicAgent("atlas", root=vault).call("Plan Monday.\nremember: project: demo on Thursday")
+    after = snap(vault)
+    changed = {path for path in after if before.get(path) != after[path]}
+    today = result.manifest and __import__("datetime").date.today()
+    assert changed == {
+        "atlas/memory/project_demo_on_thursday.md", "atlas/memory/INDEX.md",
+        f"atlas/journal/{today:%Y-%m}/{today:%Y-%m-%d}.md",
+        f"atlas/log/{today:%Y-%m}/{today:%Y-%m-%d}.jsonl", "atlas/log/HEAD"}
+    assert isinstance(result, RunResult) and result.status == "ok" and result.seq == 1
+    assert result.model == "offline" and result.cost_usd == 0.0
+    assert [c["file"] for c in result.captures] == ["project_demo_on_thursday.md"]
+
+
+def test_git_diff_after_a_run_shows_only_the_run(vault):
+    def git(*args):
+        return subprocess.run(["git", "-C", str(vault), *args], check=True, capture_output=True,
+                              text=True).stdout
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before")
+    AtomicAgent("atlas", root=vault).call("Nothing to remember today.")
+    status = git("status", "--porcelain", "--untracked-files=all").split("\n")
+    paths = sorted(line[3:] for line in status if line)
+    assert [p.split("/")[1] for p in paths] == ["journal", "log", "log"]
+
+
+def test_result_fields_and_log_record_agree(vault):
+    model = ScriptedModel("Answer.\n" + capture_block(name="Alpha") + "\n```atomic_capture\n{bad\n```")
+    result = AtomicAgent("atlas", root=vault, trigger="script", model=model).call("Go", critical=True)
+    record = list(runlog.records(AtomicAgent("atlas", root=vault).folder))[-1][2]
+    assert record["run_id"] == result.run_id and record["seq"] == result.seq
+    assert record["trigger"] == "script" and record["critical"] is True
+    assert record["input_tokens"] == 10 and record["output_tokens"] == 5 and record["cost_usd"] == 0.001
+    assert [c["status"] for c in record["captures"]] == ["written", "rejected"]
+    assert record["manifest"] == result.manifest and record["status"] == "ok"
+    assert set(record) >= {"ts", "run_id", "agent", "trigger", "model", "input_tokens", "output_tokens",
+                           "cost_usd", "status", "summary", "captures", "manifest", "error", "seq",
+                           "prev", "hash"}
+
+
+def test_any_object_with_complete_is_a_model(vault):
+    model = ScriptedModel("hi")
+    assert isinstance(model, Model)
+    AtomicAgent("atlas", root=vault, model=model).call("Go")
+    request = model.requests[0]
+    assert request.messages == [{"role": "user", "content": "Go"}]
+    assert request.system[0]["layer"] == "identity" and request.max_output_tokens == 2000
+
+
+def test_a_failing_model_is_logged_as_an_error_run_and_raised(vault, snap):
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel(error=TimeoutError("slow")))
+    with pytest.raises(ModelError, match="TimeoutError: slow") as caught:
+        agent.call("Go")
+    record = list(runlog.records(agent.folder))[-1][2]
+    assert record["status"] == "error" and "TimeoutError: slow" in record["error"]
+    assert "seq 1" in str(caught.value)
+    assert runlog.verify(agent.folder).ok
+
+
+def test_model_md_naming_an_unavailable_model_falls_back_to_offline_with_a_warning(vault):
+    model_md = vault / "atlas" / "model.md"
+    model_md.write_text(model_md.read_text().replace("model: offline ", "model: nowhere:big-model "))
+    result = AtomicAgent("atlas", root=vault).call("Go")
+    assert result.model == "offline" and "nowhere:big-model" in result.warnings[0]
+    with pytest.raises(ModelError, match="no provider 'nowhere'"):
+        AtomicAgent("atlas", root=vault, model="nowhere:x").call("Go")
+
+
+@pytest.mark.parametrize("work", ["", "   \n", None, "a\x00b"])
+def test_bad_work_items_are_refused_and_nothing_is_written(vault, snap, work):
+    before = snap(vault)
+    with pytest.raises(ConfigError, match="work item"):
+        AtomicAgent("atlas", root=vault).call(work)
+    assert snap(vault) == before
+
+
+def test_missing_agent_and_missing_identity(vault):
+    with pytest.raises(AgentNotFound, match="no agent folder 'ghost'") as caught:
+        AtomicAgent("ghost", root=vault)
+    assert "init ghost" in caught.value.fix
+    (vault / "atlas" / "persona" / "IDENTITY.md").unlink()
+    with pytest.raises(AgentNotFound, match="IDENTITY.md"):
+        AtomicAgent("atlas", root=vault)
+    with pytest.raises(ConfigError, match="invalid agent name"):
+        AtomicAgent("../etc", root=vault)
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda p: p.write_text(p.read_text().replace("type: project", "type: gossip")), "type"),
+    (lambda p: p.write_text("---\nname: [broken\n---\nbody\n"), "not valid YAML"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "binary"),
+    (lambda p: p.write_bytes(b"---\nname: caf\xe9\n---\n"), "UTF-8"),
+])
+def test_a_broken_note_stops_the_run_naming_the_file(vault, snap, mutate, fragment):
+    mutate(vault / "atlas" / "memory" / "project_meetup_talk.md")
+    before = snap(vault)
+    with pytest.raises(NoteError, match=fragment) as caught:
+        AtomicAgent("atlas", root=vault).call("Go")
+    assert "project_meetup_talk.md" in str(caught.value) and caught.value.fix
+    assert snap(vault) == before
+
+
+def test_malformed_model_md_stops_the_run(vault, snap):
+    (vault / "atlas" / "model.md").write_text("```yaml\nmodel: [\n```\n")
+    before = snap(vault)
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        AtomicAgent("atlas", root=vault).call("Go")
+    assert snap(vault) == before
+
+
+def test_hand_edits_are_seen_on_the_next_call_without_restarting(vault):
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel())
+    agent.call("one")
+    note = vault / "atlas" / "memory" / "project_meetup_talk.md"
+    note.write_text(note.read_text().replace("last_seen: ", "pinned: true\nlast_seen: ", 1))
+    model = ScriptedModel()
+    AtomicAgent("atlas", root=vault, model=model).call("two")
+    pinned = [b["source"] for b in model.requests[0].system if b["layer"] == "pinned note"]
+    assert "memory/project_meetup_talk.md" in pinned
+
+
+def test_deleting_the_catalog_cache_changes_nothing_but_speed(vault):
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel())
+    first = agent.call("same").manifest
+    catalog.forget(agent.folder)
+    assert not (agent.folder.state / "notes.json").exists()
+    second = agent.call("same").manifest
+    assert [f["source"] for f in first["files"] if "journal" not in f["source"]] == \
+           [f["source"] for f in second["files"] if "journal" not in f["source"]]
+
+
+def test_a_torn_log_refuses_the_run_before_any_note_is_written(vault, snap):
+    agent = AtomicAgent("atlas", root=vault)
+    agent.call("first")
+    log_file = runlog.day_files(agent.folder)[-1]
+    with open(log_file, "ab") as handle:
+        handle.write(b'{"partial":')
+    before = snap(vault)
+    with pytest.raises(AtomicVaultError, match="torn"):
+        agent.call("second\nremember: project: should not be written")
+    assert snap(vault) == before
+
+
+def test_older_convention_vault_loads_unchanged(vault):
+    model_md = vault / "atlas" / "model.md"
+    model_md.write_text("# Model\n\n## Default model\n`claude-sonnet-4-5`\n\n## Fallback\n`claude-haiku-4-5`\n\n"
+                        "```yaml\ncost_guardrails:\n  enabled: true\n  daily_cap_usd: 5.0\n```\n")
+    legacy = vault / "atlas" / "log" / "2026-11" / "2026-11-01.jsonl"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text('{"ts": "2026-11-01T07:00:00Z", "agent": "atlas", "status": "ok", "cost_usd": 0.01}\n')
+    result = AtomicAgent("atlas", root=vault).call("Go")
+    assert result.seq == 1 and result.model == "offline"
+    verification = runlog.verify(AtomicAgent("atlas", root=vault).folder)
+    assert verification.ok and verification.legacy == 1
