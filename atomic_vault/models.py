@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ModelError
+from .notes import slugify
 
 ENTRY_POINT_GROUP = "atomic_vault.models"
 
@@ -90,6 +91,7 @@ def estimate_tokens(text: str) -> int:
 
 
 _REMEMBER = re.compile(r"^\s*remember:\s*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.IGNORECASE)
 
 
@@ -118,7 +120,11 @@ class OfflineModel:
         ]
         match = _REMEMBER.search(work)
         if match:
-            parts.append(self._capture(match.group("text").strip()))
+            remembered = " ".join(_CONTROL.sub(" ", match.group("text")).split())
+            if slugify(" ".join(remembered.split()[:8])[:80]):
+                parts.append(self._capture(remembered))
+            else:
+                parts.append("Nothing to remember: the remember: line has no letters or digits.")
         text = "\n\n".join(parts) + "\n"
         return ModelResponse(text=text,
                              input_tokens=estimate_tokens(request.system_text + work),
