@@ -10,7 +10,7 @@ from typing import Any
 from . import captures, catalog, journal, runlog
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, LogError, ModelError
 from .locks import FileLock, LockBackend
 from .models import Model, ModelRequest, ModelResponse, load_model
 from .vault import open_agent
@@ -61,7 +61,7 @@ class AtomicAgent:
         config = load_model_config(self.folder.model)
         tools = load_tools_config(self.folder.tools)
         prompt = self._assemble(config, work_item, started)
-        runlog.ready(self.folder)  # a damaged log fails the run before the model is paid for
+        self._check_log()
         model, warnings = self._choose_model(config)
         response, error = _complete(model, prompt, config, self.name)
         found, rejected = captures.extract(response.text) if response else ([], [])
@@ -81,6 +81,15 @@ class AtomicAgent:
             raise ModelError(f"the model call failed: {error} (logged as run {run_id}, seq {record['seq']})",
                              field="model", fix="check the provider, or run with --model offline")
         return result
+
+    def _check_log(self) -> None:
+        """Fail before the model is paid for when the log cannot take a record. Unlocked
+        reads may catch another run's append half-done, so a failure is confirmed locked."""
+        try:
+            runlog.ready(self.folder)
+        except LogError:
+            with self.lock.hold(self.folder, self.lock_timeout):
+                runlog.ready(self.folder)
 
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime) -> Prompt:
         notes, broken = catalog.scan(self.folder)

@@ -83,3 +83,26 @@ def test_a_killed_holder_never_leaves_a_stale_lock(vault):
     child.wait()
     with FileLock().hold(folder, timeout=1) as token:
         assert token >= 2  # fencing tokens grow with every acquisition
+
+
+def test_an_append_in_flight_is_not_mistaken_for_a_torn_log(vault):
+    """Regression: the unlocked pre-check once failed runs that read another run's
+    half-written log line; a torn tail is now confirmed under the lock."""
+    import threading
+
+    agent = AtomicAgent("atlas", root=vault)
+    agent.call("first")
+    folder = agent.folder
+    log_file = runlog.day_files(folder)[-1]
+    results = []
+    with FileLock().hold(folder, timeout=0):
+        with open(log_file, "ab") as handle:
+            handle.write(b'{"half":')  # another writer, mid-append
+        thread = threading.Thread(target=lambda: results.append(agent.call("second")))
+        thread.start()
+        time.sleep(0.3)
+        assert thread.is_alive()  # waiting for the lock, not failed
+        data = log_file.read_bytes()
+        log_file.write_bytes(data[: data.rfind(b"\n") + 1])  # the writer finishes (here: backs out)
+    thread.join(10)
+    assert results and results[0].seq == 2 and runlog.verify(folder).ok
