@@ -17,7 +17,7 @@ from .config import ModelConfig
 from .errors import BudgetError, ConfigError
 from .models import estimate_tokens
 from .notes import is_live
-from .vault import PERSONA_FILES, AgentFolder
+from .vault import MONTH, PERSONA_FILES, AgentFolder
 
 TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # Groups of layers that change at the same pace; providers that cache prompts may cache
@@ -103,7 +103,8 @@ def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
     if count <= 0 or not folder.journal.is_dir():
         return []
     days: list[Path] = []
-    for month in sorted((p for p in folder.journal.iterdir() if p.is_dir()), reverse=True):
+    for month in sorted((p for p in folder.journal.iterdir() if p.is_dir() and MONTH.match(p.name)),
+                        reverse=True):
         days.extend(sorted(month.glob("????-??-??.md"), reverse=True))
         if len(days) >= count:
             break

@@ -17,7 +17,7 @@ from typing import Any
 from . import index
 from .config import ToolsConfig
 from .errors import CaptureError, NoteError
-from .fileio import atomic_write
+from .fileio import atomic_write, make_dirs
 from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, iso_day, note_filename,
                     parse_note_text, render_note, summarize, update_frontmatter)
 from .vault import AgentFolder
@@ -96,6 +96,8 @@ def parse(raw: str) -> Capture:
         if _CONTROL.search(value) or "\n" in value:
             raise CaptureError(f"{key} must be one line without control characters")
     body = data["body"]
+    if isinstance(body, str):
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
     if not isinstance(body, str) or not body.strip():
         raise CaptureError("body must be a non-empty string")
     if len(body) > LIMITS["body"]:
@@ -107,7 +109,8 @@ def parse(raw: str) -> Capture:
         items = data.get(key, [])
         if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
             raise CaptureError(f"{key} must be a list of non-empty strings")
-        if len(items) > LIMITS["items"] or any(len(x) > limit or _CONTROL.search(x) for x in items):
+        if len(items) > LIMITS["items"] or any(len(x) > limit or _CONTROL.search(x) or "\n" in x
+                                               for x in items):
             raise CaptureError(f"{key} has too many or too long items (at most {LIMITS['items']}"
                                f" of {limit} characters, one line each)")
         lists[key] = items
@@ -116,7 +119,7 @@ def parse(raw: str) -> Capture:
         if value is not None and (not isinstance(value, str) or not value.strip()
                                   or len(value) > LIMITS["name"]):
             raise CaptureError(f"{key} must name an existing note (its file name or its name)")
-    if "supersedes" in data and "merge_into" in data:
+    if data.get("supersedes") and data.get("merge_into"):
         raise CaptureError("supersedes and merge_into exclude each other; use one")
     if not isinstance(data.get("pinned", False), bool):
         raise CaptureError("pinned must be true or false")
@@ -185,20 +188,38 @@ class _Writer:
         summary = summarize({**fields, "superseded_by": None}, path.name)
         self.index_changes[path.name] = (index.SECTIONS[capture.type], index.entry_line(summary))
 
-    def _retire(self, old: Path, new_name: str) -> None:
+    def _supersede(self, old: Path, new: Path, capture: Capture) -> None:
+        """Write ``new`` and mark ``old`` superseded by it; the old note is checked first so
+        that a note that cannot be updated stops the capture before anything is written."""
         text, meta, _ = self._load(old)
-        atomic_write(old, update_frontmatter(text, {"superseded_by": new_name}))
-        summary = summarize({**meta, "superseded_by": new_name}, old.name)
+        retired = update_frontmatter(text, {"superseded_by": new.name}, old)
+        self._write_new(new, capture, old.name)
+        atomic_write(old, retired)
+        summary = summarize({**meta, "superseded_by": new.name}, old.name)
         self.index_changes[old.name] = (index.ARCHIVE, index.entry_line(summary))
 
     def _refresh(self, path: Path, capture: Capture, extra_body: str | None) -> None:
         text, meta, _ = self._load(path)
         sources = list(meta.get("sources") or [])
         sources += [s for s in capture.sources if s not in sources]
-        updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources})
+        updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources}, path)
         if extra_body:
             updated = updated.rstrip("\n") + f"\n\nUpdate {self.today.isoformat()}: {extra_body}\n"
         atomic_write(path, updated)
+
+    def _current(self, path: Path) -> Path:
+        """Follow superseded_by links to the version of a note that is current now."""
+        seen = {path.name}
+        while True:
+            _, meta, _ = self._load(path)
+            successor = meta.get("superseded_by")
+            if not (isinstance(successor, str) and FILENAME.match(successor)) or successor in seen:
+                return path
+            candidate = self.folder.memory / successor
+            if candidate.is_symlink() or not candidate.is_file():
+                return path
+            seen.add(successor)
+            path = candidate
 
     def _free_version(self, path: Path) -> Path:
         stem = path.name.removesuffix(".md")
@@ -211,7 +232,7 @@ class _Writer:
     def apply(self, capture: Capture) -> dict[str, Any]:
         outcome: dict[str, Any] = {"name": capture.name, "type": capture.type}
         if capture.merge_into:
-            target = self._ref(capture.merge_into, capture.type)
+            target = self._current(self._ref(capture.merge_into, capture.type))
             _, _, body = self._load(target)
             same = capture.body.strip() in body
             self._refresh(target, capture, None if same else capture.body.strip())
@@ -219,21 +240,19 @@ class _Writer:
         path = self._path(note_filename(capture.type, capture.name))
         if capture.supersedes:
             old = self._ref(capture.supersedes, capture.type)
-            if old == path:
-                path = self._free_version(path)
-            self._write_new(path, capture, old.name)
-            self._retire(old, path.name)
-            return {**outcome, "status": "written", "file": path.name, "supersedes": old.name}
+            new = self._free_version(path) if path.exists() else path  # never overwrite a note
+            self._supersede(old, new, capture)
+            return {**outcome, "status": "written", "file": new.name, "supersedes": old.name}
         if path.exists():
-            _, _, body = self._load(path)
+            current = self._current(path)
+            _, _, body = self._load(current)
             if body.strip() == capture.body.strip():
-                self._refresh(path, capture, None)
-                return {**outcome, "status": "refreshed", "file": path.name}
+                self._refresh(current, capture, None)
+                return {**outcome, "status": "refreshed", "file": current.name}
             new = self._free_version(path)
-            self._write_new(new, capture, path.name)
-            self._retire(path, new.name)
-            return {**outcome, "status": "written", "file": new.name, "supersedes": path.name,
-                    "note": f"memory/{path.name} had the same name and another body; "
+            self._supersede(current, new, capture)
+            return {**outcome, "status": "written", "file": new.name, "supersedes": current.name,
+                    "note": f"memory/{current.name} had the same name and another body; "
                             "the new note supersedes it and both are kept"}
         self._write_new(path, capture, None)
         return {**outcome, "status": "written", "file": path.name}
@@ -253,12 +272,12 @@ def write(folder: AgentFolder, tools: ToolsConfig, captures: list[Capture],
     refusal = None
     if not tools.may_write("memory/"):
         refusal = "tools.md does not allow writing memory/ (add memory/ to its write list)"
-    elif memory.exists() and (not confined or not memory.is_dir()):
+    elif memory.is_symlink() or (memory.exists() and (not confined or not memory.is_dir())):
         refusal = "memory/ is a link or not a folder inside the agent folder; captures refused"
     if refusal:
         return [{"name": c.name, "type": c.type, "status": "rejected", "reason": refusal}
                 for c in captures]
-    memory.mkdir(exist_ok=True)
+    make_dirs(memory)
     writer = _Writer(folder, today)
     outcomes = []
     for capture in captures:

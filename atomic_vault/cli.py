@@ -199,10 +199,11 @@ def log(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
             click.echo(json.dumps(record, ensure_ascii=False))
             continue
         cost = record.get("cost_usd")
-        cost_text = "?" if cost is None else f"${cost:.4f}"
-        click.echo(f"{record.get('seq', '-'):>5} {record.get('ts', '')[:19]} "
-                   f"{record.get('status', '?'):<7} {record.get('trigger', ''):<8} "
-                   f"{record.get('model', ''):<12} {cost_text:>9}  {record.get('summary', '')[:60]}")
+        cost_text = f"${cost:.4f}" if isinstance(cost, (int, float)) else "?"
+        seq, ts, status, trigger, model, summary = (str(record.get(key, "-")) for key in (
+            "seq", "ts", "status", "trigger", "model", "summary"))
+        click.echo(f"{seq:>5} {ts[:19]:<19} {status:<7} {trigger:<8} {model:<12} {cost_text:>9}  "
+                   f"{' '.join(summary.split())[:60]}")
 
 
 @cli.command()

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .notes import StrictLoader
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LOADER = StrictLoader
 _FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})\s*(yaml|yml)\s*$")
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 CAP_ACTIONS = ("skip", "fallback", "alert")
 
 
@@ -109,12 +110,12 @@ def _section_value(text: str, heading: str) -> str | None:
             for follow in lines[i + 1:]:
                 if follow.startswith("#"):
                     return None
+                if follow.strip().startswith(("```", "~~~")):
+                    continue  # a fence line; the model id is on the line inside it
                 value = follow.strip().strip("`*").strip()
-                if value.startswith("```"):
-                    continue
                 if value:
                     value = value.split()[0].strip("`*")
-                    return value if _MODEL_ID.match(value) else None
+                    return value if MODEL_NAME.match(value) else None
     return None
 
 
@@ -187,7 +188,7 @@ def load_model_config(path: Path) -> ModelConfig:
         fallback = data.get("fallback", _section_value(text, "fallback"))
         provider = data.get("provider")
         for key, value in (("model", model), ("fallback", fallback), ("provider", provider)):
-            if value is not None and (not isinstance(value, str) or not _MODEL_ID.match(value)):
+            if value is not None and (not isinstance(value, str) or not MODEL_NAME.match(value)):
                 raise ConfigError(f"{value!r} is not a model name", path=path, field=key,
                                   fix="write provider:model, e.g. offline or anthropic:claude-sonnet-4-5")
         if provider and ":" not in model:

@@ -19,7 +19,7 @@ from .errors import AtomicVaultError, ModelError
 from .fileio import TEMP_SUFFIX, _fsync, atomic_write, ends_torn, fsync_dir
 from .locks import holder_pid
 from .models import load_model
-from .notes import is_live
+from .notes import is_current
 from .vault import PERSONA_FILES, AgentFolder
 
 
@@ -100,10 +100,9 @@ def index_changes(folder: AgentFolder, notes: dict[str, dict[str, Any]]) -> dict
     """What INDEX.md needs so that it lists exactly the notes (live ones under their type)."""
     text = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
     listed = index.listed(text)
-    today = datetime.now().date().isoformat()
     changes: dict[str, tuple[str, str] | None] = {}
     for name, summary in notes.items():
-        section = index.section_for(summary, is_live(summary, today))
+        section = index.section_for(summary, is_current(summary))
         if listed.get(name) != section:
             changes[name] = (section, index.entry_line(summary))
     for name in listed:
@@ -144,8 +143,10 @@ def _check_log(folder: AgentFolder, add) -> None:
         add("chain", "ok", f"{result.records} chained records verify{legacy}")
     else:
         bad = result.first_bad
-        add("chain", "error", f"seq {bad['seq']} at line {bad['line']}: {bad['reason']}", bad["file"],
-            "restore the log from git or a backup; `atomic-vault verify` shows details")
+        fix = ("`doctor --repair` rebuilds HEAD from the verified log"
+               if bad["reason"].startswith("log/HEAD") else
+               "restore the log from git or a backup; `atomic-vault verify` shows details")
+        add("chain", "error", f"seq {bad['seq']} at line {bad['line']}: {bad['reason']}", bad["file"], fix)
 
 
 def _check_lock(folder: AgentFolder, add) -> None:
@@ -209,7 +210,7 @@ def _repair(folder: AgentFolder) -> list[str]:
             actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
     result = runlog.verify(folder)
     reason = (result.first_bad or {}).get("reason", "")
-    head_unusable = reason.startswith(("log/HEAD is missing", "is not valid JSON", "does not hold"))
+    head_unusable = reason.startswith("log/HEAD")
     head_behind = result.ok and any("HEAD is behind" in w for w in result.warnings)
     seq, digest, _ = runlog.tail(folder) if (head_unusable or head_behind) else (0, None, None)
     if seq:

@@ -32,6 +32,21 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and missing parents, fsyncing each parent so that the new
+    folders survive a power loss along with the files written into them."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
 def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
 
@@ -48,7 +63,7 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool
         with open(path, "rb") as existing:
             if existing.read() == raw:
                 return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     temp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -78,7 +93,7 @@ def append_text(path: Path, text: str) -> None:
     """Append ``text`` with one write call, then fsync; the file and its folder are created
     as needed. A reader sees the whole text or, after a crash mid-write, a torn tail."""
     raw = text.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
@@ -149,10 +164,8 @@ def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]
 
 
 def last_line(path: Path, chunk: int = 65536) -> bytes | None:
-    """The last complete line of ``path`` (without newline), reading only the file's tail.
-
-    A torn tail (bytes after the final newline) is ignored; None when there is no line.
-    """
+    """The last complete, non-blank line of ``path`` (without newline), reading only the
+    file's tail. A torn tail (bytes after the final newline) is ignored; None if no line."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
@@ -164,10 +177,8 @@ def last_line(path: Path, chunk: int = 65536) -> bytes | None:
             start = max(0, start - chunk)
             handle.seek(start)
             data = handle.read(size - start)
-            end = data.rfind(b"\n")
-            if end < 0:
-                continue
-            begin = data.rfind(b"\n", 0, end)
-            if begin >= 0 or start == 0:
-                return data[begin + 1:end]
+            whole = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+            for line in reversed(whole if start == 0 else whole[1:]):  # whole[0] may be cut
+                if line.strip():
+                    return line
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator, Protocol, runtime_checkable
+from typing import ContextManager, Iterator, Protocol, runtime_checkable
 
 from .errors import LockTimeout
 from .vault import AgentFolder
@@ -22,7 +22,7 @@ POLL_SECONDS = 0.005
 class LockBackend(Protocol):
     """Serialises the write-back of one agent across threads, processes (and hosts)."""
 
-    def hold(self, folder: AgentFolder, timeout: float | None) -> "contextmanager[int]":
+    def hold(self, folder: AgentFolder, timeout: float | None) -> ContextManager[int]:
         """Context manager: wait up to ``timeout`` seconds (None: forever, 0: not at all),
         yield a fencing token that grows with every acquisition, release on exit."""
         ...
@@ -30,9 +30,6 @@ class LockBackend(Protocol):
 
 class FileLock:
     """The default LockBackend: an OS file lock in the agent's state folder."""
-
-    def __init__(self, url: str | None = None):
-        self.url = url
 
     @contextmanager
     def hold(self, folder: AgentFolder, timeout: float | None) -> Iterator[int]:

@@ -121,7 +121,9 @@ class OfflineModel:
         match = _REMEMBER.search(work)
         if match:
             remembered = " ".join(_CONTROL.sub(" ", match.group("text")).split())
-            if slugify(" ".join(remembered.split()[:8])[:80]):
+            typed = _TYPED.match(remembered)
+            topic = typed.group(2) if typed else remembered
+            if slugify(" ".join(topic.split()[:8])[:80]):
                 parts.append(self._capture(remembered))
             else:
                 parts.append("Nothing to remember: the remember: line has no letters or digits.")

@@ -22,7 +22,28 @@ OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "arch
 MAX_NAME = 200
 MAX_DESCRIPTION = 300
 FILENAME = re.compile(r"^(user|feedback|project|decision|reference)_([^\W_]|_)+\.md$")
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loading (libyaml when installed) that refuses a key set twice in one
+    mapping, instead of silently keeping the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable keys are reported by the constructor itself
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is set twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_YAML_LOADER = StrictLoader
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
@@ -106,7 +127,7 @@ def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
         meta = _HANDLER.load(fm)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 2}" if mark is not None else "frontmatter"
+        where = f"line {mark.line + 1}" if mark is not None else "frontmatter"
         problem = getattr(exc, "problem", None) or str(exc)
         raise NoteError(f"frontmatter is not valid YAML: {problem}", path=path, field=where,
                         fix="correct the YAML between the '---' lines") from None
@@ -127,7 +148,7 @@ def validate(meta: dict[str, Any], path: Path) -> None:
     for key in REQUIRED:
         if key not in meta or meta[key] is None:
             fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
-    if meta["schema_version"] != SCHEMA_VERSION:
+    if type(meta["schema_version"]) is not int or meta["schema_version"] != SCHEMA_VERSION:
         fail("schema_version", f"is {meta['schema_version']!r}; this version reads {SCHEMA_VERSION}",
              "set schema_version: 1 or run `atomic-vault migrate`")
     for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
@@ -176,10 +197,16 @@ def summarize(meta: dict[str, Any], filename: str) -> dict[str, Any]:
     }
 
 
+def is_current(summary: dict[str, Any]) -> bool:
+    """Neither archived nor superseded: listed under its type's INDEX section."""
+    return not (summary["archived"] or summary["superseded_by"])
+
+
 def is_live(summary: dict[str, Any], today: str) -> bool:
-    """Live notes go into INDEX sections and prompts; the rest belong to the archive."""
+    """Current and not expired: eligible for prompts. (Expiry does not move a note in
+    INDEX.md by itself; lint reports expired notes so the operator can archive them.)"""
     expired = summary.get("expires_at") is not None and summary["expires_at"] < today
-    return not (summary["archived"] or summary["superseded_by"] or expired)
+    return is_current(summary) and not expired
 
 
 def _dump(fields: dict[str, Any]) -> str:
@@ -192,13 +219,14 @@ def render_note(fields: dict[str, Any], body: str) -> str:
     return f"---\n{_dump(fields)}---\n{body.strip(chr(10))}\n"
 
 
-def update_frontmatter(text: str, updates: dict[str, Any]) -> str:
+def update_frontmatter(text: str, updates: dict[str, Any], path: Path | None = None) -> str:
     """Change some frontmatter keys in place: other keys keep their order and formatting,
-    the body stays byte-for-byte. A key set to None is removed."""
-    lines = text.split("\n")
-    if not lines or lines[0].rstrip() != "---":
-        raise ValueError("no frontmatter")
-    end = next(i for i in range(1, len(lines)) if lines[i].rstrip() == "---")
+    the body stays byte-for-byte. A key set to None is removed. A byte-order mark is dropped."""
+    lines = text.lstrip("\ufeff").split("\n")
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+    if lines[0].rstrip() != "---" or end is None:
+        raise NoteError("its frontmatter is not delimited by two '---' lines", path=path,
+                        field="frontmatter", fix="put exactly '---' on the lines before and after the fields")
     head = lines[1:end]
     for key, value in updates.items():
         start = next((i for i, line in enumerate(head)

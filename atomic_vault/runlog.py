@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from .errors import LogError
 from .fileio import append_jsonl, atomic_write, ends_torn, last_line, read_jsonl
-from .vault import AgentFolder
+from .vault import MONTH, AgentFolder
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -34,7 +34,7 @@ def day_files(folder: AgentFolder) -> list[Path]:
     if not folder.log.is_dir():
         return []
     files: list[Path] = []
-    for month in sorted(p for p in folder.log.iterdir() if p.is_dir() and len(p.name) == 7):
+    for month in sorted(p for p in folder.log.iterdir() if p.is_dir() and MONTH.match(p.name)):
         files.extend(sorted(month.glob("????-??-??.jsonl")))
     return files
 
@@ -67,11 +67,16 @@ def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
         try:
             record = json.loads(line)
         except ValueError:
-            raise LogError("the last whole line is not valid JSON", path=path,
-                           fix="run `atomic-vault verify AGENT` to find the damage") from None
-        if "hash" not in record:
+            record = None
+        if not isinstance(record, dict):
+            raise LogError("the last whole line is not a JSON record", path=path,
+                           fix="run `atomic-vault verify AGENT` to find the damage")
+        if "hash" not in record and "seq" not in record:
             return 0, None, files[-1]  # legacy history only: the chain starts now
-        return int(record["seq"]), record["hash"], files[-1]
+        if type(record.get("seq")) is not int or not isinstance(record.get("hash"), str):
+            raise LogError("the last record has no valid seq and hash", path=path,
+                           fix="run `atomic-vault verify AGENT` to find the damage")
+        return record["seq"], record["hash"], files[-1]
     return 0, None, files[-1] if files else None
 
 
@@ -135,6 +140,13 @@ def verify(folder: AgentFolder, anchor: str | None = None) -> Verification:
     """Walk the whole chain and report the first broken record and why."""
     result = Verification()
     expected, prev, last_path, last_line_no = 1, None, None, 0
+    # HEAD is read before the records: a run appending meanwhile can then only make HEAD
+    # look behind (a warning), never ahead (which would be reported as truncation).
+    try:
+        result.head = read_head(folder)
+        head_error = None
+    except LogError as exc:
+        head_error = exc
     files = day_files(folder)
     for path in files:
         found, problems = read_jsonl(path)
@@ -167,10 +179,8 @@ def verify(folder: AgentFolder, anchor: str | None = None) -> Verification:
             if result.first_bad is not None:
                 return result
             expected, prev = seq + 1, record["hash"]
-    try:
-        result.head = read_head(folder)
-    except LogError as exc:
-        result.fail(folder.head, 1, None, exc.message)
+    if head_error is not None:
+        result.fail(folder.head, 1, None, f"log/HEAD {head_error.message}")
         return result
     last_seq = expected - 1
     head = result.head

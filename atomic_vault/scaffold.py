@@ -7,6 +7,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+from .config import MODEL_NAME
 from .errors import ConfigError
 from .fileio import fsync_dir
 from .vault import AgentFolder, check_agent_name, resolve_root
@@ -21,6 +22,9 @@ def create_agent(root: str | os.PathLike | None, name: str, *, model: str = "off
     import jinja2
 
     folder = AgentFolder(resolve_root(root), check_agent_name(name))
+    if not MODEL_NAME.match(model):
+        raise ConfigError(f"{model!r} is not a model name", field="--model",
+                          fix="write provider:model, e.g. offline or anthropic:claude-sonnet-4-5")
     if folder.path.exists():
         raise ConfigError("already exists; init never overwrites an agent", path=folder.path,
                           fix="choose another name or remove the folder")

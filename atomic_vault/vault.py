@@ -12,6 +12,7 @@ from .errors import AgentNotFound, ConfigError
 
 ROOT_ENV = "ATOMIC_VAULT_ROOT"
 DEFAULT_ROOT = "~/agents"
+MONTH = re.compile(r"^\d{4}-\d{2}$")
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PERSONA_FILES = ("IDENTITY.md", "SOUL.md", "USER.md")
 
