@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -66,16 +66,16 @@ class AtomicAgent:
         response, error = _complete(model, prompt, config, self.name)
         found, rejected = captures.extract(response.text) if response else ([], [])
         with self.lock.hold(self.folder, self.lock_timeout):
-            runlog.ready(self.folder)  # checked again under the lock, before any note is written
+            tail = runlog.ready(self.folder)  # checked again under the lock, before any note is written
             outcomes = captures.write(self.folder, tools, found, started.date()) + rejected
-            run_id = f"{started:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+            run_id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
             status = "error" if error else "ok"
             journal.append_entry(self.folder, started, trigger=self.trigger, run_id=run_id,
                                  work_item=work_item, answer=response.text if response else error,
                                  outcomes=outcomes, status=status)
             record = runlog.append(self.folder, _record(
                 self, run_id, started, model, response, status, error, outcomes, prompt,
-                critical, warnings), started.date())
+                critical, warnings), started.date(), tail)
         result = _result(record, response, outcomes, prompt, warnings)
         if error:
             raise ModelError(f"the model call failed: {error} (logged as run {run_id}, seq {record['seq']})",

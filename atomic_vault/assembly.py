@@ -9,6 +9,8 @@ and every cut made to fit the budget.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,18 +86,34 @@ def _sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+_TEXTS: dict[Path, tuple[tuple[int, int, int, int], str, str]] = {}
+
+
 def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
+    """A file as a prompt layer. Text and hash are reused while the file's stat
+    signature is unchanged (INDEX.md alone is megabytes at 100,000 notes)."""
     try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
-                          fix="re-save the file as UTF-8") from None
+    signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
     source = folder.relative(path)
-    return Layer(layer, source, f"## {source}\n\n{text}", _sha(raw))
+    hit = _TEXTS.get(path)
+    if hit is None or hit[0] != signature:
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                              fix="re-save the file as UTF-8") from None
+        hit = (signature, f"## {source}\n\n{text}", _sha(raw))
+        if len(_TEXTS) > 256:
+            _TEXTS.clear()
+        _TEXTS[path] = hit
+    return Layer(layer, source, hit[1], hit[2])
 
 
 def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
@@ -109,6 +127,26 @@ def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
         if len(days) >= count:
             break
     return sorted(days[:count])
+
+
+_SELECTION: dict[tuple[int, str, int], tuple[dict, tuple[list[str], list[str]]]] = {}
+
+
+def select_notes(notes: dict[str, dict[str, Any]], today: str, count: int) -> tuple[list[str], list[str]]:
+    """(pinned file names, the ``count`` most recently seen others, oldest first so the
+    newest sits nearest the work item). Memoised: the catalog hands out the same dict
+    object while no note has changed."""
+    key = (id(notes), today, count)
+    hit = _SELECTION.get(key)
+    if hit is not None and hit[0] is notes:
+        return hit[1]
+    live = [s for s in notes.values() if is_live(s, today)]
+    pinned = sorted(s["file"] for s in live if s["pinned"])
+    newest = heapq.nlargest(count, ((s["last_seen"] or "", s["file"]) for s in live if not s["pinned"]))
+    selection = (pinned, [name for _, name in reversed(newest)])
+    _SELECTION.clear()  # one entry per process is enough: the current catalog
+    _SELECTION[key] = (notes, selection)
+    return selection
 
 
 def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
@@ -126,14 +164,11 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     add(folder.tools, "tools")
     add(folder.index, "memory index")
     add(folder.wiki_index, "wiki index")
-    live = [s for s in notes.values() if is_live(s, today)]
-    pinned = sorted((s for s in live if s["pinned"]), key=lambda s: s["file"])
-    recent = sorted((s for s in live if not s["pinned"]),
-                    key=lambda s: (s["last_seen"] or "", s["file"]), reverse=True)
-    for summary in pinned:
-        add(folder.memory / summary["file"], "pinned note")
-    for summary in reversed(recent[:config.recent_notes]):  # oldest first, newest nearest the ask
-        add(folder.memory / summary["file"], "recent note")
+    pinned, recent = select_notes(notes, today, config.recent_notes)
+    for name in pinned:
+        add(folder.memory / name, "pinned note")
+    for name in recent:
+        add(folder.memory / name, "recent note")
     for day in recent_journal_days(folder, config.journal_days):
         add(day, "journal")
     prompt = Prompt(layers, work_item, config.max_input_tokens)
@@ -156,19 +191,15 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
         prompt.cuts.append({"source": layer.source, "action": "dropped", "tokens": layer.tokens})
 
     def shorten(layer: Layer, limit: int) -> None:
+        """Keep whole lines from the top that fit ``limit`` tokens, then a marker line."""
         if layer.tokens <= limit:
             return
         before = layer.tokens
-        lines = layer.text.split("\n")
-        kept, used = [], 0
-        for line in lines:
-            cost = estimate_tokens(line + "\n")
-            if used + cost > max(limit - 12, 0):
-                break
-            kept.append(line)
-            used += cost
-        kept.append(TRUNCATION_MARK.format(count=len(lines) - len(kept)))
-        layer.text = "\n".join(kept)
+        room = max(limit - 16, 0) * 4  # characters, by the same estimate
+        cut = layer.text.rfind("\n", 0, room + 1)
+        kept = layer.text[:cut] if cut > 0 else ""
+        dropped = layer.text.count("\n", len(kept)) + (0 if kept else 1)
+        layer.text = kept + ("\n" if kept else "") + TRUNCATION_MARK.format(count=dropped)
         layer.tokens = estimate_tokens(layer.text)
         layer.truncated = True
         prompt.cuts.append({"source": layer.source, "action": "truncated",
@@ -204,15 +235,16 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
 
 
 def _drop_archive(layer: Layer, prompt: Prompt) -> None:
-    lines = layer.text.split("\n")
-    if "## Archive" not in lines:
+    text = layer.text
+    start = text.find("\n## Archive\n")
+    if start < 0:
         return
-    start = lines.index("## Archive")
-    stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    if stop - start <= 1:
+    stop = text.find("\n## ", start + 1)
+    stop = len(text) if stop < 0 else stop
+    if not text[start + len("\n## Archive\n"):stop].strip():
         return
     before = layer.tokens
-    layer.text = "\n".join(lines[:start] + lines[stop:]).rstrip("\n")
+    layer.text = (text[:start] + text[stop:]).rstrip("\n")
     layer.tokens = estimate_tokens(layer.text)
     layer.truncated = True
     prompt.cuts.append({"source": layer.source, "action": "archive section dropped",

@@ -3,7 +3,8 @@
 The catalog is derived state: a file's entry is re-read whenever its stat signature
 (mtime, ctime, size, inode) changes, so hand edits are seen on the next call. Entries are
 kept in memory per process and in ``.atomic_vault/notes.json`` between processes; deleting
-that file only costs time.
+that file only costs time. When nothing changed, ``scan`` returns the very same dicts as
+before, so callers may memoise work derived from them (they must not mutate them).
 """
 
 from __future__ import annotations
@@ -20,67 +21,75 @@ from .notes import read_note, summarize, validate
 from .vault import AgentFolder
 
 CACHE_NAME = "notes.json"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # A file changed within this window of a scan may change again inside the same timestamp
 # tick without its signature moving, so its entry is not trusted on the next scan.
 RACY_NS = 2_000_000_000
 
-_MEMO: dict[Path, dict[str, list]] = {}
+
+class _State:
+    __slots__ = ("entries", "notes", "errors")
+
+    def __init__(self, entries: dict[str, tuple]):
+        self.entries = entries
+        self.notes = {name: item[1] for name, item in entries.items() if item[1] is not None}
+        self.errors = {name: NoteError(**item[2]) for name, item in entries.items() if item[2] is not None}
 
 
-def is_note_name(name: str) -> bool:
-    return name.endswith(".md") and name != "INDEX.md" and not name.startswith(".")
+_MEMO: dict[Path, _State] = {}
 
 
 def scan(folder: AgentFolder, *, persist: bool = True
          ) -> tuple[dict[str, dict[str, Any]], dict[str, NoteError]]:
-    """(summary by file name for every valid note, error message by file name for the rest).
+    """(summary by file name for every valid note, error by file name for the rest).
 
     ``persist=False`` keeps the disk untouched (for read-only commands).
     """
     memory = folder.memory
-    cached = _MEMO.get(memory)
-    if cached is None:
-        cached = _load(folder)
-    fresh: dict[str, list] = {}
+    state = _MEMO.get(memory)
+    entries = state.entries if state is not None else _load(folder)
+    fresh: dict[str, tuple] = {}
     changed = False
     racy_after = time.time_ns() - RACY_NS
     try:
-        entries = list(os.scandir(memory))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        name = entry.name
-        if not is_note_name(name):
-            continue
-        st = entry.stat(follow_symlinks=False)
-        signature = [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
-        old = cached.get(name)
-        if old is not None and old[0] == signature:
-            fresh[name] = old
-            continue
-        changed = True
-        path = memory / name
-        try:
-            meta, _ = read_note(path)
-            validate(meta, path)
-            item = [signature, summarize(meta, name), None]
-        except NoteError as exc:
-            item = [signature, None, {"message": exc.message, "path": exc.path,
-                                      "field": exc.field, "fix": exc.fix}]
-        except OSError as exc:
-            item = [signature, None, {"message": f"cannot be read ({exc.strerror})",
-                                      "path": str(path), "field": None,
-                                      "fix": "check the file's permissions"}]
-        if max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after:
-            item[0] = None  # re-read next time
-        fresh[name] = item
-    if persist and (changed or len(fresh) != len(cached)):
-        _save(folder, fresh)
-    _MEMO[memory] = fresh
-    summaries = {name: item[1] for name, item in fresh.items() if item[1] is not None}
-    errors = {name: NoteError(**item[2]) for name, item in fresh.items() if item[2] is not None}
-    return summaries, errors
+        listing = os.scandir(memory)
+    except (FileNotFoundError, NotADirectoryError):
+        listing = None
+    if listing is not None:
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if not name.endswith(".md") or name[0] == "." or name == "INDEX.md":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+                old = entries.get(name)
+                if old is not None and old[0] == signature:
+                    fresh[name] = old
+                    continue
+                changed = True
+                racy = max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after
+                fresh[name] = _read(memory / name, None if racy else signature)
+    if state is None or changed or len(fresh) != len(entries):
+        state = _State(fresh)
+        if persist and (changed or len(fresh) != len(entries)):
+            _save(folder, fresh)
+    _MEMO[memory] = state
+    return state.notes, state.errors
+
+
+def _read(path: Path, signature: tuple | None) -> tuple:
+    """One catalog entry: (signature or None to re-read next time, summary, error)."""
+    try:
+        meta, _ = read_note(path)
+        validate(meta, path)
+        return (signature, summarize(meta, path.name), None)
+    except NoteError as exc:
+        return (signature, None, {"message": exc.message, "path": exc.path,
+                                  "field": exc.field, "fix": exc.fix})
+    except OSError as exc:
+        return (signature, None, {"message": f"cannot be read ({exc.strerror})", "path": str(path),
+                                  "field": None, "fix": "check the file's permissions"})
 
 
 def forget(folder: AgentFolder) -> None:
@@ -89,17 +98,18 @@ def forget(folder: AgentFolder) -> None:
     (folder.state / CACHE_NAME).unlink(missing_ok=True)
 
 
-def _load(folder: AgentFolder) -> dict[str, list]:
+def _load(folder: AgentFolder) -> dict[str, tuple]:
     try:
         data = json.loads((folder.state / CACHE_NAME).read_bytes())
         if data.get("version") == CACHE_VERSION and data.get("memory") == str(folder.memory):
-            return data["entries"]
-    except (OSError, ValueError, AttributeError, KeyError):
+            return {name: (tuple(sig) if sig else None, summary, error)
+                    for name, (sig, summary, error) in data["entries"].items()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass  # missing or damaged cache: rebuilt from the files
     return {}
 
 
-def _save(folder: AgentFolder, entries: dict[str, list]) -> None:
+def _save(folder: AgentFolder, entries: dict[str, tuple]) -> None:
     payload = {"version": CACHE_VERSION, "memory": str(folder.memory), "entries": entries}
     try:
         folder.ensure_state_dir()

@@ -45,7 +45,7 @@ class FileLock:
                     break
                 except portalocker.LockException:
                     if deadline is not None and time.monotonic() >= deadline:
-                        holder = path.read_text(encoding="utf-8").strip() or "another process"
+                        holder = " ".join(path.read_text(encoding="utf-8").split()[:1]) or "another process"
                         raise LockTimeout(
                             f"agent {folder.name!r} is busy (lock held by {holder})", path=path,
                             fix="retry later, raise --lock-timeout, or check for a hung run") from None
@@ -60,13 +60,13 @@ class FileLock:
 
 
 def _next_token(handle) -> int:
-    """Bump the counter kept in the lock file; the file also says who holds the lock."""
+    """Bump the counter kept in the lock file; the file also says who holds the lock.
+    Fixed-width text is overwritten in place (no truncate: it costs a journal commit)."""
     handle.seek(0)
-    words = handle.read().split()
+    words = handle.read(64).split()
     last = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
     handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid={os.getpid()} {last + 1}\n")
+    handle.write(f"pid={os.getpid():<10} {last + 1:<20}\n")
     handle.flush()
     return last + 1
 

@@ -96,9 +96,11 @@ def ready(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
     return seq, prev, newest
 
 
-def append(folder: AgentFolder, record: dict[str, Any], today: date) -> dict[str, Any]:
-    """Chain and append one record, then move HEAD. Call with the agent's lock held."""
-    seq, prev, newest = ready(folder)
+def append(folder: AgentFolder, record: dict[str, Any], today: date,
+           tail_now: tuple[int, str | None, Path | None] | None = None) -> dict[str, Any]:
+    """Chain and append one record, then move HEAD. Call with the agent's lock held;
+    ``tail_now`` is ``ready()``'s answer when the caller already asked under that lock."""
+    seq, prev, newest = tail_now if tail_now is not None else ready(folder)
     chained = {**record, "seq": seq + 1, "prev": prev}
     chained["hash"] = record_hash(chained)
     path = folder.log_file(today)
