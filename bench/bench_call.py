@@ -1,0 +1,474 @@
+"""Benchmarks of one agent call at several vault sizes, plus start-up costs.
+
+    /path/to/venv/bin/python bench/bench_call.py                 # 10, 1000, 10000, 100000 notes
+    /path/to/venv/bin/python bench/bench_call.py --quick         # 10 and 1000 notes
+    /path/to/venv/bin/python bench/bench_call.py --sizes 10,10000
+
+For each size a vault is generated under bench/out/vaults/<n> (reused, after a reset of
+what earlier runs wrote, when it is already there). Measured per size:
+
+  a. warm call: ``AtomicAgent(...).call()`` repeated in one process with an instant fake
+     model (one untimed warm-up call first); median and p95 in ms
+  b. fsync calls of one run without captures, and of one run that captures one note
+  c. cold CLI: ``atomic-vault --root R run AGENT "..." --model offline`` as a new process
+     (one untimed run first); median wall time of 5 runs and their max peak RSS
+
+and once: ``import atomic_vault`` (-X importtime), ``import atomic_vault.agent`` and
+``atomic-vault --help`` wall times. Results are printed as Markdown and written to
+bench/out/results.json. Nothing outside bench/out is written or removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+VAULTS = OUT / "vaults"
+RESULTS = OUT / "results.json"
+sys.path.insert(0, str(HERE))
+
+from make_vault import MANIFEST, make_vault, read_manifest, reset_vault  # noqa: E402
+
+AGENT = "bench"
+ALL_SIZES = (10, 1000, 10_000, 100_000)
+QUICK_SIZES = (10, 1000)
+WORK_ITEM = "Summarise what is due this week and flag anything that looks stale."
+CAPTURE_WORK_ITEM = "Note that the bench client moved the review to Thursday."
+CLI_RUNS = 5
+STARTUP_RUNS = 5
+# A note changed less than this long before a scan is re-read on the next scan
+# (catalog.RACY_NS is 2 s); benchmarks wait this long after writing notes so that
+# the catalog cache is stable, as it is for a vault that is not being edited.
+SETTLE_SECONDS = 2.2
+
+TARGETS = [  # (label, size, result key, limit, unit) from the project issue
+    ("warm call, 10 notes", 10, "warm_median_ms", 3.0, "ms"),
+    ("warm call, 10,000 notes", 10_000, "warm_median_ms", 40.0, "ms"),
+    ("cold CLI run, 10 notes", 10, "cli_median_s", 0.25, "s"),
+    ("cold CLI run, 10,000 notes", 10_000, "cli_median_s", 0.35, "s"),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _inside_out(path: Path) -> Path:
+    """Refuse to touch anything that is not under bench/out."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(OUT.resolve()):
+        raise RuntimeError(f"refusing to modify {resolved}: not under {OUT}")
+    return resolved
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+_CHILD_ENV: dict[str, str] | None = None
+
+
+def _child_env() -> dict[str, str]:
+    """Environment of every measured child process.
+
+    By default bytecode is cached, as for an installed package, but under bench/out/pycache
+    (PYTHONPYCACHEPREFIX) so nothing is written outside bench/out; PYTHONDONTWRITEBYTECODE
+    would otherwise make every cold run recompile atomic_vault from source.
+    """
+    return dict(os.environ) if _CHILD_ENV is None else _CHILD_ENV
+
+
+def _set_child_env(pyc_cache: bool) -> None:
+    global _CHILD_ENV
+    env = dict(os.environ)
+    if pyc_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
+    env.pop("ATOMIC_VAULT_ROOT", None)
+    _CHILD_ENV = env
+
+
+def _code_fingerprint() -> dict:
+    """Which library code was measured (the files may change between runs)."""
+    import hashlib
+    import atomic_vault
+
+    package = Path(atomic_vault.__file__).resolve().parent
+    digest = hashlib.sha256()
+    newest = 0.0
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        newest = max(newest, path.stat().st_mtime)
+    return {"package": str(package), "sha256": digest.hexdigest()[:16],
+            "newest_file": datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")}
+
+
+def _cli_path() -> str:
+    beside = Path(sys.executable).parent / "atomic-vault"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("atomic-vault")
+    if not found:
+        raise SystemExit("atomic-vault is not installed next to this Python; "
+                         "run with the virtualenv's python")
+    return found
+
+
+def _timed_child(cmd: list[str]) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS in MB, exit code, stderr) of one child process.
+
+    os.wait4 gives the rusage of exactly this child, so one large run does not
+    hide the peak RSS of the next (RUSAGE_CHILDREN would report the maximum so far).
+    """
+    with tempfile.TemporaryFile(dir=OUT) as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, env=_child_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    peak_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
+    return wall, peak_mb, proc.returncode, stderr
+
+
+def _settle(since: float) -> None:
+    wait = SETTLE_SECONDS - (time.time() - since)
+    if wait > 0:
+        time.sleep(wait)
+
+
+# --------------------------------------------------------------------------- vaults
+
+def prepare_vault(n: int, log=print) -> tuple[Path, bool | None, float | None]:
+    """bench/out/vaults/<n>, generated (into a temporary folder, then renamed) or reset.
+    Returns the vault root, True when it was generated now (None when reused), and how
+    long generating it took (recorded in the vault's manifest, so also when reused)."""
+    VAULTS.mkdir(parents=True, exist_ok=True)
+    root = _inside_out(VAULTS / str(n))
+    manifest = read_manifest(root)
+    if manifest and manifest.get("n_notes") == n and manifest.get("agent") == AGENT:
+        reset_vault(root)
+        log(f"[{n}] reusing {root}")
+        return root, None, manifest.get("generate_s")
+    if root.exists():
+        shutil.rmtree(root)
+    temp = _inside_out(VAULTS / f".{n}.tmp-{os.getpid()}")
+    if temp.exists():
+        shutil.rmtree(temp)
+    log(f"[{n}] generating {n} notes ...")
+    started = time.perf_counter()
+    make_vault(temp, AGENT, n)
+    os.replace(temp, root)
+    took = time.perf_counter() - started
+    if hasattr(os, "sync"):
+        os.sync()  # write the new notes back now, not during the timed fsyncs
+    manifest = read_manifest(root)
+    manifest["generate_s"] = round(took, 2)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log(f"[{n}] generated in {took:.1f} s")
+    return root, True, took
+
+
+# --------------------------------------------------------------------------- warm worker
+
+def warm_worker(root: str, calls: int, capture_calls: int) -> dict:
+    """Runs in its own process: warm per-call time and fsync counts."""
+    from atomic_vault import AtomicAgent
+    from atomic_vault import fileio
+    from atomic_vault.models import ModelResponse
+
+    class InstantModel:
+        name = "instant"
+
+        def __init__(self, text: str = "ok"):
+            self.text = text
+
+        def complete(self, request):
+            return ModelResponse(text=self.text, input_tokens=1, output_tokens=1,
+                                 cost_usd=0.0, model="instant")
+
+    class CaptureModel(InstantModel):
+        """Answers with one valid capture block with a new name every call."""
+        count = 0
+
+        def complete(self, request):
+            CaptureModel.count += 1
+            capture = {"type": "project",
+                       "name": f"Bench note {os.getpid()} {time.time_ns()} {CaptureModel.count}",
+                       "description": "d", "confidence": "high", "sources": ["bench"],
+                       "body": "b"}
+            self.text = "ok\n\n```atomic_capture\n" + json.dumps(capture) + "\n```\n"
+            return super().complete(request)
+
+    instant = InstantModel()
+
+    def one_call(model) -> tuple[float, int, object]:
+        before = fileio.FSYNCS
+        started = time.perf_counter()
+        result = AtomicAgent(AGENT, root=root, trigger="bench", model=model).call(
+            WORK_ITEM if model is instant else CAPTURE_WORK_ITEM)
+        took = time.perf_counter() - started
+        return took, fileio.FSYNCS - before, result
+
+    first, first_fsyncs, result = one_call(instant)  # warm-up: loads the catalog, imports
+    assert not result.captures, "the warm-call work item must not capture notes"
+    times, fsyncs = [], []
+    for _ in range(calls):
+        took, synced, result = one_call(instant)
+        assert result.status == "ok" and not result.captures
+        times.append(took * 1000)
+        fsyncs.append(synced)
+
+    capture_times, capture_fsyncs = [], []
+    for _ in range(capture_calls):
+        took, synced, result = one_call(CaptureModel())
+        written = [c for c in result.captures if c["status"] == "written"]
+        assert len(written) == 1, result.captures
+        capture_times.append(took * 1000)
+        capture_fsyncs.append(synced)
+
+    return {
+        "warmup_ms": first * 1000,
+        "warm_calls": calls,
+        "warm_median_ms": statistics.median(times),
+        "warm_p95_ms": _p95(times),
+        "warm_min_ms": min(times),
+        "warm_max_ms": max(times),
+        "fsyncs_per_call": max(fsyncs),
+        "fsyncs_per_call_all": sorted(set(fsyncs)),
+        "capture_calls": capture_calls,
+        "capture_median_ms": statistics.median(capture_times) if capture_times else None,
+        "fsyncs_per_capture_call": max(capture_fsyncs) if capture_fsyncs else None,
+        "fsyncs_per_capture_call_all": sorted(set(capture_fsyncs)),
+        "prompt_tokens": result.manifest["tokens"],
+        "prompt_cuts": len(result.manifest["cuts"]),
+    }
+
+
+def run_warm(root: Path, calls: int, capture_calls: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(root),
+           "--calls", str(calls), "--capture-calls", str(capture_calls)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    if done.returncode != 0:
+        raise SystemExit(f"warm worker failed for {root}:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- cold CLI
+
+def run_cli(root: Path, runs: int = CLI_RUNS) -> dict:
+    cmd = [_cli_path(), "--root", str(root), "run", AGENT, WORK_ITEM, "--model", "offline"]
+    wall, peak, code, err = _timed_child(cmd)  # untimed: (re)builds the catalog cache
+    if code != 0:
+        raise SystemExit(f"CLI run failed ({code}): {' '.join(cmd)}\n{err}")
+    walls, peaks = [], []
+    for _ in range(runs):
+        wall, peak, code, err = _timed_child(cmd)
+        if code != 0:
+            raise SystemExit(f"CLI run failed ({code}): {' '.join(cmd)}\n{err}")
+        walls.append(wall)
+        peaks.append(peak)
+    return {"cli_runs": runs, "cli_median_s": statistics.median(walls), "cli_min_s": min(walls),
+            "cli_max_s": max(walls), "cli_peak_rss_mb": max(peaks)}
+
+
+# --------------------------------------------------------------------------- start-up
+
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)\s*$")
+
+
+def _importtime(module: str) -> tuple[float, float]:
+    """(cumulative ms of ``module``, sum of all self times in ms) from -X importtime."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                          capture_output=True, text=True, check=True, env=_child_env())
+    cumulative, total = None, 0
+    for line in done.stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        if not match:
+            continue
+        total += int(match.group(1))
+        if match.group(4) == module:
+            cumulative = int(match.group(2))
+    if cumulative is None:
+        raise RuntimeError(f"-X importtime did not report {module}")
+    return cumulative / 1000, total / 1000
+
+
+def _wall(cmd: list[str], runs: int) -> float:
+    walls = []
+    for _ in range(runs):
+        wall, _, code, err = _timed_child(cmd)
+        if code != 0:
+            raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n{err}")
+        walls.append(wall)
+    return statistics.median(walls)
+
+
+def run_startup(runs: int = STARTUP_RUNS) -> dict:
+    _importtime("atomic_vault")  # warm the OS file cache and .pyc files
+    _importtime("atomic_vault.agent")
+    package = [_importtime("atomic_vault") for _ in range(runs)]
+    agent = [_importtime("atomic_vault.agent") for _ in range(runs)]
+    return {
+        "import_atomic_vault_cumulative_ms": statistics.median(p[0] for p in package),
+        "import_atomic_vault_total_ms": statistics.median(p[1] for p in package),
+        "import_agent_cumulative_ms": statistics.median(a[0] for a in agent),
+        "python_startup_s": _wall([sys.executable, "-c", "pass"], runs),
+        "import_agent_wall_s": _wall([sys.executable, "-c", "import atomic_vault.agent"], runs),
+        "cli_help_wall_s": _wall([_cli_path(), "--help"], runs),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| notes | generate s | warm median ms | warm p95 ms | warm calls | fsync / call "
+        "| fsync / capture call | capture call ms | CLI median s | CLI min s | CLI peak RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sorted(results["sizes"], key=int):
+        r = results["sizes"][n]
+        lines.append(
+            f"| {int(n):,} | {_fmt(r.get('generate_s'), 1)} | {_fmt(r['warm_median_ms'])} "
+            f"| {_fmt(r['warm_p95_ms'])} | {r['warm_calls']} | {r['fsyncs_per_call']} "
+            f"| {_fmt(r['fsyncs_per_capture_call'])} | {_fmt(r['capture_median_ms'], 1)} "
+            f"| {_fmt(r.get('cli_median_s'), 3)} | {_fmt(r.get('cli_min_s'), 3)} "
+            f"| {_fmt(r.get('cli_peak_rss_mb'), 1)} |")
+    s = results.get("startup")
+    if s:
+        lines += [
+            "",
+            "| start-up | value |",
+            "|---|---:|",
+            f"| `import atomic_vault` (-X importtime, cumulative) | {s['import_atomic_vault_cumulative_ms']:.2f} ms |",
+            f"| `import atomic_vault` (-X importtime, all imports incl. interpreter start) | {s['import_atomic_vault_total_ms']:.2f} ms |",
+            f"| `import atomic_vault.agent` (-X importtime, cumulative) | {s['import_agent_cumulative_ms']:.1f} ms |",
+            f"| `python -c pass` wall (baseline) | {s['python_startup_s'] * 1000:.1f} ms |",
+            f"| `python -c \"import atomic_vault.agent\"` wall | {s['import_agent_wall_s'] * 1000:.1f} ms |",
+            f"| `atomic-vault --help` wall | {s['cli_help_wall_s'] * 1000:.1f} ms |",
+        ]
+    meta = results.get("meta") or {}
+    if meta:
+        lines += ["", f"Python {meta.get('python')} on {meta.get('platform')}, {meta.get('cpus')} CPUs; "
+                  f"code {meta.get('code', {}).get('sha256')}; child processes "
+                  + ("cache bytecode (bench/out/pycache)" if meta.get("pyc_cache")
+                     else "use the inherited bytecode settings")]
+    checks = []
+    for label, n, key, limit, unit in TARGETS:
+        r = results["sizes"].get(str(n))
+        if not r or r.get(key) is None:
+            continue
+        value = r[key]
+        shown = f"{value:.2f} ms" if unit == "ms" else f"{value:.3f} s"
+        checks.append(f"| {label} | ≤ {limit:g} {unit} | {shown} | "
+                      f"{'pass' if value <= limit else 'FAIL'} |")
+    if checks:
+        lines += ["", "| target (project issue) | limit | measured | |", "|---|---:|---:|---|", *checks]
+    return "\n".join(lines)
+
+
+def _load_previous() -> dict:
+    try:
+        data = json.loads(RESULTS.read_text(encoding="utf-8"))
+        if isinstance(data.get("sizes"), dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    return {"sizes": {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="atomic_vault call benchmarks")
+    parser.add_argument("--sizes", help="comma-separated note counts [10,1000,10000,100000]")
+    parser.add_argument("--quick", action="store_true", help="only 10 and 1000 notes")
+    parser.add_argument("--calls", type=int, help="timed warm calls per size "
+                        "[30; 10 from 50,000 notes]")
+    parser.add_argument("--capture-calls", type=int, default=3,
+                        help="calls that capture one note each [3]")
+    parser.add_argument("--cli-runs", type=int, default=CLI_RUNS, help="timed CLI runs [5]")
+    parser.add_argument("--no-cli", action="store_true", help="skip the cold CLI runs")
+    parser.add_argument("--no-startup", action="store_true", help="skip the import timings")
+    parser.add_argument("--no-pyc-cache", action="store_true",
+                        help="run child processes with the inherited bytecode settings "
+                        "(by default .pyc files are cached under bench/out/pycache)")
+    parser.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(warm_worker(args.worker, args.calls or 30, args.capture_calls)))
+        return 0
+
+    if args.quick:
+        sizes = list(QUICK_SIZES)
+    elif args.sizes:
+        sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+    else:
+        sizes = list(ALL_SIZES)
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    _set_child_env(pyc_cache=not args.no_pyc_cache)
+    results = _load_previous()
+    results["meta"] = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "pyc_cache": not args.no_pyc_cache,
+        "code": _code_fingerprint(),
+        "finished": None,
+    }
+    for n in sizes:
+        root, generated, generate_s = prepare_vault(n)
+        _settle(time.time() if generated else 0)
+        calls = args.calls or (30 if n < 50_000 else 10)
+        print(f"[{n}] warm calls ({calls} timed) ...", flush=True)
+        entry = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "code": results["meta"]["code"]["sha256"],
+                 "pyc_cache": not args.no_pyc_cache, "generate_s": generate_s,
+                 "vault_reused": not generated}
+        entry.update(run_warm(root, calls, args.capture_calls))
+        if not args.no_cli:
+            _settle(time.time())  # the captured notes must age before the cache trusts them
+            print(f"[{n}] cold CLI runs ({args.cli_runs} timed) ...", flush=True)
+            entry.update(run_cli(root, args.cli_runs))
+        results["sizes"][str(n)] = entry
+        print(f"[{n}] warm median {entry['warm_median_ms']:.2f} ms, "
+              f"CLI median {entry.get('cli_median_s') or 0:.3f} s", flush=True)
+    if not args.no_startup:
+        print("start-up timings ...", flush=True)
+        results["startup"] = run_startup()
+    results["meta"]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(markdown(results))
+    print(f"\nwritten to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
