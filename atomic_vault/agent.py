@@ -10,7 +10,7 @@ from typing import Any
 from . import captures, catalog, journal, runlog
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config
-from .errors import ConfigError, LogError, ModelError
+from .errors import ConfigError, LogError, ModelError, NoteError
 from .locks import FileLock, LockBackend
 from .models import Model, ModelRequest, ModelResponse, load_model
 from .vault import open_agent
@@ -94,10 +94,10 @@ class AtomicAgent:
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime) -> Prompt:
         notes, broken = catalog.scan(self.folder)
         if broken:
-            first = broken[sorted(broken)[0]]
-            if len(broken) > 1:
-                first.fix = f"{first.fix}; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
-            raise first
+            first = broken[sorted(broken)[0]]  # shared with the catalog: copied, not changed
+            more = f"; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
+            raise NoteError(first.message, path=first.path, field=first.field,
+                            fix=first.fix + (more if len(broken) > 1 else ""))
         return assemble(self.folder, config, notes, work_item, started.date().isoformat())
 
     def _choose_model(self, config: ModelConfig) -> tuple[Model, list[str]]:

@@ -86,7 +86,7 @@ def _sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-_TEXTS: dict[Path, tuple[tuple[int, int, int, int], str, str]] = {}
+_TEXTS: dict[Path, tuple[tuple[int, int, int, int], str, str, str]] = {}
 
 
 def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
@@ -97,9 +97,9 @@ def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-    source = folder.relative(path)
     hit = _TEXTS.get(path)
     if hit is None or hit[0] != signature:
+        source = folder.relative(path)
         try:
             raw = path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -109,11 +109,11 @@ def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
         except UnicodeDecodeError as exc:
             raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                               fix="re-save the file as UTF-8") from None
-        hit = (signature, f"## {source}\n\n{text}", _sha(raw))
+        hit = (signature, f"## {source}\n\n{text}", _sha(raw), source)
         if len(_TEXTS) > 256:
             _TEXTS.clear()
         _TEXTS[path] = hit
-    return Layer(layer, source, hit[1], hit[2])
+    return Layer(layer, hit[3], hit[1], hit[2])
 
 
 def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:

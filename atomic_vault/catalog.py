@@ -2,26 +2,28 @@
 
 The catalog is derived state: a file's entry is re-read whenever its stat signature
 (mtime, ctime, size, inode) changes, so hand edits are seen on the next call. Entries are
-kept in memory per process and in ``.atomic_vault/notes.json`` between processes; deleting
-that file only costs time. When nothing changed, ``scan`` returns the very same dicts as
+kept in memory per process and in ``.atomic_vault/notes-<python>.marshal`` between
+processes (marshal loads twice as fast as JSON; the file is private derived state, one per
+interpreter version); deleting that file only costs time. When nothing changed, ``scan`` returns the very same dicts as
 before, so callers may memoise work derived from them (they must not mutate them).
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import NoteError
 from .fileio import atomic_write
 from .notes import read_note, summarize, validate
 from .vault import AgentFolder
 
-CACHE_NAME = "notes.json"
-CACHE_VERSION = 3
+CACHE_NAME = f"notes-{sys.implementation.cache_tag}.marshal"
+CACHE_VERSION = 4
 # A file changed within this window of a scan may change again inside the same timestamp
 # tick without its signature moving, so its entry is not trusted on the next scan.
 RACY_NS = 2_000_000_000
@@ -51,31 +53,47 @@ def scan(folder: AgentFolder, *, persist: bool = True
     fresh: dict[str, tuple] = {}
     changed = False
     racy_after = time.time_ns() - RACY_NS
-    try:
-        listing = os.scandir(memory)
-    except (FileNotFoundError, NotADirectoryError):
-        listing = None
-    if listing is not None:
-        with listing:
-            for entry in listing:
-                name = entry.name
-                if not name.endswith(".md") or name[0] == "." or name == "INDEX.md":
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-                old = entries.get(name)
-                if old is not None and old[0] == signature:
-                    fresh[name] = old
-                    continue
-                changed = True
-                racy = max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after
-                fresh[name] = _read(memory / name, None if racy else signature)
+    for name, st in _note_stats(memory):
+        signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        old = entries.get(name)
+        if old is not None and old[0] == signature:
+            fresh[name] = old
+            continue
+        changed = True
+        racy = max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after
+        fresh[name] = _read(memory / name, None if racy else signature)
     if state is None or changed or len(fresh) != len(entries):
         state = _State(fresh)
         if persist and (changed or len(fresh) != len(entries)):
             _save(folder, fresh)
     _MEMO[memory] = state
     return state.notes, state.errors
+
+
+def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(name, lstat) of every note file. Where the OS allows, each stat is relative to the
+    open folder (fstatat), which saves a path walk per note: at 10,000 notes this loop is
+    most of a call's cost."""
+    relative = os.stat in os.supports_dir_fd
+    try:
+        directory = os.open(memory, os.O_RDONLY) if relative else None
+        names = os.listdir(directory if relative else memory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for name in names:
+            if not name.endswith(".md") or name[0] == "." or name == "INDEX.md":
+                continue
+            try:
+                if relative:
+                    yield name, os.stat(name, dir_fd=directory, follow_symlinks=False)
+                else:
+                    yield name, os.lstat(memory / name)
+            except FileNotFoundError:
+                continue  # removed since the listing
+    finally:
+        if directory is not None:
+            os.close(directory)
 
 
 def _read(path: Path, signature: tuple | None) -> tuple:
@@ -100,20 +118,18 @@ def forget(folder: AgentFolder) -> None:
 
 def _load(folder: AgentFolder) -> dict[str, tuple]:
     try:
-        data = json.loads((folder.state / CACHE_NAME).read_bytes())
-        if data.get("version") == CACHE_VERSION and data.get("memory") == str(folder.memory):
-            return {name: (tuple(sig) if sig else None, summary, error)
-                    for name, (sig, summary, error) in data["entries"].items()}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        version, memory, entries = marshal.loads((folder.state / CACHE_NAME).read_bytes())
+        if version == CACHE_VERSION and memory == str(folder.memory) and isinstance(entries, dict):
+            return entries
+    except (OSError, ValueError, EOFError, TypeError):
         pass  # missing or damaged cache: rebuilt from the files
     return {}
 
 
 def _save(folder: AgentFolder, entries: dict[str, tuple]) -> None:
-    payload = {"version": CACHE_VERSION, "memory": str(folder.memory), "entries": entries}
     try:
         folder.ensure_state_dir()
-        atomic_write(folder.state / CACHE_NAME, json.dumps(payload, separators=(",", ":")),
-                     durable=False)
+        atomic_write(folder.state / CACHE_NAME,
+                     marshal.dumps((CACHE_VERSION, str(folder.memory), entries)), durable=False)
     except OSError:
         pass  # a read-only vault still runs, only slower

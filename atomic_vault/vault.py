@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import date
 from pathlib import Path
 
@@ -32,56 +33,57 @@ def check_agent_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class AgentFolder:
-    """The paths of one agent folder; creating it does not touch the disk."""
+    """The paths of one agent folder; creating it does not touch the disk. Paths are
+    computed once per instance (cached_property writes past the frozen guard)."""
 
     root: Path
     name: str
 
-    @property
+    @cached_property
     def path(self) -> Path:
         return self.root / self.name
 
-    @property
+    @cached_property
     def persona(self) -> Path:
         return self.path / "persona"
 
-    @property
+    @cached_property
     def memory(self) -> Path:
         return self.path / "memory"
 
-    @property
+    @cached_property
     def index(self) -> Path:
         return self.path / "memory" / "INDEX.md"
 
-    @property
+    @cached_property
     def wiki_index(self) -> Path:
         return self.path / "wiki" / "INDEX.md"
 
-    @property
+    @cached_property
     def goal(self) -> Path:
         return self.path / "goal.md"
 
-    @property
+    @cached_property
     def tools(self) -> Path:
         return self.path / "tools.md"
 
-    @property
+    @cached_property
     def model(self) -> Path:
         return self.path / "model.md"
 
-    @property
+    @cached_property
     def journal(self) -> Path:
         return self.path / "journal"
 
-    @property
+    @cached_property
     def log(self) -> Path:
         return self.path / "log"
 
-    @property
+    @cached_property
     def head(self) -> Path:
         return self.path / "log" / "HEAD"
 
-    @property
+    @cached_property
     def state(self) -> Path:
         """Derived, git-ignored runtime state (lock file, caches): safe to delete."""
         return self.path / ".atomic_vault"

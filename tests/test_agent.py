@@ -140,7 +140,7 @@ def test_deleting_the_catalog_cache_changes_nothing_but_speed(vault):
     agent = AtomicAgent("atlas", root=vault, model=ScriptedModel())
     first = agent.call("same").manifest
     catalog.forget(agent.folder)
-    assert not (agent.folder.state / "notes.json").exists()
+    assert not (agent.folder.state / catalog.CACHE_NAME).exists()
     second = agent.call("same").manifest
     assert [f["source"] for f in first["files"] if "journal" not in f["source"]] == \
            [f["source"] for f in second["files"] if "journal" not in f["source"]]
@@ -169,3 +169,17 @@ def test_older_convention_vault_loads_unchanged(vault):
     assert result.seq == 1 and result.model == "offline"
     verification = runlog.verify(AtomicAgent("atlas", root=vault).folder)
     assert verification.ok and verification.legacy == 1
+
+
+def test_a_damaged_catalog_cache_is_ignored_and_rebuilt(vault):
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel())
+    agent.call("first")
+    cache = agent.folder.state / catalog.CACHE_NAME
+    assert cache.is_file()
+    catalog._MEMO.clear()
+    cache.write_bytes(b"\x00garbage")
+    notes, broken = catalog.scan(agent.folder)
+    assert len(notes) == 12 and broken == {}
+    catalog._MEMO.clear()
+    notes_again, _ = catalog.scan(agent.folder)  # from the rebuilt cache
+    assert notes_again == notes

@@ -176,3 +176,16 @@ def test_init_refuses_a_bad_model_name(tmp_path):
     with pytest.raises(ConfigError, match="not a model name"):
         create_agent(tmp_path, "bot", model="bad model!")
     assert not (tmp_path / "bot").exists()
+
+
+def test_repeated_runs_on_broken_notes_keep_the_same_message(vault):
+    memory = vault / "atlas" / "memory"
+    for name in ("project_meetup_talk.md", "project_kestrel_dbt_audit.md"):
+        (memory / name).write_text("no frontmatter\n")
+    agent = AtomicAgent("atlas", root=vault)
+    messages = []
+    for _ in range(3):
+        with pytest.raises(NoteError) as caught:
+            agent.call("go")
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] == messages[2] and messages[0].count("1 more notes") == 1
