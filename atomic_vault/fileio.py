@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 from .errors import LogError
@@ -64,7 +63,7 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool
             if existing.read() == raw:
                 return False
     make_dirs(path.parent)
-    temp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         if st is not None:
