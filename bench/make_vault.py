@@ -32,15 +32,8 @@ MANIFEST = "bench_vault.json"
 PRISTINE_INDEX = "bench_index_pristine.md"
 CAPTURE_PREFIX = "project_bench_note_"  # notes written by the capture benchmark
 
-NOTE_TYPES = ("user", "feedback", "project", "decision", "reference")
-SECTIONS = {
-    "user": "User Profile",
-    "feedback": "Critical Feedback",
-    "project": "Active Projects",
-    "decision": "Locked Decisions",
-    "reference": "Reference",
-}
-CONFIDENCES = ("high", "medium", "low")
+from atomic_vault.index import SECTIONS  # noqa: E402 - the generator writes the real format
+from atomic_vault.notes import CONFIDENCES, NOTE_TYPES  # noqa: E402
 MAX_PINNED = 5
 DAYS_BACK = 400
 
