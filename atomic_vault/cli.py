@@ -70,7 +70,8 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str) ->
 @click.option("--model", help="Override model.md for this run, e.g. offline.")
 @click.option("--trigger", default="manual", show_default=True,
               help="Recorded as the run's trigger (cron, manual, script...).")
-@click.option("--critical", is_flag=True, help="Bypass cost guardrails (recorded in the log).")
+@click.option("--critical", is_flag=True,
+              help="Mark the run critical, recorded in the log (cost guardrails, once enforced, let it pass).")
 @click.option("--no-wait", is_flag=True, help="Exit 4 at once if another run holds the lock.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the agent's lock.")
