@@ -62,29 +62,53 @@ def upsert(text: str, changes: dict[str, tuple[str, str] | None]) -> str:
     """Apply changes to an INDEX text: file name -> (section title, line), or None to drop.
 
     Every other line, heading and blank line is kept as it was, so hand edits survive.
+    Works on the text with string searches: INDEX.md is megabytes at 100,000 notes.
     """
     if not text.strip():
         text = render([])
-    lines = [line for line in text.rstrip("\n").split("\n")
-             if not ((m := _LINK.match(line)) and m.group("file") in changes)]
+    text = text.rstrip("\n") + "\n"
+    for filename in changes:
+        text = _without(text, filename)
     for change in changes.values():
-        if change is None:
-            continue
-        title, new_line = change
-        heading = f"## {title}"
-        if heading not in lines:
-            slot = _section_slot(lines, title)
-            if slot < len(lines):
-                lines[slot:slot] = [heading, ""]
-            else:
-                lines.extend(["", heading] if lines and lines[-1] != "" else [heading])
-        at = lines.index(heading) + 1
-        while at < len(lines) and not lines[at].startswith("## "):
-            at += 1
-        while lines[at - 1] == "" and at - 1 > lines.index(heading):
-            at -= 1
-        lines.insert(at, new_line)
-    return "\n".join(lines).rstrip("\n") + "\n"
+        if change is not None:
+            text = _insert(text, *change)
+    return text.rstrip("\n") + "\n"
+
+
+def _without(text: str, filename: str) -> str:
+    """``text`` minus every list line linking to ``filename``."""
+    needle, at = f"]({filename})", 0
+    while (at := text.find(needle, at)) >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at) + 1 or len(text)
+        match = _LINK.match(text[start:end])
+        if match and match.group("file") == filename:
+            text = text[:start] + text[end:]
+            at = start
+        else:
+            at = end
+    return text
+
+
+def _insert(text: str, title: str, line: str) -> str:
+    """Add ``line`` at the end of section ``title`` (created in canonical order if missing)."""
+    heading = f"## {title}\n"
+    at = 0 if text.startswith(heading) else text.find("\n" + heading) + 1
+    if at == 0 and not text.startswith(heading):
+        lines = text.rstrip("\n").split("\n")
+        slot = _section_slot(lines, title)
+        if slot < len(lines):
+            lines[slot:slot] = [heading.rstrip("\n"), ""]
+        else:
+            lines.extend(["", heading.rstrip("\n")] if lines[-1] != "" else [heading.rstrip("\n")])
+        text = "\n".join(lines) + "\n"
+        at = 0 if text.startswith(heading) else text.find("\n" + heading) + 1
+    body = at + len(heading)
+    following = text.find("\n## ", body - 1)
+    end = len(text) if following < 0 else following + 1
+    while end > body and text[end - 2:end] == "\n\n":
+        end -= 1  # keep the blank line(s) before the next heading
+    return text[:end] + line + "\n" + text[end:]
 
 
 def _section_slot(lines: list[str], title: str) -> int:

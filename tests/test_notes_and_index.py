@@ -142,3 +142,46 @@ def test_index_render_sorts_lines_in_canonical_sections():
     assert [line for line in out.split("\n") if line.startswith("## ")] == [
         "## User Profile", "## Critical Feedback", "## Active Projects", "## Locked Decisions",
         "## Reference", "## Archive"]
+
+
+def _upsert_by_lines(text, changes):
+    """The definition of upsert, line by line: drop every line of a changed file, then add
+    each new line at the end of its section (creating the section in canonical order)."""
+    lines = [l for l in text.rstrip("\n").split("\n")
+             if not ((m := index._LINK.match(l)) and m.group("file") in changes)]
+    for change in changes.values():
+        if change is None:
+            continue
+        title, new = change
+        heading = f"## {title}"
+        if heading not in lines:
+            slot = index._section_slot(lines, title)
+            if slot < len(lines):
+                lines[slot:slot] = [heading, ""]
+            else:
+                lines.extend(["", heading] if lines and lines[-1] != "" else [heading])
+        at = lines.index(heading) + 1
+        while at < len(lines) and not lines[at].startswith("## "):
+            at += 1
+        while lines[at - 1] == "" and at - 1 > lines.index(heading):
+            at -= 1
+        lines.insert(at, new)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def test_index_upsert_matches_its_line_by_line_definition():
+    import random
+    rng = random.Random(7)
+    titles = [*index.SECTIONS.values(), index.ARCHIVE]
+    for _ in range(2000):
+        entries = [(rng.choice(titles), f"- [n{i}](reference_n{i}.md) — d") for i in range(rng.randint(0, 8))]
+        text = index.render(entries)
+        if rng.random() < 0.3:
+            text = text.replace(f"## {rng.choice(titles)}\n", "")
+        if rng.random() < 0.2:
+            text = "A hand-written line mentioning ](reference_n1.md) in prose.\n" + text
+        changes = {}
+        for _ in range(rng.randint(1, 4)):
+            name = f"reference_n{rng.randint(0, 10)}.md"
+            changes[name] = None if rng.random() < 0.3 else (rng.choice(titles), f"- [x]({name}) — new")
+        assert index.upsert(text, changes) == _upsert_by_lines(text, changes)
