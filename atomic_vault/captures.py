@@ -22,7 +22,7 @@ from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, iso_day, 
                     parse_note_text, render_note, summarize, update_frontmatter)
 from .vault import AgentFolder
 
-_BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*$", re.MULTILINE | re.DOTALL)
+_BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*\r?$", re.MULTILINE | re.DOTALL)
 REQUIRED = ("type", "name", "description", "confidence", "sources", "body")
 OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags")
 LIMITS = {"name": 200, "description": 300, "body": 32_000, "source": 500, "tag": 64, "items": 32}

@@ -36,7 +36,8 @@ class FileLock:
         import portalocker  # imported here: it is slow to import and only the write-back needs it
 
         path = folder.ensure_state_dir() / "lock"
-        handle = open(path, "a+", encoding="utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = open(fd, "r+", encoding="utf-8")  # not append mode: the token is rewritten in place
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:

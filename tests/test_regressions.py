@@ -189,3 +189,20 @@ def test_repeated_runs_on_broken_notes_keep_the_same_message(vault):
             agent.call("go")
         messages.append(str(caught.value))
     assert messages[0] == messages[1] == messages[2] and messages[0].count("1 more notes") == 1
+
+
+def test_fencing_tokens_grow_and_the_lock_file_names_the_last_holder(vault):
+    from atomic_vault.locks import FileLock
+    folder = open_agent("atlas", vault)
+    tokens = []
+    for _ in range(3):
+        with FileLock().hold(folder, timeout=1) as token:
+            tokens.append(token)
+    assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
+    assert len((folder.state / "lock").read_text().splitlines()) == 1
+
+
+def test_crlf_answers_keep_their_captures():
+    text = "Answer\r\n" + capture_block().replace("\n", "\r\n") + "\r\nmore text\r\n"
+    found, rejected = captures.extract(text)
+    assert len(found) == 1 and rejected == []
