@@ -1,4 +1,4 @@
-"""memory/INDEX.md: one line per live note under its type's section, plus an archive."""
+"""memory/INDEX.md: one line per current note under its type's section, plus an archive."""
 
 from __future__ import annotations
 

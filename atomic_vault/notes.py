@@ -204,7 +204,7 @@ def is_current(summary: dict[str, Any]) -> bool:
 
 def is_live(summary: dict[str, Any], today: str) -> bool:
     """Current and not expired: eligible for prompts. (Expiry does not move a note in
-    INDEX.md by itself; lint reports expired notes so the operator can archive them.)"""
+    INDEX.md; the operator archives expired notes.)"""
     expired = summary.get("expires_at") is not None and summary["expires_at"] < today
     return is_current(summary) and not expired
 

@@ -1,7 +1,5 @@
 """AtomicAgent.call() end to end (spec/02, 04, 05, 07): what one run reads and writes."""
 
-import json
-import os
 import subprocess
 
 import pytest
@@ -18,7 +16,7 @@ def test_a_run_writes_only_journal_log_and_captured_notes(vault, snap):
     result = AtomicAgent("atlas", root=vault).call("Plan Monday.\nremember: project: demo on Thursday")
     after = snap(vault)
     changed = {path for path in after if before.get(path) != after[path]}
-    today = result.manifest and __import__("datetime").date.today()
+    today = __import__("datetime").date.today()
     assert changed == {
         "atlas/memory/project_demo_on_thursday.md", "atlas/memory/INDEX.md",
         f"atlas/journal/{today:%Y-%m}/{today:%Y-%m-%d}.md",

@@ -1,7 +1,6 @@
 """Capture markers (spec/05): extraction, strict validation, outcomes, confinement."""
 
 import json
-import os
 from datetime import date
 
 import pytest

@@ -1,6 +1,5 @@
 """Locking and concurrency (spec/08): many processes, one agent, nothing lost."""
 
-import json
 import multiprocessing
 import os
 import signal

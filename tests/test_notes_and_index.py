@@ -1,7 +1,6 @@
 """Notes (spec/03): frontmatter schema, file names, order-keeping edits; INDEX.md updates."""
 
 from datetime import date
-from pathlib import Path
 
 import pytest
 

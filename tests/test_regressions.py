@@ -1,6 +1,5 @@
 """One test per bug found in review; each failed before its fix."""
 
-import json
 from datetime import date
 
 import pytest
@@ -153,7 +152,6 @@ def test_verify_reads_head_first_so_a_concurrent_append_is_never_truncation(vaul
 def test_a_stray_folder_in_journal_is_not_a_month(vault):
     (vault / "atlas" / "journal" / "old").mkdir()
     (vault / "atlas" / "journal" / "old" / "2030-01-01.md").write_text("# stray\n")
-    model_calls = []
     from conftest import ScriptedModel
     model = ScriptedModel()
     AtomicAgent("atlas", root=vault, model=model).call("go")
