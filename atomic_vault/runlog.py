@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import LogError
 from .fileio import append_jsonl, atomic_write, ends_torn, last_line, read_jsonl
@@ -128,91 +128,114 @@ class Verification:
     first_bad: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def fail(self, path: Path, line: int, seq: Any, reason: str) -> None:
+    def fail(self, where: Any, line: int, seq: Any, reason: str) -> None:
         if self.first_bad is None:
             self.ok = False
-            self.first_bad = {"file": str(path), "line": line, "seq": seq, "reason": reason}
+            self.first_bad = {"file": str(where), "line": line, "seq": seq, "reason": reason}
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "records": self.records, "legacy": self.legacy,
                 "head": self.head, "first_bad": self.first_bad, "warnings": self.warnings}
 
 
-def verify(folder: AgentFolder, anchor: str | None = None) -> Verification:
-    """Walk the whole chain and report the first broken record and why."""
-    result = Verification()
-    expected, prev, last_path, last_line_no = 1, None, None, 0
-    # HEAD is read before the records: a run appending meanwhile can then only make HEAD
-    # look behind (a warning), never ahead (which would be reported as truncation).
-    try:
-        result.head = read_head(folder)
-        head_error = None
-    except LogError as exc:
-        head_error = exc
-    files = day_files(folder)
-    for path in files:
-        found, problems = read_jsonl(path)
-        for number, problem in problems:
-            if problem.startswith("torn") and path == files[-1]:
-                result.warnings.append(f"{path}:{number}: {problem}; `doctor --repair` moves it aside")
+def check_chain(agent: str, entries: Iterable[tuple[Any, int, dict[str, Any] | None, str | None]],
+                head: dict[str, Any] | None, head_where: Any, *, head_error: str | None = None,
+                anchor: str | None = None) -> Verification:
+    """The chain rules, shared by every LogBackend. ``entries`` yields (where, line, record,
+    problem) in stored order: a record, or None and why the line cannot be read (a problem
+    starting with "warning:" is reported but does not break the chain). ``head`` is what
+    the store's HEAD said, read *before* the records (see ``verify``)."""
+    result = Verification(head=head)
+    want = _parse_anchor(anchor) if anchor is not None else None
+    anchor_seen = False
+    expected, prev, last_where, last_line_no = 1, None, None, 0
+    for where, number, record, problem in entries:
+        if record is None:
+            if problem and problem.startswith("warning:"):
+                result.warnings.append(f"{where}:{number}: {problem[8:].strip()}")
             else:
-                result.fail(path, number, None, f"unreadable line: {problem}")
-        for number, record in found:
-            last_path, last_line_no = path, number
-            if "hash" not in record and "seq" not in record:
-                if expected == 1:
-                    result.legacy += 1
-                else:
-                    result.fail(path, number, None, "inserted: an unchained record after the chain began")
-                continue
-            result.records += 1
-            seq = record.get("seq")
-            if record.get("agent") != folder.name:
-                result.fail(path, number, seq, f"belongs to another agent ({record.get('agent')!r})")
-            elif record.get("hash") != record_hash(record):
-                result.fail(path, number, seq, "edited: the content does not match its hash")
-            elif not isinstance(seq, int) or seq < expected:
-                result.fail(path, number, seq, f"reordered or duplicated: seq {seq} where {expected} was due")
-            elif seq > expected:
-                missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
-                result.fail(path, number, seq, f"missing: seq {missing} absent before this record")
-            elif record.get("prev") != prev:
-                result.fail(path, number, seq, "inserted or replaced: prev does not match the record before")
-            if result.first_bad is not None:
+                result.fail(where, number, None, f"unreadable line: {problem}")
                 return result
-            expected, prev = seq + 1, record["hash"]
+            continue
+        last_where, last_line_no = where, number
+        if "hash" not in record and "seq" not in record:
+            if expected == 1:
+                result.legacy += 1
+                continue
+            result.fail(where, number, None, "inserted: an unchained record after the chain began")
+            return result
+        result.records += 1
+        seq = record.get("seq")
+        if record.get("agent") != agent:
+            result.fail(where, number, seq, f"belongs to another agent ({record.get('agent')!r})")
+        elif record.get("hash") != record_hash(record):
+            result.fail(where, number, seq, "edited: the content does not match its hash")
+        elif type(seq) is not int or seq < expected:
+            result.fail(where, number, seq, f"reordered or duplicated: seq {seq} where {expected} was due")
+        elif seq > expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+            result.fail(where, number, seq, f"missing: seq {missing} absent before this record")
+        elif record.get("prev") != prev:
+            result.fail(where, number, seq, "inserted or replaced: prev does not match the record before")
+        elif want is not None and seq == want[0]:
+            anchor_seen = True
+            if record["hash"] != want[1]:
+                result.fail(where, number, seq, "differs from the anchor: the log was rewritten")
+        if result.first_bad is not None:
+            return result
+        expected, prev = seq + 1, record["hash"]
     if head_error is not None:
-        result.fail(folder.head, 1, None, f"log/HEAD {head_error.message}")
+        result.fail(head_where, 1, None, f"log/HEAD {head_error}")
         return result
     last_seq = expected - 1
-    head = result.head
     if head is None:
         if last_seq:
-            result.fail(folder.head, 1, None, "log/HEAD is missing (deleted, or a rewrite?)")
+            result.fail(head_where, 1, None, "log/HEAD is missing (deleted, or a rewrite?)")
     elif head["seq"] > last_seq:
-        result.fail(last_path or folder.head, last_line_no, last_seq,
+        result.fail(last_where or head_where, last_line_no, last_seq,
                     f"truncated: HEAD says seq {head['seq']} but the log ends at seq {last_seq}")
     elif head["seq"] == last_seq and head.get("hash") != prev:
-        result.fail(folder.head, 1, head["seq"], "HEAD's hash does not match the last record (rewritten?)")
+        result.fail(head_where, 1, head["seq"], "HEAD's hash does not match the last record (rewritten?)")
     elif head["seq"] < last_seq:
         result.warnings.append(f"HEAD is behind the log (seq {head['seq']} < {last_seq}): a run was "
                                "cut off after its append; `doctor --repair` advances HEAD")
-    if anchor is not None and result.ok:
-        _check_anchor(result, folder, anchor)
+    if want is not None and result.ok and not anchor_seen:
+        result.fail(head_where, 1, want[0], "the anchored record is not in the log")
     return result
 
 
-def _check_anchor(result: Verification, folder: AgentFolder, anchor: str) -> None:
+def _parse_anchor(anchor: str) -> tuple[int, str]:
     """An anchor 'SEQ:HASH' kept elsewhere proves the log was not wholly rewritten."""
     seq_text, _, digest = anchor.partition(":")
     try:
-        want = int(seq_text)
+        return int(seq_text), digest
     except ValueError:
         raise LogError(f"anchor {anchor!r} is not SEQ:HASH", field="--anchor",
                        fix="pass the value printed by `atomic-vault verify AGENT --json` (head)") from None
-    for path, number, record in records(folder):
-        if record.get("seq") == want:
-            if record.get("hash") != digest:
-                result.fail(path, number, want, "differs from the anchor: the log was rewritten")
-            return
-    result.fail(folder.head, 1, want, "the anchored record is not in the log")
+
+
+def verify(folder: AgentFolder, anchor: str | None = None) -> Verification:
+    """Walk the whole files log and report the first broken record and why."""
+    if anchor is not None:
+        _parse_anchor(anchor)
+    # HEAD is read before the records: a run appending meanwhile can then only make HEAD
+    # look behind (a warning), never ahead (which would be reported as truncation).
+    try:
+        head, head_error = read_head(folder), None
+    except LogError as exc:
+        head, head_error = None, exc.message
+    return check_chain(folder.name, _file_entries(folder), head, folder.head,
+                       head_error=head_error, anchor=anchor)
+
+
+def _file_entries(folder: AgentFolder) -> Iterator[tuple[Path, int, dict[str, Any] | None, str | None]]:
+    files = day_files(folder)
+    for path in files:
+        found, problems = read_jsonl(path)
+        merged: list[tuple[int, dict[str, Any] | None, str | None]] = [(n, r, None) for n, r in found]
+        for number, problem in problems:
+            if problem.startswith("torn") and path == files[-1]:
+                problem = f"warning: {problem}; `doctor --repair` moves it aside"
+            merged.append((number, None, problem))
+        for number, record, problem in sorted(merged, key=lambda item: item[0]):
+            yield path, number, record, problem

@@ -1,0 +1,208 @@
+"""The four storage Protocols the runtime talks to, and the small values they exchange.
+
+Every method takes the agent's folder first: one backend object serves every agent of a
+vault (a database backend keys its rows by ``folder.name``). spec/11-backends.md says
+what each method promises; ``atomic_vault.testing`` checks those promises against any
+implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, Protocol,
+                    runtime_checkable)
+
+from .errors import NoteError
+from .vault import AgentFolder
+
+Progress = Callable[[int], None]  # called with how many more items are done
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the note, a relevance score (higher is better) and a snippet
+    where the matched words are wrapped in ``[`` ``]``."""
+
+    file: str
+    name: str
+    type: str
+    score: float
+    snippet: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """Spend and tokens of one day (``YYYY-MM-DD``) or month (``YYYY-MM``) of runs.
+    ``unknown_cost`` counts runs whose cost was not known (they add nothing to the sum)."""
+
+    period: str
+    runs: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unknown_cost: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Filters for ``LogBackend.query``. ``since`` / ``until`` are ISO dates or times,
+    compared with the record's ``ts`` as recorded (inclusive; a bare date covers its day).
+    ``limit`` keeps the newest that many records; results are always in chain order."""
+
+    since: str | None = None
+    until: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    kind: str | None = None
+    limit: int | None = None
+
+
+@runtime_checkable
+class MemoryBackend(Protocol):
+    """Notes and INDEX.md of an agent. A note is addressed by its file name
+    (``project_x.md``) and stored as its whole Markdown text."""
+
+    name: str
+
+    def scan(self, folder: AgentFolder) -> tuple[dict[str, dict[str, Any]], dict[str, NoteError]]:
+        """(summary by file for every valid note, error by file for every invalid one).
+        Summaries have the shape of ``notes.summarize``."""
+        ...
+
+    def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
+             archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
+        """Summaries of valid notes matching every given filter. ``archived=True`` means not
+        current (archived or superseded); ``recent=N`` keeps the N latest by ``last_seen``.
+        Sorted by ``last_seen`` newest first, then file name."""
+        ...
+
+    def get(self, folder: AgentFolder, file: str) -> str | None:
+        """A note's text, or None when there is no such note."""
+        ...
+
+    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+        """Create or replace a note, all or nothing."""
+        ...
+
+    def delete(self, folder: AgentFolder, file: str) -> bool:
+        """Remove a note; False when there was none. (The runtime never deletes: it archives
+        and supersedes. This is for operators and migrations.)"""
+        ...
+
+    def get_index(self, folder: AgentFolder) -> str | None:
+        """INDEX.md's text, or None when there is none yet."""
+        ...
+
+    def put_index(self, folder: AgentFolder, text: str) -> None:
+        """Replace INDEX.md, all or nothing."""
+        ...
+
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+        """Notes matching every word of ``query`` (taken as plain text, never as a query
+        language), best first."""
+        ...
+
+    def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
+        """Rebuild whatever this backend derives (search index, caches) from its notes;
+        returns how many notes were indexed."""
+        ...
+
+
+@runtime_checkable
+class LogBackend(Protocol):
+    """The hash-chained run log of an agent. ``append`` takes care of ``seq``, ``prev`` and
+    ``hash``; concurrent appends to one agent never fork the chain."""
+
+    name: str
+
+    def ready(self, folder: AgentFolder) -> None:
+        """Raise LogError when a record cannot be appended safely (torn tail, records
+        missing behind HEAD, store unreachable). Cheap: called before every model call."""
+        ...
+
+    def append(self, folder: AgentFolder, record: dict[str, Any],
+               fence: tuple[str, int] | None = None) -> dict[str, Any]:
+        """Chain and store one record; returns it with ``seq``, ``prev`` and ``hash``.
+        ``fence`` is (lock backend name, fencing token): a token lower than one already
+        seen for the same lock backend is refused with LockLost."""
+        ...
+
+    def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
+        """The record of one run, or None."""
+        ...
+
+    def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
+        """Records matching the filters, in chain order."""
+        ...
+
+    def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
+             until: str | None = None) -> list[CostRow]:
+        """Spend and tokens of ``run`` records grouped by ``day`` or ``month`` of their
+        ``ts``, oldest first."""
+        ...
+
+    def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
+        """Every whole record, in chain order, exactly as stored."""
+        ...
+
+    def head(self, folder: AgentFolder) -> dict[str, Any] | None:
+        """``{"seq", "hash"}`` of the chain's end as the store's HEAD says, or None."""
+        ...
+
+    def verify(self, folder: AgentFolder, anchor: str | None = None) -> Any:
+        """Walk the whole chain; a ``runlog.Verification`` naming the first bad record."""
+        ...
+
+    def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
+                       progress: Progress | None = None) -> int:
+        """Store already-chained records verbatim after this store's end (migration).
+        Each must continue the chain; returns how many were stored."""
+        ...
+
+
+class Lease(Protocol):
+    """A held lock. ``token`` grows with every acquisition of the agent's lock."""
+
+    token: int
+
+    def check(self) -> None:
+        """Raise LockLost when the lock is no longer held by this lease (it expired and
+        someone else may hold it); extend it otherwise."""
+        ...
+
+
+@runtime_checkable
+class LockBackend(Protocol):
+    """Mutual exclusion of one agent's write-back across threads, processes and hosts.
+    A holder that dies never leaves the agent locked for long (stale-lock recovery)."""
+
+    name: str
+
+    def hold(self, folder: AgentFolder, timeout: float | None) -> ContextManager[Lease]:
+        """Wait up to ``timeout`` seconds (None: forever, 0: not at all; LockTimeout after),
+        yield the lease, release on exit (only if still the owner)."""
+        ...
+
+
+@runtime_checkable
+class JournalBackend(Protocol):
+    """The daily journal, for people to read: one Markdown section per run."""
+
+    name: str
+
+    def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
+        """Add a section to the day of ``when`` (the day starts with a ``# YYYY-MM-DD``
+        heading the first time)."""
+        ...
+
+    def recent(self, folder: AgentFolder, days: int) -> list[tuple[str, str]]:
+        """(source, text) of the newest ``days`` days that have entries, oldest first;
+        ``source`` is the day's path in the folder layout (``journal/YYYY-MM/DAY.md``)."""
+        ...
