@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import captures, catalog, journal, runlog
+from . import captures, journal
+from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config
 from .errors import ConfigError, LogError, ModelError, NoteError
-from .locks import FileLock, LockBackend
 from .models import Model, ModelRequest, ModelResponse, load_model
+from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
 
 MAX_WORK_ITEM = 200_000
@@ -41,17 +42,25 @@ class AtomicAgent:
     """An agent folder in a vault, callable from scripts, cron and the CLI.
 
     ``model`` may be a ``provider:model`` name or any object with ``complete(request)``;
-    by default model.md decides. ``lock`` is any LockBackend (default: a file lock).
+    by default model.md decides. ``memory``, ``log``, ``lock`` and ``journal`` choose the
+    storage backends: a backend name (``files``, ``sqlite``, ``postgres``, ``redis``), an
+    object implementing the Protocol, or None to follow ``ATOMIC_VAULT_<KIND>_BACKEND``,
+    then the vault's atomic_vault.yaml, then plain files.
     """
 
     def __init__(self, name: str, root: str | None = None, trigger: str = "manual",
-                 model: str | Model | None = None, *, lock: LockBackend | None = None,
+                 model: str | Model | None = None, *, memory: str | MemoryBackend | None = None,
+                 log: str | LogBackend | None = None, lock: str | LockBackend | None = None,
+                 journal: str | JournalBackend | None = None,
                  lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT):
         self.folder = open_agent(name, root)
         self.name = name
         self.trigger = trigger
         self.model = model
-        self.lock = lock or FileLock()
+        self.memory: MemoryBackend = open_backend("memory", memory, self.folder.root)
+        self.log: LogBackend = open_backend("log", log, self.folder.root)
+        self.lock: LockBackend = open_backend("lock", lock, self.folder.root)
+        self.journal: JournalBackend = open_backend("journal", journal, self.folder.root)
         self.lock_timeout = lock_timeout
 
     def call(self, work_item: str, *, critical: bool = False) -> RunResult:
@@ -65,17 +74,19 @@ class AtomicAgent:
         model, warnings = self._choose_model(config)
         response, error = _complete(model, prompt, config, self.name)
         found, rejected = captures.extract(response.text) if response else ([], [])
-        with self.lock.hold(self.folder, self.lock_timeout):
-            tail = runlog.ready(self.folder)  # checked again under the lock, before any note is written
-            outcomes = captures.write(self.folder, tools, found, started.date()) + rejected
+        with self.lock.hold(self.folder, self.lock_timeout) as lease:
+            self.log.ready(self.folder)  # checked again under the lock, before any note is written
+            outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
+                                      lease) + rejected
             run_id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
             status = "error" if error else "ok"
-            journal.append_entry(self.folder, started, trigger=self.trigger, run_id=run_id,
-                                 work_item=work_item, answer=response.text if response else error,
-                                 outcomes=outcomes, status=status)
-            record = runlog.append(self.folder, _record(
+            lease.check()
+            self.journal.append(self.folder, started, journal.section(
+                started, trigger=self.trigger, run_id=run_id, work_item=work_item,
+                answer=response.text if response else error, outcomes=outcomes, status=status))
+            record = self.log.append(self.folder, _record(
                 self, run_id, started, model, response, status, error, outcomes, prompt,
-                critical, warnings), started.date(), tail)
+                critical, warnings), fence=(self.lock.name, lease.token))
         result = _result(record, response, outcomes, prompt, warnings)
         if error:
             raise ModelError(f"the model call failed: {error} (logged as run {run_id}, seq {record['seq']})",
@@ -86,19 +97,20 @@ class AtomicAgent:
         """Fail before the model is paid for when the log cannot take a record. Unlocked
         reads may catch another run's append half-done, so a failure is confirmed locked."""
         try:
-            runlog.ready(self.folder)
+            self.log.ready(self.folder)
         except LogError:
             with self.lock.hold(self.folder, self.lock_timeout):
-                runlog.ready(self.folder)
+                self.log.ready(self.folder)
 
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime) -> Prompt:
-        notes, broken = catalog.scan(self.folder)
+        notes, broken = self.memory.scan(self.folder)
         if broken:
             first = broken[sorted(broken)[0]]  # shared with the catalog: copied, not changed
             more = f"; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
             raise NoteError(first.message, path=first.path, field=first.field,
                             fix=first.fix + (more if len(broken) > 1 else ""))
-        return assemble(self.folder, config, notes, work_item, started.date().isoformat())
+        return assemble(self.folder, config, notes, work_item, started.date().isoformat(),
+                        self.memory, self.journal)
 
     def _choose_model(self, config: ModelConfig) -> tuple[Model, list[str]]:
         """The model to call, and a warning when model.md's choice cannot be used."""

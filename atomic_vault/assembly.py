@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ from .config import ModelConfig
 from .errors import BudgetError, ConfigError
 from .models import estimate_tokens
 from .notes import is_live
-from .vault import MONTH, PERSONA_FILES, AgentFolder
+from .fileio import read_text_cached
+from .protocols import JournalBackend, MemoryBackend
+from .vault import PERSONA_FILES, AgentFolder
 
 TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # Groups of layers that change at the same pace; providers that cache prompts may cache
@@ -86,47 +87,31 @@ def _sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-_TEXTS: dict[Path, tuple[tuple[int, int, int, int], str, str, str]] = {}
+_LAYERS: dict[str, tuple[str, str, str]] = {}
 
 
-def _read_layer(folder: AgentFolder, path: Path, layer: str) -> Layer | None:
-    """A file as a prompt layer. Text and hash are reused while the file's stat
-    signature is unchanged (INDEX.md alone is megabytes at 100,000 notes)."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
+def _layer(source: str, text: str | None, layer: str) -> Layer | None:
+    """``text`` as a prompt layer under the heading ``## source``. The heading copy and the
+    hash are reused while the backend hands out the very same string (it does while the
+    file is unchanged; INDEX.md alone is megabytes at 100,000 notes)."""
+    if text is None:
         return None
-    signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-    hit = _TEXTS.get(path)
-    if hit is None or hit[0] != signature:
-        source = folder.relative(path)
-        try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        try:
-            text = raw.decode("utf-8").strip()
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
-                              fix="re-save the file as UTF-8") from None
-        hit = (signature, f"## {source}\n\n{text}", _sha(raw), source)
-        if len(_TEXTS) > 256:
-            _TEXTS.clear()
-        _TEXTS[path] = hit
-    return Layer(layer, hit[3], hit[1], hit[2])
+    hit = _LAYERS.get(source)
+    if hit is None or hit[0] is not text:
+        hit = (text, f"## {source}\n\n{text.strip()}", _sha(text.encode("utf-8")))
+        if len(_LAYERS) > 256:
+            _LAYERS.clear()
+        _LAYERS[source] = hit
+    return Layer(layer, source, hit[1], hit[2])
 
 
-def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
-    """The newest ``count`` journal day files, oldest first."""
-    if count <= 0 or not folder.journal.is_dir():
-        return []
-    days: list[Path] = []
-    for month in sorted((p for p in folder.journal.iterdir() if p.is_dir() and MONTH.match(p.name)),
-                        reverse=True):
-        days.extend(sorted(month.glob("????-??-??.md"), reverse=True))
-        if len(days) >= count:
-            break
-    return sorted(days[:count])
+def _file_text(folder: AgentFolder, path: Path) -> str | None:
+    """Persona, goal, tools and wiki files are always plain files in the agent folder."""
+    try:
+        return read_text_cached(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                          fix="re-save the file as UTF-8") from None
 
 
 _SELECTION: dict[tuple[int, str, int], tuple[dict, tuple[list[str], list[str]]]] = {}
@@ -150,27 +135,35 @@ def select_notes(notes: dict[str, dict[str, Any]], today: str, count: int) -> tu
 
 
 def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
-             work_item: str, today: str) -> Prompt:
+             work_item: str, today: str, memory: MemoryBackend | None = None,
+             journal: JournalBackend | None = None) -> Prompt:
+    """The prompt for one run; notes and journal come from the given backends (files
+    when None)."""
+    if memory is None or journal is None:
+        from .backends.files import FileJournal, FileMemory
+        memory, journal = memory or FileMemory(), journal or FileJournal()
     layers: list[Layer] = []
 
-    def add(path: Path, layer: str) -> None:
-        found = _read_layer(folder, path, layer)
+    def add(found: Layer | None) -> None:
         if found is not None:
             layers.append(found)
 
+    def add_file(path: Path, layer: str) -> None:
+        add(_layer(folder.relative(path), _file_text(folder, path), layer))
+
     for name in PERSONA_FILES:
-        add(folder.persona / name, name.removesuffix(".md").lower())
-    add(folder.goal, "goal")
-    add(folder.tools, "tools")
-    add(folder.index, "memory index")
-    add(folder.wiki_index, "wiki index")
+        add_file(folder.persona / name, name.removesuffix(".md").lower())
+    add_file(folder.goal, "goal")
+    add_file(folder.tools, "tools")
+    add(_layer("memory/INDEX.md", memory.get_index(folder), "memory index"))
+    add_file(folder.wiki_index, "wiki index")
     pinned, recent = select_notes(notes, today, config.recent_notes)
     for name in pinned:
-        add(folder.memory / name, "pinned note")
+        add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
     for name in recent:
-        add(folder.memory / name, "recent note")
-    for day in recent_journal_days(folder, config.journal_days):
-        add(day, "journal")
+        add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
+    for source, text in journal.recent(folder, config.journal_days):
+        add(_layer(source, text, "journal"))
     prompt = Prompt(layers, work_item, config.max_input_tokens)
     _fit(prompt, folder)
     return prompt

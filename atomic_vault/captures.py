@@ -11,15 +11,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from . import index
 from .config import ToolsConfig
 from .errors import CaptureError, NoteError
-from .fileio import atomic_write, make_dirs
 from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, iso_day, note_filename,
                     parse_note_text, render_note, summarize, update_frontmatter)
+from .protocols import MemoryBackend
 from .vault import AgentFolder
 
 _BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*\r?$", re.MULTILINE | re.DOTALL)
@@ -134,35 +133,36 @@ def parse(raw: str) -> Capture:
 
 
 class _Writer:
-    """Applies captures to memory/ and gathers the INDEX changes to write once at the end."""
+    """Applies captures through the MemoryBackend and gathers the INDEX changes to write
+    once at the end. Notes are named by file name; the backend refuses anything else."""
 
-    def __init__(self, folder: AgentFolder, today: date):
+    def __init__(self, folder: AgentFolder, memory: MemoryBackend, today: date):
         self.folder = folder
+        self.memory = memory
         self.today = today
         self.index_changes: dict[str, tuple[str, str] | None] = {}
 
-    def _path(self, filename: str) -> Path:
-        if not FILENAME.match(filename):
-            raise CaptureError(f"{filename!r} is not a note file name")
-        path = self.folder.memory / filename
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            raise CaptureError(f"memory/{filename} exists but is not a regular note file")
-        return path
+    def _text(self, file: str) -> str | None:
+        if not FILENAME.match(file):
+            raise CaptureError(f"{file!r} is not a note file name")
+        return self.memory.get(self.folder, file)
 
-    def _ref(self, value: str, note_type: str) -> Path:
+    def _ref(self, value: str, note_type: str) -> str:
         """A note named by file name or by name; it must exist."""
-        filename = value if FILENAME.match(value) else note_filename(note_type, value)
-        path = self._path(filename)
-        if not path.is_file():
-            raise CaptureError(f"no note memory/{filename} to refer to")
-        return path
+        file = value if FILENAME.match(value) else note_filename(note_type, value)
+        if self._text(file) is None:
+            raise CaptureError(f"no note memory/{file} to refer to")
+        return file
 
-    def _load(self, path: Path) -> tuple[str, dict[str, Any], str]:
+    def _load(self, file: str) -> tuple[str, dict[str, Any], str]:
+        where = self.folder.memory / file
         try:
-            text = path.read_text(encoding="utf-8")
-            meta, body = parse_note_text(text, path)
-        except (NoteError, UnicodeDecodeError) as exc:
-            raise CaptureError(f"memory/{path.name} cannot be updated: {exc}") from None
+            text = self._text(file)
+            if text is None:
+                raise CaptureError(f"memory/{file} disappeared while being updated")
+            meta, body = parse_note_text(text, where)
+        except NoteError as exc:
+            raise CaptureError(f"memory/{file} cannot be updated: {exc}") from None
         return text, meta, body
 
     def _fields(self, capture: Capture, supersedes: str | None) -> dict[str, Any]:
@@ -182,52 +182,52 @@ class _Writer:
             fields["tags"] = capture.tags
         return fields
 
-    def _write_new(self, path: Path, capture: Capture, supersedes: str | None) -> None:
+    def _write_new(self, file: str, capture: Capture, supersedes: str | None) -> None:
         fields = self._fields(capture, supersedes)
-        atomic_write(path, render_note(fields, capture.body))
-        summary = summarize({**fields, "superseded_by": None}, path.name)
-        self.index_changes[path.name] = (index.SECTIONS[capture.type], index.entry_line(summary))
+        self.memory.put(self.folder, file, render_note(fields, capture.body))
+        summary = summarize({**fields, "superseded_by": None}, file)
+        self.index_changes[file] = (index.SECTIONS[capture.type], index.entry_line(summary))
 
-    def _supersede(self, old: Path, new: Path, capture: Capture) -> None:
+    def _supersede(self, old: str, new: str, capture: Capture) -> None:
         """Write ``new`` and mark ``old`` superseded by it; the old note is checked first so
         that a note that cannot be updated stops the capture before anything is written."""
         text, meta, _ = self._load(old)
-        retired = update_frontmatter(text, {"superseded_by": new.name}, old)
-        self._write_new(new, capture, old.name)
-        atomic_write(old, retired)
-        summary = summarize({**meta, "superseded_by": new.name}, old.name)
-        self.index_changes[old.name] = (index.ARCHIVE, index.entry_line(summary))
+        retired = update_frontmatter(text, {"superseded_by": new}, self.folder.memory / old)
+        self._write_new(new, capture, old)
+        self.memory.put(self.folder, old, retired)
+        summary = summarize({**meta, "superseded_by": new}, old)
+        self.index_changes[old] = (index.ARCHIVE, index.entry_line(summary))
 
-    def _refresh(self, path: Path, capture: Capture, extra_body: str | None) -> None:
-        text, meta, _ = self._load(path)
+    def _refresh(self, file: str, capture: Capture, extra_body: str | None) -> None:
+        text, meta, _ = self._load(file)
         sources = list(meta.get("sources") or [])
         sources += [s for s in capture.sources if s not in sources]
-        updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources}, path)
+        updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources},
+                                     self.folder.memory / file)
         if extra_body:
             updated = updated.rstrip("\n") + f"\n\nUpdate {self.today.isoformat()}: {extra_body}\n"
-        atomic_write(path, updated)
+        self.memory.put(self.folder, file, updated)
 
-    def _current(self, path: Path) -> Path:
+    def _current(self, file: str) -> str:
         """Follow superseded_by links to the version of a note that is current now."""
-        seen = {path.name}
+        seen = {file}
         while True:
-            _, meta, _ = self._load(path)
+            _, meta, _ = self._load(file)
             successor = meta.get("superseded_by")
             if not (isinstance(successor, str) and FILENAME.match(successor)) or successor in seen:
-                return path
-            candidate = self.folder.memory / successor
-            if candidate.is_symlink() or not candidate.is_file():
-                return path
+                return file
+            if self._text(successor) is None:
+                return file
             seen.add(successor)
-            path = candidate
+            file = successor
 
-    def _free_version(self, path: Path) -> Path:
-        stem = path.name.removesuffix(".md")
+    def _free_version(self, file: str) -> str:
+        stem = file.removesuffix(".md")
         for n in range(2, 1000):
-            candidate = self._path(f"{stem}_v{n}.md")
-            if not candidate.exists():
+            candidate = f"{stem}_v{n}.md"
+            if self._text(candidate) is None:
                 return candidate
-        raise CaptureError(f"too many versions of memory/{path.name}")
+        raise CaptureError(f"too many versions of memory/{file}")
 
     def apply(self, capture: Capture) -> dict[str, Any]:
         outcome: dict[str, Any] = {"name": capture.name, "type": capture.type}
@@ -236,57 +236,52 @@ class _Writer:
             _, _, body = self._load(target)
             same = capture.body.strip() in body
             self._refresh(target, capture, None if same else capture.body.strip())
-            return {**outcome, "status": "merged", "file": target.name}
-        path = self._path(note_filename(capture.type, capture.name))
+            return {**outcome, "status": "merged", "file": target}
+        file = note_filename(capture.type, capture.name)
+        exists = self._text(file) is not None
         if capture.supersedes:
             old = self._ref(capture.supersedes, capture.type)
-            new = self._free_version(path) if path.exists() else path  # never overwrite a note
+            new = self._free_version(file) if exists else file  # never overwrite a note
             self._supersede(old, new, capture)
-            return {**outcome, "status": "written", "file": new.name, "supersedes": old.name}
-        if path.exists():
-            current = self._current(path)
+            return {**outcome, "status": "written", "file": new, "supersedes": old}
+        if exists:
+            current = self._current(file)
             _, _, body = self._load(current)
             if body.strip() == capture.body.strip():
                 self._refresh(current, capture, None)
-                return {**outcome, "status": "refreshed", "file": current.name}
-            new = self._free_version(path)
+                return {**outcome, "status": "refreshed", "file": current}
+            new = self._free_version(file)
             self._supersede(current, new, capture)
-            return {**outcome, "status": "written", "file": new.name, "supersedes": current.name,
-                    "note": f"memory/{current.name} had the same name and another body; "
+            return {**outcome, "status": "written", "file": new, "supersedes": current,
+                    "note": f"memory/{current} had the same name and another body; "
                             "the new note supersedes it and both are kept"}
-        self._write_new(path, capture, None)
-        return {**outcome, "status": "written", "file": path.name}
+        self._write_new(file, capture, None)
+        return {**outcome, "status": "written", "file": file}
 
 
-def write(folder: AgentFolder, tools: ToolsConfig, captures: list[Capture],
-          today: date) -> list[dict[str, Any]]:
-    """Write accepted captures (notes first, then INDEX once); returns one outcome each."""
+def write(folder: AgentFolder, memory: MemoryBackend, tools: ToolsConfig, captures: list[Capture],
+          today: date, lease: Any = None) -> list[dict[str, Any]]:
+    """Write accepted captures (notes first, then INDEX once); returns one outcome each.
+    ``lease.check()`` runs before each note, so a holder whose lock expired stops writing."""
     if not captures:
         return []
-    memory = folder.memory
-    try:
-        confined = (not memory.is_symlink()
-                    and memory.resolve().is_relative_to(folder.path.resolve()))
-    except OSError:
-        confined = False
-    refusal = None
     if not tools.may_write("memory/"):
         refusal = "tools.md does not allow writing memory/ (add memory/ to its write list)"
-    elif memory.is_symlink() or (memory.exists() and (not confined or not memory.is_dir())):
-        refusal = "memory/ is a link or not a folder inside the agent folder; captures refused"
-    if refusal:
         return [{"name": c.name, "type": c.type, "status": "rejected", "reason": refusal}
                 for c in captures]
-    make_dirs(memory)
-    writer = _Writer(folder, today)
+    writer = _Writer(folder, memory, today)
     outcomes = []
     for capture in captures:
+        if lease is not None:
+            lease.check()
         try:
             outcomes.append(writer.apply(capture))
         except (CaptureError, NoteError) as exc:
             outcomes.append({"name": capture.name, "type": capture.type, "status": "rejected",
                              "reason": getattr(exc, "message", str(exc))})
     if writer.index_changes:
-        current = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
-        atomic_write(folder.index, index.upsert(current, writer.index_changes))
+        if lease is not None:
+            lease.check()
+        current = memory.get_index(folder) or ""
+        memory.put_index(folder, index.upsert(current, writer.index_changes))
     return outcomes

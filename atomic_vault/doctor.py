@@ -17,6 +17,7 @@ from . import catalog, index, runlog
 from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, ModelError
 from .fileio import TEMP_SUFFIX, _fsync, atomic_write, ends_torn, fsync_dir
+from .backends.files import FileLog
 from .locks import holder_pid
 from .models import load_model
 from .notes import is_current
@@ -218,9 +219,9 @@ def _repair(folder: AgentFolder) -> list[str]:
         actions.append(f"set log/HEAD to the verified tail (seq {seq})")
     if actions and runlog.verify(folder).ok:
         now = datetime.now(timezone.utc).astimezone()
-        runlog.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
+        FileLog().append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
                                "agent": folder.name, "trigger": "doctor", "status": "ok",
-                               "summary": "; ".join(actions), "actions": actions}, now.date())
+                               "summary": "; ".join(actions), "actions": actions})
     return actions
 
 

@@ -58,3 +58,11 @@ class LogError(AtomicVaultError):
 
 class LockTimeout(AtomicVaultError):
     """The agent's write lock was not acquired in time."""
+
+
+class BackendError(AtomicVaultError):
+    """A storage backend is unknown, misconfigured or unreachable."""
+
+
+class LockLost(AtomicVaultError):
+    """The lock expired or was taken over while held: this holder must not write."""

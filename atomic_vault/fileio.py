@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat as stat_module
+import time
 from pathlib import Path
 
 from .errors import LogError
@@ -181,3 +183,34 @@ def last_line(path: Path, chunk: int = 65536) -> bytes | None:
                 if line.strip():
                     return line
         return None
+
+
+_TEXTS: dict[Path, tuple[tuple[int, int, int, int], str]] = {}
+RACY_NS = 2_000_000_000  # a file changed this recently may change again unseen by stat
+
+
+def read_text_cached(path: Path) -> str | None:
+    """A UTF-8 file's text, or None when it is missing or not a regular file. While the
+    file's stat signature is unchanged the *same* string object is returned, so callers
+    may memoise work on it by identity (INDEX.md is megabytes at 100,000 notes). Files
+    changed within the last 2 s are re-read every time. UnicodeDecodeError propagates."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat_module.S_ISREG(st.st_mode):
+        return None
+    signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    hit = _TEXTS.get(path)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - RACY_NS:
+        if len(_TEXTS) > 512:
+            _TEXTS.clear()
+        _TEXTS[path] = (signature, text)
+    return text

@@ -1,12 +1,11 @@
-"""The daily journal: one Markdown section appended per run, for people to read."""
+"""The daily journal: one Markdown section per run, for people to read (stored by a
+JournalBackend; files by default)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from .fileio import append_text
-from .vault import AgentFolder
 
 GIST_CHARS = 400
 WORK_CHARS = 600
@@ -30,15 +29,11 @@ def captures_line(outcomes: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "none"
 
 
-def append_entry(folder: AgentFolder, when: datetime, *, trigger: str, run_id: str,
-                 work_item: str, answer: str, outcomes: list[dict[str, Any]],
-                 status: str = "ok") -> None:
-    """Append this run's section to today's journal file (created with its heading)."""
-    path = folder.journal_file(when.date())
-    heading = "" if path.exists() else f"# {when:%Y-%m-%d}\n"
+def section(when: datetime, *, trigger: str, run_id: str, work_item: str, answer: str,
+            outcomes: list[dict[str, Any]], status: str = "ok") -> str:
+    """This run's journal section (the JournalBackend adds the day's heading)."""
     status_note = "" if status == "ok" else f" · {status}"
-    section = (f"{heading}\n## {when:%H:%M:%S} · {trigger} · run {run_id}{status_note}\n\n"
-               f"**Work item:** {shorten(work_item, WORK_CHARS)}\n\n"
-               f"**Answer:** {shorten(answer, GIST_CHARS) or '(empty)'}\n\n"
-               f"**Captures:** {captures_line(outcomes)}\n")
-    append_text(path, section)
+    return (f"\n## {when:%H:%M:%S} · {trigger} · run {run_id}{status_note}\n\n"
+            f"**Work item:** {shorten(work_item, WORK_CHARS)}\n\n"
+            f"**Answer:** {shorten(answer, GIST_CHARS) or '(empty)'}\n\n"
+            f"**Captures:** {captures_line(outcomes)}\n")

@@ -1,4 +1,4 @@
-"""Per-agent mutual exclusion for the write-back, behind the LockBackend Protocol.
+"""The default LockBackend: per-agent mutual exclusion for the write-back with an OS lock.
 
 The file implementation holds an OS lock (portalocker: flock / LockFileEx) on
 ``.atomic_vault/lock``. The OS drops it when the holder dies, so a crashed run never
@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import ContextManager, Iterator, Protocol, runtime_checkable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from .errors import LockTimeout
 from .vault import AgentFolder
@@ -18,21 +20,26 @@ from .vault import AgentFolder
 POLL_SECONDS = 0.005
 
 
-@runtime_checkable
-class LockBackend(Protocol):
-    """Serialises the write-back of one agent across threads, processes (and hosts)."""
+@dataclass(frozen=True)
+class FileLease:
+    """A held OS lock: it cannot expire while this process lives, so ``check`` never fails."""
 
-    def hold(self, folder: AgentFolder, timeout: float | None) -> ContextManager[int]:
-        """Context manager: wait up to ``timeout`` seconds (None: forever, 0: not at all),
-        yield a fencing token that grows with every acquisition, release on exit."""
-        ...
+    token: int
+
+    def check(self) -> None:
+        return None
 
 
 class FileLock:
     """The default LockBackend: an OS file lock in the agent's state folder."""
 
+    name = "files"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.url = url
+
     @contextmanager
-    def hold(self, folder: AgentFolder, timeout: float | None) -> Iterator[int]:
+    def hold(self, folder: AgentFolder, timeout: float | None) -> Iterator[FileLease]:
         import portalocker  # imported here: it is slow to import and only the write-back needs it
 
         path = folder.ensure_state_dir() / "lock"
@@ -53,7 +60,7 @@ class FileLock:
                     time.sleep(POLL_SECONDS)
             token = _next_token(handle)
             try:
-                yield token
+                yield FileLease(token)
             finally:
                 portalocker.unlock(handle)
         finally:

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 from frontmatter.default_handlers import YAMLHandler
@@ -240,3 +240,19 @@ def update_frontmatter(text: str, updates: dict[str, Any], path: Path | None = N
             stop += 1
         head[start:stop] = new
     return "\n".join([lines[0], *head, *lines[end:]])
+
+
+def matching(summaries: Iterable[dict[str, Any]], *, type: str | None = None,
+             pinned: bool | None = None, archived: bool | None = None,
+             recent: int | None = None) -> list[dict[str, Any]]:
+    """The filters of ``MemoryBackend.list``, shared by every backend: newest ``last_seen``
+    first, then file name; ``archived=True`` keeps notes that are not current."""
+    if type is not None and type not in NOTE_TYPES:
+        raise NoteError(f"unknown note type {type!r}", field="type", fix=f"use one of: {', '.join(NOTE_TYPES)}")
+    rows = [s for s in summaries
+            if (type is None or s["type"] == type)
+            and (pinned is None or s["pinned"] == pinned)
+            and (archived is None or (not is_current(s)) == archived)]
+    rows.sort(key=lambda s: s["file"])
+    rows.sort(key=lambda s: s["last_seen"] or "", reverse=True)
+    return rows if recent is None else rows[:max(recent, 0)]

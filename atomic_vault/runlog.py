@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import LogError
+from .errors import LockLost, LogError
 from .fileio import append_jsonl, atomic_write, ends_torn, last_line, read_jsonl
 from .vault import MONTH, AgentFolder
 
@@ -80,8 +80,11 @@ def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
     return 0, None, files[-1] if files else None
 
 
-def write_head(folder: AgentFolder, seq: int, digest: str | None) -> None:
-    atomic_write(folder.head, json.dumps({"seq": seq, "hash": digest}) + "\n")
+def write_head(folder: AgentFolder, seq: int, digest: str | None, fence: list | None = None) -> None:
+    head: dict[str, Any] = {"seq": seq, "hash": digest}
+    if fence:
+        head["fence"] = list(fence)
+    atomic_write(folder.head, json.dumps(head) + "\n")
 
 
 def ready(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
@@ -96,19 +99,49 @@ def ready(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
     return seq, prev, newest
 
 
-def append(folder: AgentFolder, record: dict[str, Any], today: date,
-           tail_now: tuple[int, str | None, Path | None] | None = None) -> dict[str, Any]:
-    """Chain and append one record, then move HEAD. Call with the agent's lock held;
-    ``tail_now`` is ``ready()``'s answer when the caller already asked under that lock."""
-    seq, prev, newest = tail_now if tail_now is not None else ready(folder)
+def append(folder: AgentFolder, record: dict[str, Any],
+           fence: tuple[str, int] | None = None) -> dict[str, Any]:
+    """Chain and append one record to the day file of its ``ts``, then move HEAD. The
+    caller serialises appends (FileLog holds the log lock). A ``fence`` lower than the one
+    HEAD remembers for the same lock backend means a newer holder has written: refused."""
+    seq, prev, newest = ready(folder)
+    head = read_head(folder)
+    kept = head.get("fence") if head else None
+    kept = kept if isinstance(kept, list) and len(kept) == 2 else None
+    if fence is not None:
+        if kept is not None and kept[0] == fence[0] and isinstance(kept[1], int) and fence[1] < kept[1]:
+            raise LockLost(f"lock token {fence[1]} is older than token {kept[1]} already written: "
+                           "this run's lock expired and another run took it; nothing was logged",
+                           path=folder.head, fix="raise the lock lease, or look for a hung run")
+        kept = [fence[0], fence[1]]
     chained = {**record, "seq": seq + 1, "prev": prev}
     chained["hash"] = record_hash(chained)
-    path = folder.log_file(today)
+    path = folder.log_file(_day_of(record))
     if newest is not None and newest.name > path.name:
         path = newest  # the clock went back: never append before the chain's end
     append_jsonl(path, chained)
-    write_head(folder, chained["seq"], chained["hash"])
+    write_head(folder, chained["seq"], chained["hash"], kept)
     return chained
+
+
+def continues(record: dict[str, Any], seq: int, prev: str | None, agent: str) -> tuple[int, str]:
+    """Check that an already-chained record (a migration) follows (seq, prev) of ``agent``;
+    returns its own (seq, hash)."""
+    if record.get("agent") != agent:
+        raise LogError(f"record seq {record.get('seq')} belongs to agent {record.get('agent')!r}",
+                       field="agent", fix="migrate each agent's log into its own agent")
+    if record.get("seq") != seq + 1 or record.get("prev") != prev or record.get("hash") != record_hash(record):
+        raise LogError(f"record seq {record.get('seq')} does not continue the chain at seq {seq}",
+                       field="seq", fix="the source log must verify, and the target must be empty "
+                                        "or hold exactly the source's first records")
+    return record["seq"], record["hash"]
+
+
+def _day_of(record: dict[str, Any]) -> date:
+    try:
+        return date.fromisoformat(str(record.get("ts", ""))[:10])
+    except ValueError:
+        return date.today()
 
 
 def records(folder: AgentFolder) -> Iterator[tuple[Path, int, dict[str, Any]]]:

@@ -5,6 +5,7 @@ from datetime import date
 
 import pytest
 
+from atomic_vault.backends.files import FileMemory
 from atomic_vault import captures, index
 from atomic_vault.config import ToolsConfig
 from atomic_vault.notes import read_note, validate
@@ -17,7 +18,7 @@ TODAY = date(2026, 11, 22)
 def apply(vault, text, tools=ToolsConfig()):
     folder = open_agent("atlas", vault)
     found, rejected = captures.extract(text)
-    return folder, captures.write(folder, tools, found, TODAY) + rejected
+    return folder, captures.write(folder, FileMemory(), tools, found, TODAY) + rejected
 
 
 def test_three_and_four_backtick_blocks_are_found():
@@ -143,7 +144,7 @@ def test_symlinks_out_of_the_agent_folder_are_refused(vault, tmp_path):
     target = vault / "atlas" / "memory" / "project_test_note.md"
     target.symlink_to(outside / "stolen.md")
     _, outcomes = apply(vault, capture_block())
-    assert outcomes[0]["status"] == "rejected" and "not a regular note file" in outcomes[0]["reason"]
+    assert outcomes[0]["status"] == "rejected" and "not a regular file" in outcomes[0]["reason"]
     assert list(outside.iterdir()) == []
 
 

@@ -80,8 +80,8 @@ def test_a_killed_holder_never_leaves_a_stale_lock(vault):
             pass
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    with FileLock().hold(folder, timeout=1) as token:
-        assert token >= 2  # fencing tokens grow with every acquisition
+    with FileLock().hold(folder, timeout=1) as lease:
+        assert lease.token >= 2  # fencing tokens grow with every acquisition
 
 
 def test_an_append_in_flight_is_not_mistaken_for_a_torn_log(vault):

@@ -4,6 +4,7 @@ from datetime import date
 
 import pytest
 
+from atomic_vault.backends.files import FileMemory
 from atomic_vault import AtomicAgent, captures, runlog
 from atomic_vault.config import ToolsConfig, load_model_config
 from atomic_vault.errors import ConfigError, NoteError
@@ -18,7 +19,7 @@ TODAY = date(2026, 11, 22)
 def apply(vault, text):
     folder = open_agent("atlas", vault)
     found, rejected = captures.extract(text)
-    return folder, captures.write(folder, ToolsConfig(), found, TODAY) + rejected
+    return folder, captures.write(folder, FileMemory(), ToolsConfig(), found, TODAY) + rejected
 
 
 def test_supersedes_never_overwrites_a_note_that_has_the_new_name(vault):
@@ -165,7 +166,7 @@ def test_a_dangling_memory_link_is_refused_cleanly(vault, tmp_path):
     shutil.rmtree(memory)
     memory.symlink_to(tmp_path / "nowhere")
     folder = open_agent("atlas", vault)
-    outcomes = captures.write(folder, ToolsConfig(), captures.extract(capture_block())[0], TODAY)
+    outcomes = captures.write(folder, FileMemory(), ToolsConfig(), captures.extract(capture_block())[0], TODAY)
     assert outcomes[0]["status"] == "rejected"
 
 
@@ -194,8 +195,8 @@ def test_fencing_tokens_grow_and_the_lock_file_names_the_last_holder(vault):
     folder = open_agent("atlas", vault)
     tokens = []
     for _ in range(3):
-        with FileLock().hold(folder, timeout=1) as token:
-            tokens.append(token)
+        with FileLock().hold(folder, timeout=1) as lease:
+            tokens.append(lease.token)
     assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
     assert len((folder.state / "lock").read_text().splitlines()) == 1
 

@@ -16,10 +16,15 @@ def folder(tmp_path):
     return AgentFolder(tmp_path, "bot")
 
 
+def put(folder, record, day):
+    """Append ``record`` dated ``day`` (a record goes to the day file of its ts)."""
+    return runlog.append(folder, {**record, "ts": day.isoformat()})
+
+
 def fill(folder, days=3, per_day=4):
     for d in range(days):
         for i in range(per_day):
-            runlog.append(folder, {"kind": "run", "agent": folder.name, "status": "ok",
+            put(folder, {"kind": "run", "agent": folder.name, "status": "ok",
                                    "summary": f"day {d} run {i}"}, date(2026, 10, 30 + d) if d < 2 else date(2026, 11, d))
     return runlog.day_files(folder)
 
@@ -42,15 +47,15 @@ def test_records_are_chained_across_day_files(folder):
 
 def test_the_hash_is_sha256_of_canonical_json_without_hash(folder):
     import hashlib
-    record = runlog.append(folder, {"agent": "bot", "x": "é", "a": [1, 2]}, date(2026, 1, 1))
+    record = put(folder, {"agent": "bot", "x": "é", "a": [1, 2]}, date(2026, 1, 1))
     body = {k: v for k, v in record.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert record["hash"] == hashlib.sha256(canonical).hexdigest()
 
 
 def test_a_clock_that_goes_back_never_appends_before_the_chain_end(folder):
-    runlog.append(folder, {"agent": "bot"}, date(2026, 5, 2))
-    runlog.append(folder, {"agent": "bot"}, date(2026, 5, 1))
+    put(folder, {"agent": "bot"}, date(2026, 5, 2))
+    put(folder, {"agent": "bot"}, date(2026, 5, 1))
     assert [f.name for f in runlog.day_files(folder)] == ["2026-05-02.jsonl"]
     assert runlog.verify(folder).ok
 
@@ -131,7 +136,7 @@ def test_head_behind_is_a_warning_not_a_break(folder):
     runlog.write_head(folder, 11, records[10]["hash"])
     result = runlog.verify(folder)
     assert result.ok and "HEAD is behind" in result.warnings[0]
-    runlog.append(folder, {"agent": "bot"}, date(2026, 11, 3))
+    put(folder, {"agent": "bot"}, date(2026, 11, 3))
     assert runlog.verify(folder).ok and runlog.read_head(folder)["seq"] == 13
 
 
@@ -139,14 +144,14 @@ def test_appending_after_truncation_is_refused(folder):
     files = fill(folder)
     rewrite(files[2], lines(files[2])[:1])
     with pytest.raises(LogError, match="records are missing"):
-        runlog.append(folder, {"agent": "bot"}, date(2026, 11, 3))
+        put(folder, {"agent": "bot"}, date(2026, 11, 3))
 
 
 def test_legacy_unchained_records_come_first_then_the_chain(folder):
     legacy = folder.log_file(date(2026, 9, 1))
     legacy.parent.mkdir(parents=True)
     legacy.write_text('{"ts": "2026-09-01T07:00:00", "agent": "bot", "status": "ok"}\n' * 3)
-    record = runlog.append(folder, {"agent": "bot"}, date(2026, 9, 1))
+    record = put(folder, {"agent": "bot"}, date(2026, 9, 1))
     assert record["seq"] == 1 and record["prev"] is None
     result = runlog.verify(folder)
     assert result.ok and result.legacy == 3 and result.records == 1
@@ -165,7 +170,7 @@ def test_anchor_catches_a_consistent_rewrite(folder):
         path.unlink()
     folder.head.unlink()
     for i in range(12):
-        runlog.append(folder, {"kind": "run", "agent": "bot", "status": "ok", "summary": f"rewritten {i}"},
+        put(folder, {"kind": "run", "agent": "bot", "status": "ok", "summary": f"rewritten {i}"},
                       date(2026, 10, 30))
     assert runlog.verify(folder).ok  # the one case verify cannot catch alone
     assert runlog.verify(folder, anchor).first_bad["reason"].startswith("differs from the anchor")

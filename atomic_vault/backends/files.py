@@ -1,0 +1,362 @@
+"""The default backends: everything in the agent folder as Markdown and JSONL files.
+
+The file formats are in spec/03 (notes), spec/07 (log) and spec/08 (journal); the write
+rules (atomic replace, whole-line appends) live in ``fileio``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import deque
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .. import catalog, runlog
+from ..errors import LockLost, LogError, NoteError
+from ..fileio import (append_jsonl, append_text, atomic_write, fsync_dir, make_dirs,
+                      read_jsonl, read_text_cached)
+from ..notes import FILENAME, matching
+from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..vault import MONTH, AgentFolder
+
+WORD = re.compile(r"\w+")
+
+
+def note_path(folder: AgentFolder, file: str) -> Path:
+    """memory/<file> for a valid note file name; anything else (paths, '..', INDEX.md) is
+    refused, so a name from a model or a command line never leaves memory/."""
+    if not isinstance(file, str) or not FILENAME.match(file):
+        raise NoteError(f"{file!r} is not a note file name", field="file",
+                        fix="use TYPE_slug.md, e.g. project_verdemar.md (see `notes NAME list`)")
+    return folder.memory / file
+
+
+def words(query: str) -> list[str]:
+    """The words of a search query, taken as plain text: punctuation, quotes and query
+    operators of any search engine are separators, never syntax."""
+    return [w.casefold() for w in WORD.findall(query)]
+
+
+def snippet(text: str, terms: list[str], width: int = 160) -> str:
+    """A one-line excerpt around the first matched term, matches wrapped in [ ]."""
+    flat = " ".join(text.split())
+    folded = flat.casefold()
+    first = min((i for i in (folded.find(t) for t in terms) if i >= 0), default=0)
+    start = max(0, first - width // 3)
+    piece = flat[start:start + width]
+    for term in sorted(set(terms), key=len, reverse=True):
+        piece = re.sub(re.escape(term), lambda m: f"[{m.group(0)}]", piece, flags=re.IGNORECASE)
+    return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
+
+
+class FileMemory:
+    """Notes as memory/*.md files, INDEX as memory/INDEX.md. Search reads every note (the
+    SQLite backend adds a full-text index over the same files)."""
+
+    name = "files"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.url = url
+
+    def scan(self, folder: AgentFolder):
+        return catalog.scan(folder)
+
+    def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
+             archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
+        notes, _ = catalog.scan(folder, persist=False)
+        return matching(notes.values(), type=type, pinned=pinned, archived=archived, recent=recent)
+
+    def get(self, folder: AgentFolder, file: str) -> str | None:
+        path = note_path(folder, file)
+        try:
+            return read_text_cached(path)
+        except UnicodeDecodeError as exc:
+            raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                            fix="re-save the note as UTF-8") from None
+
+    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+        path = note_path(folder, file)
+        _refuse_links(folder, path)
+        make_dirs(folder.memory)
+        atomic_write(path, text)
+
+    def delete(self, folder: AgentFolder, file: str) -> bool:
+        path = note_path(folder, file)
+        _refuse_links(folder, path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(path.parent)
+        return True
+
+    def get_index(self, folder: AgentFolder) -> str | None:
+        try:
+            return read_text_cached(folder.index)
+        except UnicodeDecodeError as exc:
+            raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=folder.index,
+                            fix="re-save INDEX.md as UTF-8, or `doctor --repair` to rebuild it") from None
+
+    def put_index(self, folder: AgentFolder, text: str) -> None:
+        _refuse_links(folder, folder.index)
+        make_dirs(folder.memory)
+        atomic_write(folder.index, text)
+
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+        terms = words(query)
+        if not terms:
+            return []
+        notes, _ = catalog.scan(folder, persist=False)
+        hits = []
+        for file, summary in notes.items():
+            try:
+                text = self.get(folder, file) or ""
+            except NoteError:
+                continue
+            haystack = f"{summary['name']}\n{summary['description']}\n{text}".casefold()
+            counts = [haystack.count(t) for t in terms]
+            if all(counts):
+                hits.append(SearchHit(file, summary["name"], summary["type"], float(sum(counts)),
+                                      snippet(text.split("---", 2)[-1], terms)))
+        hits.sort(key=lambda h: (-h.score, h.file))
+        return hits[:max(limit, 0)]
+
+    def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
+        catalog.forget(folder)
+        notes, errors = catalog.scan(folder)
+        if progress:
+            progress(len(notes) + len(errors))
+        return len(notes)
+
+
+def _refuse_links(folder: AgentFolder, path: Path) -> None:
+    """memory/ and the note itself must be real files inside the agent folder."""
+    memory = folder.memory
+    if memory.is_symlink() or (memory.exists() and not memory.is_dir()):
+        raise NoteError("memory/ is a link or not a folder; nothing was written", path=memory,
+                        fix="make memory/ a plain folder inside the agent folder")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise NoteError("exists but is not a regular file; nothing was written", path=path,
+                        fix="move it away; notes are plain Markdown files")
+
+
+class FileLog:
+    """The run log as JSONL day files under log/YYYY-MM/ plus log/HEAD (spec/07).
+
+    Appends serialise on ``.atomic_vault/log.lock`` (besides the agent's lock), so writers
+    that do not share a LockBackend (doctor, a migration) cannot fork the chain."""
+
+    name = "files"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.url = url
+
+    def ready(self, folder: AgentFolder) -> None:
+        runlog.ready(folder)
+
+    def append(self, folder: AgentFolder, record: dict[str, Any],
+               fence: tuple[str, int] | None = None) -> dict[str, Any]:
+        with _log_lock(folder):
+            return runlog.append(folder, record, fence=fence)
+
+    def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
+        needle = json.dumps(run_id, ensure_ascii=False).encode("utf-8")
+        for path in reversed(runlog.day_files(folder)):
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            if needle not in raw:
+                continue
+            found, _ = read_jsonl(path)
+            for _, record in reversed(found):
+                if record.get("run_id") == run_id:
+                    return record
+        return None
+
+    def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
+        keep: deque | list = deque(maxlen=query.limit) if query.limit is not None else []
+        for path in _files_between(folder, query.since, query.until):
+            found, _ = read_jsonl(path)
+            for _, record in found:
+                if _matches(record, query):
+                    keep.append(record)
+        return list(keep)
+
+    def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
+             until: str | None = None) -> list[CostRow]:
+        width = _period_width(by)
+        totals: dict[str, list] = {}
+        for path in _files_between(folder, since, until):
+            for day, row in _day_rollup(path).items():
+                if (since and day < since[:10]) or (until and day > until[:10]):
+                    continue
+                total = totals.setdefault(day[:width], [0, 0, 0, 0.0, 0])
+                for i, value in enumerate(row):
+                    total[i] += value
+        return [CostRow(period, int(t[0]), int(t[1]), int(t[2]), round(t[3], 10), int(t[4]))
+                for period, t in sorted(totals.items())]
+
+    def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
+        for _, _, record in runlog.records(folder):
+            yield record
+
+    def head(self, folder: AgentFolder) -> dict[str, Any] | None:
+        return runlog.read_head(folder)
+
+    def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
+        return runlog.verify(folder, anchor)
+
+    def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
+                       progress: Progress | None = None) -> int:
+        count = 0
+        with _log_lock(folder):
+            seq, prev, newest = runlog.ready(folder)
+            batch: list[str] = []
+            batch_path: Path | None = None
+
+            def flush() -> None:
+                if batch:
+                    append_text(batch_path, "".join(batch))
+                    if progress:
+                        progress(len(batch))
+                    batch.clear()
+
+            for record in records:
+                seq, prev = runlog.continues(record, seq, prev, folder.name)
+                path = folder.log_file(_record_day(record))
+                if newest is not None and newest.name > path.name:
+                    path = newest
+                if path != batch_path or len(batch) >= 2000:
+                    flush()
+                    batch_path, newest = path, path
+                batch.append(json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                                        sort_keys=True) + "\n")
+                count += 1
+            flush()
+            if count and seq:
+                runlog.write_head(folder, seq, prev, _fence_of(runlog.read_head(folder)))
+        return count
+
+
+def _fence_of(head: dict[str, Any] | None) -> list | None:
+    return head.get("fence") if head else None
+
+
+@contextmanager
+def _log_lock(folder: AgentFolder) -> Iterator[None]:
+    import portalocker  # imported here: slow to import, and only writers need it
+
+    path = folder.ensure_state_dir() / "log.lock"
+    with open(path, "a", encoding="utf-8") as handle:
+        portalocker.lock(handle, portalocker.LOCK_EX)
+        try:
+            yield
+        finally:
+            portalocker.unlock(handle)
+
+
+def _record_day(record: dict[str, Any]) -> date:
+    try:
+        return date.fromisoformat(str(record.get("ts", ""))[:10])
+    except ValueError:
+        return date.today()
+
+
+def _period_width(by: str) -> int:
+    if by not in ("day", "month"):
+        raise LogError(f"cannot group cost by {by!r}", field="--by", fix="use --by day or --by month")
+    return 10 if by == "day" else 7
+
+
+def _files_between(folder: AgentFolder, since: str | None, until: str | None) -> list[Path]:
+    """Day files that can hold records of the range (a file's name is its append day;
+    a record's ts is never later than that day, except after a clock change)."""
+    files = runlog.day_files(folder)
+    if since:
+        files = [p for p in files if p.name[:10] >= since[:10] or p == files[-1]]
+    return files
+
+
+def _matches(record: dict[str, Any], query: LogQuery) -> bool:
+    ts = str(record.get("ts", ""))
+    if query.since and ts[:len(query.since)] < query.since:
+        return False
+    if query.until and ts[:len(query.until)] > query.until:
+        return False
+    return all(value is None or record.get(key) == value for key, value in
+               (("status", query.status), ("trigger", query.trigger), ("kind", query.kind)))
+
+
+_ROLLUPS: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
+
+
+def _day_rollup(path: Path) -> dict[str, list]:
+    """{day: [runs, input tokens, output tokens, cost, unknown-cost runs]} of one day file,
+    remembered per process while the file's size and mtime are unchanged."""
+    st = os.stat(path)
+    signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+    hit = _ROLLUPS.get(path)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    rollup: dict[str, list] = {}
+    found, _ = read_jsonl(path)
+    for _, record in found:
+        if record.get("kind", "run") != "run":
+            continue
+        row = rollup.setdefault(str(record.get("ts", ""))[:10], [0, 0, 0, 0.0, 0])
+        row[0] += 1
+        row[1] += _int(record.get("input_tokens"))
+        row[2] += _int(record.get("output_tokens"))
+        cost = record.get("cost_usd")
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            row[3] += cost
+        else:
+            row[4] += 1
+    _ROLLUPS[path] = (signature, rollup)
+    return rollup
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class FileJournal:
+    """One Markdown file per day under journal/YYYY-MM/ (spec/08)."""
+
+    name = "files"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.url = url
+
+    def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
+        path = folder.journal_file(when.date())
+        heading = "" if path.exists() else f"# {when:%Y-%m-%d}\n"
+        append_text(path, heading + section)
+
+    def recent(self, folder: AgentFolder, days: int) -> list[tuple[str, str]]:
+        out = []
+        for path in recent_journal_days(folder, days):
+            try:
+                text = read_text_cached(path)
+            except UnicodeDecodeError as exc:
+                raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
+                                fix="re-save the journal file as UTF-8") from None
+            if text is not None:
+                out.append((folder.relative(path), text))
+        return out
+
+
+def recent_journal_days(folder: AgentFolder, count: int) -> list[Path]:
+    """The newest ``count`` journal day files, oldest first."""
+    if count <= 0 or not folder.journal.is_dir():
+        return []
+    days: list[Path] = []
+    for month in sorted((p for p in folder.journal.iterdir() if p.is_dir() and MONTH.match(p.name)),
+                        reverse=True):
+        days.extend(sorted(month.glob("????-??-??.md"), reverse=True))
+        if len(days) >= count:
+            break
+    return sorted(days[:count])
