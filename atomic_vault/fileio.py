@@ -110,6 +110,30 @@ def append_text(path: Path, text: str) -> None:
         fsync_dir(path.parent)
 
 
+def create_new(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists (then False): the content is
+    complete before the name appears (hard link of a synced temp file), so concurrent
+    creators never see, or add to, a half-made file."""
+    make_dirs(path.parent)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        _fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, path)
+        created = True
+    except FileExistsError:
+        created = False
+    finally:
+        os.unlink(temp)
+    if created:
+        fsync_dir(path.parent)
+    return created
+
+
 def append_jsonl(path: Path, record: dict) -> str:
     """Append ``record`` as one whole JSON line; returns the line written (without newline)."""
     line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=True)

@@ -104,6 +104,9 @@ def append(folder: AgentFolder, record: dict[str, Any],
     """Chain and append one record to the day file of its ``ts``, then move HEAD. The
     caller serialises appends (FileLog holds the log lock). A ``fence`` lower than the one
     HEAD remembers for the same lock backend means a newer holder has written: refused."""
+    if record.get("agent") != folder.name:
+        raise LogError(f"the record names agent {record.get('agent')!r}, not {folder.name!r}",
+                       path=folder.log, field="agent", fix="append an agent's records to its own log")
     seq, prev, newest = ready(folder)
     head = read_head(folder)
     kept = head.get("fence") if head else None

@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,68 @@ def snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture
 def snap():
     return snapshot
+
+
+# ---- real servers for the PostgreSQL and Redis backends ---------------------------------
+
+POSTGRES = os.environ.get("ATOMIC_VAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("ATOMIC_VAULT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _absent(what: str, error: Exception) -> None:
+    """Skip with the reason when a server is truly absent; in CI it must be there."""
+    message = f"{what} is not reachable ({type(error).__name__}: {error})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run these tests (.ci/run starts the server)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url():
+    """A URL to the test database with a schema of its own, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"av_test_{uuid.uuid4().hex[:12]}"
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _absent(f"PostgreSQL at {POSTGRES}", exc)
+    yield f"{POSTGRES}?schema={schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url_factory():
+    """Several isolated schemas for one test (e.g. a migration's source and target)."""
+    psycopg = pytest.importorskip("psycopg")
+    made = []
+
+    def make() -> str:
+        schema = f"av_test_{uuid.uuid4().hex[:12]}"
+        made.append(schema)
+        return f"{POSTGRES}?schema={schema}"
+
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        _absent(f"PostgreSQL at {POSTGRES}", exc)
+    yield make
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        for schema in made:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_url():
+    """A URL to the test Redis with a key prefix of its own, whose keys are removed after."""
+    redis = pytest.importorskip("redis")
+    prefix = f"avtest:{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _absent(f"Redis at {REDIS}", exc)
+    yield f"{REDIS}?prefix={prefix}"
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import catalog, runlog
 from ..errors import LockLost, LogError, NoteError
-from ..fileio import (append_jsonl, append_text, atomic_write, fsync_dir, make_dirs,
+from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dirs,
                       read_jsonl, read_text_cached)
 from ..notes import FILENAME, matching
 from ..protocols import CostRow, LogQuery, Progress, SearchHit
@@ -333,8 +333,9 @@ class FileJournal:
 
     def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
         path = folder.journal_file(when.date())
-        heading = "" if path.exists() else f"# {when:%Y-%m-%d}\n"
-        append_text(path, heading + section)
+        if not path.exists():
+            create_new(path, f"# {when:%Y-%m-%d}\n")  # the heading, once, even when racing
+        append_text(path, section)
 
     def recent(self, folder: AgentFolder, days: int) -> list[tuple[str, str]]:
         out = []
