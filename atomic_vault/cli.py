@@ -125,13 +125,19 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
     names = [name] if name else list_agents(ctx.obj["root"])
     if not names:
         _fail(click.ClickException(f"no agents in {resolve_root(ctx.obj['root'])}"))
-    findings, actions = [], {}
-    for agent_name in names:
+    findings, actions, backends = [], {}, {}
+    for kind in ("memory", "log", "lock", "journal"):
+        try:
+            backends[kind] = _backend(ctx, kind)
+        except AtomicVaultError as exc:
+            findings.append(checks.Finding("vault", "backend", "error", f"{kind}: {exc.message}",
+                                           exc.path, exc.fix))
+    for agent_name in names if len(backends) == 4 else []:
         try:
             folder = _folder(ctx, agent_name)
             if repair:
-                actions[agent_name] = checks.repair(folder)
-            findings += checks.check(folder)
+                actions[agent_name] = checks.repair(folder, backends=backends)
+            findings += checks.check(folder, backends)
         except AtomicVaultError as exc:
             findings.append(checks.Finding(agent_name, "agent", "error", exc.message, exc.path, exc.fix))
     errors = sum(f.level == "error" for f in findings)
@@ -156,11 +162,10 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
 @click.pass_context
 def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> None:
     """Verify agent NAME's hash-chained log; exit 1 at the first broken record."""
-    from . import runlog
     from .errors import AtomicVaultError
 
     try:
-        result = runlog.verify(_folder(ctx, name), anchor)
+        result = _backend(ctx, "log").verify(_folder(ctx, name), anchor)
     except AtomicVaultError as exc:
         _fail(exc)
     if as_json:
@@ -179,58 +184,135 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
-@cli.command()
-@click.argument("name")
-@click.option("-n", "--limit", default=20, show_default=True, help="How many recent records.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line (for jq).")
-@click.pass_context
-def log(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
-    """Show agent NAME's most recent runs, newest last."""
-    from collections import deque
+def _backend(ctx: click.Context, kind: str, name: str | None = None, url: str | None = None):
+    """The backend of ``kind`` for this vault: ``name``/``url`` when given, else the
+    environment, the vault's atomic_vault.yaml, or files."""
+    from .backends import known, open_backend
+    from .errors import BackendError
+    from .vault import resolve_root
 
-    from . import runlog
-    from .errors import AtomicVaultError
+    root = resolve_root(ctx.obj["root"])
+    if name is None:
+        return open_backend(kind, None, root)
+    if name not in known(kind):
+        raise BackendError(f"unknown {kind} backend {name!r}", field=kind,
+                           fix=f"use one of: {', '.join(sorted(known(kind)))}")
+    return known(kind)[name].load()(url=url, root=root)
 
-    try:
-        recent = deque((r for _, _, r in runlog.records(_folder(ctx, name))), maxlen=max(limit, 0))
-    except AtomicVaultError as exc:
-        _fail(exc)
-    for record in recent:
-        if as_json:
-            click.echo(json.dumps(record, ensure_ascii=False))
-            continue
-        cost = record.get("cost_usd")
-        cost_text = f"${cost:.4f}" if isinstance(cost, (int, float)) else "?"
-        seq, ts, status, trigger, model, summary = (str(record.get(key, "-")) for key in (
-            "seq", "ts", "status", "trigger", "model", "summary"))
-        click.echo(f"{seq:>5} {ts[:19]:<19} {status:<7} {trigger:<8} {model:<12} {cost_text:>9}  "
-                   f"{' '.join(summary.split())[:60]}")
+
+def _cost_text(cost: Any) -> str:
+    return f"${cost:.4f}" if isinstance(cost, (int, float)) and not isinstance(cost, bool) else "?"
 
 
 @cli.command()
 @click.argument("name")
-@click.argument("action", default="list", type=click.Choice(["list", "show"]))
-@click.argument("note", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.argument("action", default="runs", type=click.Choice(["runs", "cost"]))
+@click.option("-n", "--limit", default=20, show_default=True, help="How many recent records (runs).")
+@click.option("--since", metavar="DATE", help="From this ISO date or time on (inclusive).")
+@click.option("--until", metavar="DATE", help="Up to this ISO date or time (inclusive).")
+@click.option("--status", help="Only runs with this status (ok, error, skipped).")
+@click.option("--trigger", help="Only runs with this trigger (cron, manual...).")
+@click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
+              help="Group spend by day or month (cost).")
+@click.option("--json", "as_json", is_flag=True, help="JSON: one record per line (runs), or a list (cost).")
 @click.pass_context
-def notes(ctx: click.Context, name: str, action: str, note: str | None, as_json: bool) -> None:
-    """List agent NAME's notes, or `show NOTE` (a file name such as project_x.md)."""
-    from . import catalog
+def log(ctx: click.Context, name: str, action: str, limit: int, since: str | None, until: str | None,
+        status: str | None, trigger: str | None, by: str, as_json: bool) -> None:
+    """Show agent NAME's runs (newest last), or `cost`: spend and tokens by day or month.
+
+    \b
+    Examples:
+      atomic-vault log atlas --since 2026-11-01 --status error
+      atomic-vault log atlas cost --by month --json
+    """
     from .errors import AtomicVaultError
-    from .notes import FILENAME
+    from .protocols import LogQuery
 
     try:
         folder = _folder(ctx, name)
-        summaries, broken = catalog.scan(folder, persist=False)
+        store = _backend(ctx, "log")
+        if action == "cost":
+            rows = store.cost(folder, by, since=since, until=until)
+        else:
+            found = store.query(folder, LogQuery(since=since, until=until, status=status,
+                                                 trigger=trigger, limit=max(limit, 0)))
     except AtomicVaultError as exc:
         _fail(exc)
-    if action == "show":
-        if not note or not FILENAME.match(note) or not (folder.memory / note).is_file():
-            _fail(click.ClickException(f"no note {note!r} in {folder.memory}; "
-                                       "see `atomic-vault notes NAME list`"))
-        click.echo((folder.memory / note).read_text(encoding="utf-8"), nl=False)
+    if action == "cost":
+        if as_json:
+            _dump([row.as_dict() for row in rows])
+            return
+        click.echo(f"{by:<10} {'runs':>6} {'input':>10} {'output':>10} {'cost':>11}")
+        for row in rows:
+            unknown = f"  ({row.unknown_cost} of unknown cost)" if row.unknown_cost else ""
+            click.echo(f"{row.period:<10} {row.runs:>6} {row.input_tokens:>10} {row.output_tokens:>10} "
+                       f"{_cost_text(row.cost_usd):>11}{unknown}")
+        click.echo(f"{'total':<10} {sum(r.runs for r in rows):>6} {sum(r.input_tokens for r in rows):>10} "
+                   f"{sum(r.output_tokens for r in rows):>10} {_cost_text(sum(r.cost_usd for r in rows)):>11}")
         return
-    rows = sorted(summaries.values(), key=lambda s: (s["type"], s["file"]))
+    for record in found:
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        seq, ts, status_, trigger_, model, summary = (str(record.get(key, "-")) for key in (
+            "seq", "ts", "status", "trigger", "model", "summary"))
+        click.echo(f"{seq:>5} {ts[:19]:<19} {status_:<7} {trigger_:<8} {model:<12} "
+                   f"{_cost_text(record.get('cost_usd')):>9}  {' '.join(summary.split())[:60]}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("action", default="list", type=click.Choice(["list", "show", "search"]))
+@click.argument("words", nargs=-1)
+@click.option("--type", "note_type", help="list: only notes of this type.")
+@click.option("--archived/--current", default=None, help="list: only archived or superseded notes / only current ones.")
+@click.option("-n", "--limit", type=int, help="list: the most recently seen N; search: at most N results [10].")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], note_type: str | None,
+          archived: bool | None, limit: int | None, as_json: bool) -> None:
+    """List agent NAME's notes, `show NOTE` (a file name such as project_x.md), or
+    `search WORDS...` (plain words, best match first, with a snippet).
+
+    \b
+    Examples:
+      atomic-vault notes atlas list --type project
+      atomic-vault notes atlas show project_verdemar.md
+      atomic-vault notes atlas search verdemar thursday --json
+    """
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory")
+        if action == "show":
+            if len(words) != 1:
+                raise click.UsageError("show takes one note file name, e.g. project_x.md")
+            text = memory.get(folder, words[0])
+            if text is None:
+                raise click.ClickException(f"no note {words[0]!r}; see `atomic-vault notes {name} list`")
+            click.echo(text, nl=False)
+            return
+        if action == "search":
+            query = " ".join(words)
+            if not query.strip():
+                raise click.UsageError("search needs words, e.g. notes NAME search verdemar launch")
+            hits = memory.search(folder, query, limit=10 if limit is None else limit)
+            if as_json:
+                _dump({"query": query, "results": [hit.as_dict() for hit in hits]})
+            elif not hits:
+                click.echo(f"no note matches {query!r}", err=True)
+            for rank, hit in enumerate(hits if not as_json else [], start=1):
+                click.echo(f"{rank:>3}. {hit.file}  ({hit.type}, score {hit.score:.3g})\n     {hit.snippet}")
+            return
+        if words:
+            raise click.UsageError("list takes no arguments; use --type, --archived or -n")
+        rows = memory.list(folder, type=note_type, archived=archived, recent=limit)
+        _, broken = memory.scan(folder)
+    except click.ClickException:
+        raise
+    except AtomicVaultError as exc:
+        _fail(exc)
     if as_json:
         _dump({"notes": rows, "invalid": {file: str(error) for file, error in broken.items()}})
         return
@@ -240,6 +322,81 @@ def notes(ctx: click.Context, name: str, action: str, note: str | None, as_json:
         click.echo(f"{flags} {s['last_seen']}  {s['file']:<48} {s['description'][:70]}")
     for file, error in sorted(broken.items()):
         click.echo(f"!   invalid     {file}: {error}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_context
+def reindex(ctx: click.Context, name: str) -> None:
+    """Rebuild agent NAME's derived memory state (search index, caches) from its notes."""
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory")
+        notes_now, broken = memory.scan(folder)
+        with click.progressbar(length=len(notes_now) + len(broken), label=f"indexing {name}",
+                               file=sys.stderr) as bar:
+            count = memory.reindex(folder, bar.update)
+    except AtomicVaultError as exc:
+        _fail(exc)
+    click.echo(f"indexed {count} notes of {name} ({memory.name} backend)")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--what", type=click.Choice(["log", "memory", "all"]), default="log", show_default=True,
+              help="What to copy.")
+@click.option("--from", "source", metavar="BACKEND", help="Source backend [the configured one].")
+@click.option("--from-url", metavar="URL", help="Source URL, when the backend needs one.")
+@click.option("--to", "target", metavar="BACKEND", required=True, help="Target backend (files to export).")
+@click.option("--to-url", metavar="URL", help="Target URL, when the backend needs one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_context
+def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_url: str | None,
+            target: str, to_url: str | None, as_json: bool) -> None:
+    """Copy agent NAME's log (and/or memory) to another backend and verify it there.
+
+    The chain arrives identical (same seq, prev and hash); an interrupted copy resumes.
+    Nothing is removed from the source. Afterwards, select the target for the agent
+    (ATOMIC_VAULT_<KIND>_BACKEND or atomic_vault.yaml).
+
+    \b
+    Examples:
+      atomic-vault migrate atlas --to sqlite
+      atomic-vault migrate atlas --what all --to postgres --to-url postgresql://host/db
+      atomic-vault migrate atlas --from postgres --from-url postgresql://host/db --to files
+    """
+    from . import migrate as moves
+    from .errors import AtomicVaultError
+
+    kinds = ["log", "memory"] if what == "all" else [what]
+    outcomes = []
+    try:
+        folder = _folder(ctx, name)
+        for kind in kinds:
+            src = _backend(ctx, kind, source, from_url) if source else _backend(ctx, kind)
+            dst = _backend(ctx, kind, target, to_url)
+            if src.name == dst.name and (from_url or None) == (to_url or None) and src.name != "files":
+                raise click.UsageError(f"source and target are the same {kind} store")
+            total = (moves.count_records(src, folder) if kind == "log"
+                     else sum(map(len, src.scan(folder))))
+            with click.progressbar(length=total, label=f"{kind} {src.name} → {dst.name}",
+                                   file=sys.stderr) as bar:
+                mover = moves.migrate_log if kind == "log" else moves.migrate_memory
+                outcomes.append(mover(folder, src, dst, bar.update))
+    except click.ClickException:
+        raise
+    except AtomicVaultError as exc:
+        _fail(exc)
+    if as_json:
+        _dump([o.as_dict() for o in outcomes])
+        return
+    for o in outcomes:
+        head = f"; chain verified, head {o.head['seq']}:{o.head['hash']}" if o.head else ""
+        click.echo(f"{o.kind}: {o.copied} copied, {o.already} already there ({o.source} → {o.target}){head}")
+        for item in o.skipped:
+            click.echo(f"skipped {item}", err=True)
 
 
 def main() -> None:

@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import catalog, index, runlog
+from . import index, runlog
 from .config import load_model_config, load_tools_config
-from .errors import AtomicVaultError, ModelError
-from .fileio import TEMP_SUFFIX, _fsync, atomic_write, ends_torn, fsync_dir
+from .errors import AtomicVaultError, LockTimeout, ModelError
+from .fileio import TEMP_SUFFIX, _fsync, ends_torn, fsync_dir
 from .backends.files import FileLog
 from .locks import holder_pid
 from .models import load_model
-from .notes import is_current
+from .notes import FILENAME, is_current
 from .vault import PERSONA_FILES, AgentFolder
 
 
@@ -34,9 +34,11 @@ class Finding:
     fix: str | None = None
 
 
-def check(folder: AgentFolder) -> list[Finding]:
-    """Every check for one agent; nothing on disk changes."""
+def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[Finding]:
+    """Every check for one agent; nothing changes. ``backends`` maps kind to the backend
+    the agent runs with (default: files for every kind)."""
     out: list[Finding] = []
+    backends = _with_defaults(backends)
 
     def add(check_name: str, level: str, message: str, path: Path | str | None = None,
             fix: str | None = None) -> None:
@@ -44,11 +46,21 @@ def check(folder: AgentFolder) -> list[Finding]:
                            str(path) if path is not None else None, fix))
 
     _check_layout(folder, add)
-    notes = _check_notes(folder, add)
+    memory, log = backends["memory"], backends["log"]
+    if memory.name != "files":
+        _check_backend(folder, "memory", memory, add)
+    notes = _check_notes(folder, memory, add)
     if notes is not None:
-        _check_index(folder, notes, add)
-    _check_log(folder, add)
-    _check_lock(folder, add)
+        _check_index(folder, memory, notes, add)
+    if log.name == "files":
+        _check_log(folder, add)
+    else:
+        _check_backend(folder, "log", log, add)
+        _check_disagreement(folder, log, add)
+    if backends["lock"].name == "files":
+        _check_lock(folder, add)
+    else:
+        _check_backend(folder, "lock", backends["lock"], add)
     temps = _temp_files(folder)
     if temps:
         add("temp files", "warn", f"{len(temps)} leftover temp file(s) from an interrupted write",
@@ -85,10 +97,69 @@ def _check_layout(folder: AgentFolder, add) -> None:
         add("layout", "ok", "agent folder layout is valid")
 
 
-def _check_notes(folder: AgentFolder, add) -> dict[str, dict[str, Any]] | None:
-    if not folder.memory.is_dir():
+def _with_defaults(backends: dict[str, Any] | None) -> dict[str, Any]:
+    from .backends.files import FileJournal, FileMemory
+    from .locks import FileLock
+
+    chosen = {"memory": FileMemory(), "log": FileLog(), "lock": FileLock(), "journal": FileJournal()}
+    chosen.update(backends or {})
+    return chosen
+
+
+def _check_backend(folder: AgentFolder, kind: str, backend: Any, add) -> None:
+    """Reachable, consistent with itself, and (for derived stores) with the files."""
+    try:
+        if kind == "memory":
+            backend.scan(folder)
+        elif kind == "log":
+            backend.ready(folder)
+            result = backend.verify(folder)
+            if not result.ok:
+                bad = result.first_bad
+                add("chain", "error", f"{backend.name} log: seq {bad['seq']}: {bad['reason']}", bad["file"],
+                    "restore the log from a backup; `atomic-vault verify` shows details")
+            else:
+                add("chain", "ok", f"{result.records} chained records verify in the {backend.name} log")
+        elif kind == "lock":
+            with backend.hold(folder, 0):
+                pass
+    except LockTimeout:
+        add("lock", "warn", f"the agent is locked in {backend.name} (a run is in progress?)")
+        return
+    except AtomicVaultError as exc:
+        add("backend", "error", f"{kind} backend {backend.name}: {exc.message}", exc.path, exc.fix)
+        return
+    problems = backend.check(folder) if callable(getattr(backend, "check", None)) else []
+    for problem in problems:
+        add("backend", "warn", f"{kind} backend {backend.name}: {problem}", None,
+            f"`atomic-vault reindex {folder.name}` rebuilds derived state")
+    if not problems:
+        add("backend", "ok", f"{kind} backend {backend.name} is reachable and consistent")
+
+
+def _check_disagreement(folder: AgentFolder, log: Any, add) -> None:
+    """A files log left beside another log backend must be a prefix of it (a migration's
+    source); otherwise runs went to both and the two disagree."""
+    files_head = runlog.tail(folder)[:2] if runlog.day_files(folder) else (0, None)
+    if not files_head[0]:
+        return
+    seq, digest = files_head
+    for record in log.records(folder):
+        if record.get("seq") == seq:
+            if record.get("hash") == digest:
+                add("backend", "ok", f"the files log (to seq {seq}) is an older copy of the {log.name} log")
+                return
+            break
+    add("backend", "warn", f"the files log (seq {seq}) and the {log.name} log disagree: "
+        f"its records are not all in the {log.name} log", folder.log,
+        f"`atomic-vault migrate {folder.name} --from files --to {log.name}` if the files log is the "
+        "newer one; otherwise move log/ aside")
+
+
+def _check_notes(folder: AgentFolder, memory: Any, add) -> dict[str, dict[str, Any]] | None:
+    if memory.name in ("files", "sqlite") and not folder.memory.is_dir():
         return None
-    notes, broken = catalog.scan(folder, persist=False)
+    notes, broken = memory.scan(folder)
     for name, error in sorted(broken.items()):
         field = f"{error.field}: " if error.field else ""
         add("notes", "error", f"{name}: {field}{error.message}", error.path or folder.memory / name, error.fix)
@@ -97,24 +168,24 @@ def _check_notes(folder: AgentFolder, add) -> dict[str, dict[str, Any]] | None:
     return notes
 
 
-def index_changes(folder: AgentFolder, notes: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str] | None]:
+def index_changes(folder: AgentFolder, memory: Any,
+                  notes: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str] | None]:
     """What INDEX.md needs so that it lists exactly the notes (live ones under their type)."""
-    text = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
-    listed = index.listed(text)
+    listed = index.listed(memory.get_index(folder) or "")
     changes: dict[str, tuple[str, str] | None] = {}
     for name, summary in notes.items():
         section = index.section_for(summary, is_current(summary))
         if listed.get(name) != section:
             changes[name] = (section, index.entry_line(summary))
     for name in listed:
-        if name not in notes and not (folder.memory / name).exists():
+        if name not in notes and not (FILENAME.match(name) and memory.get(folder, name) is not None):
             changes[name] = None
     return changes
 
 
-def _check_index(folder: AgentFolder, notes: dict[str, dict[str, Any]], add) -> None:
-    changes = index_changes(folder, notes)
-    if not folder.index.is_file():
+def _check_index(folder: AgentFolder, memory: Any, notes: dict[str, dict[str, Any]], add) -> None:
+    changes = index_changes(folder, memory, notes)
+    if memory.get_index(folder) is None:
         add("index", "error", "memory/INDEX.md is missing", folder.index, "`doctor --repair` rebuilds it from the notes")
     elif changes:
         missing = sorted(name for name, change in changes.items() if change is not None)
@@ -186,42 +257,55 @@ def _temp_files(folder: AgentFolder) -> list[Path]:
     return sorted(found)
 
 
-def repair(folder: AgentFolder, timeout: float | None = 60.0) -> list[str]:
+def repair(folder: AgentFolder, timeout: float | None = 60.0,
+           backends: dict[str, Any] | None = None) -> list[str]:
     """Fix what is safe to fix, holding the agent's lock; returns one line per action taken."""
-    from .locks import FileLock
+    backends = _with_defaults(backends)
+    with backends["lock"].hold(folder, timeout):
+        return _repair(folder, backends["memory"], backends["log"])
 
-    with FileLock().hold(folder, timeout):
-        return _repair(folder)
 
-
-def _repair(folder: AgentFolder) -> list[str]:
+def _repair(folder: AgentFolder, memory: Any, log: Any) -> list[str]:
     actions: list[str] = []
     for temp in _temp_files(folder):
         temp.unlink(missing_ok=True)
         actions.append(f"removed leftover temp file {folder.relative(temp)}")
+    if memory.name not in ("files", "sqlite") or folder.memory.is_dir():
+        notes, _ = memory.scan(folder)
+        changes = index_changes(folder, memory, notes)
+        current = memory.get_index(folder)
+        if changes or current is None:
+            memory.put_index(folder, index.upsert(current or "", changes))
+            actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
+    if log.name == "files":
+        actions += _repair_files_log(folder)
+    if actions and log.verify(folder).ok:
+        now = datetime.now(timezone.utc).astimezone()
+        log.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
+                            "agent": folder.name, "trigger": "doctor", "status": "ok",
+                            "summary": "; ".join(actions), "actions": actions})
+    return actions
+
+
+def _repair_files_log(folder: AgentFolder) -> list[str]:
+    """Torn last line moved aside; HEAD advanced to (or rebuilt from) the verified tail."""
+    actions = []
     files = runlog.day_files(folder)
     if files and ends_torn(files[-1]):
         actions.append(_move_torn_tail(folder, files[-1]))
-    if folder.memory.is_dir():
-        notes, _ = catalog.scan(folder)
-        changes = index_changes(folder, notes)
-        if changes or not folder.index.is_file():
-            current = folder.index.read_text(encoding="utf-8") if folder.index.is_file() else ""
-            atomic_write(folder.index, index.upsert(current, changes))
-            actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
     result = runlog.verify(folder)
     reason = (result.first_bad or {}).get("reason", "")
     head_unusable = reason.startswith("log/HEAD")
     head_behind = result.ok and any("HEAD is behind" in w for w in result.warnings)
     seq, digest, _ = runlog.tail(folder) if (head_unusable or head_behind) else (0, None, None)
     if seq:
-        runlog.write_head(folder, seq, digest)
+        fence = None
+        try:
+            fence = (runlog.read_head(folder) or {}).get("fence")
+        except AtomicVaultError:
+            pass  # an unreadable HEAD keeps no fence
+        runlog.write_head(folder, seq, digest, fence)
         actions.append(f"set log/HEAD to the verified tail (seq {seq})")
-    if actions and runlog.verify(folder).ok:
-        now = datetime.now(timezone.utc).astimezone()
-        FileLog().append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
-                               "agent": folder.name, "trigger": "doctor", "status": "ok",
-                               "summary": "; ".join(actions), "actions": actions})
     return actions
 
 

@@ -115,7 +115,7 @@ def test_expired_notes_stay_in_their_section_and_doctor_stays_quiet(vault):
     from atomic_vault import doctor
     apply(vault, capture_block(name="Old offer", expires_at="2020-01-01"))
     folder = open_agent("atlas", vault)
-    assert doctor.index_changes(folder, __import__("atomic_vault.catalog").catalog.scan(folder)[0]) == {}
+    assert doctor.index_changes(folder, FileMemory(), FileMemory().scan(folder)[0]) == {}
 
 
 @pytest.mark.parametrize("value", ["true", "1.0"])
