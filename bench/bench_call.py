@@ -428,8 +428,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pyc-cache", action="store_true",
                         help="run child processes with the inherited bytecode settings "
                         "(by default .pyc files are cached under bench/out/pycache)")
+    parser.add_argument("--backend", choices=["files", "sqlite"], default="files",
+                        help="memory and log backend of the runs (results-<backend>.json "
+                        "for anything but files) [files]")
     parser.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    global RESULTS
+    for kind in ("MEMORY", "LOG"):
+        os.environ[f"ATOMIC_VAULT_{kind}_BACKEND"] = args.backend  # children inherit it
+    if args.backend != "files":
+        RESULTS = OUT / f"results-{args.backend}.json"
 
     if args.worker:
         print(json.dumps(warm_worker(args.worker, args.calls or 30, args.capture_calls)))
