@@ -70,6 +70,20 @@ def scan(folder: AgentFolder, *, persist: bool = True
     return state.notes, state.errors
 
 
+def signature_text(signature: tuple | None) -> str | None:
+    return None if signature is None else ":".join(map(str, signature))
+
+
+def signatures(folder: AgentFolder) -> dict[str, str | None]:
+    """File name -> stat signature text of every note as of the last scan in this process
+    (None for a file changed too recently to be trusted): for derived indexes."""
+    state = _MEMO.get(folder.memory)
+    if state is None:
+        scan(folder)
+        state = _MEMO[folder.memory]
+    return {name: signature_text(item[0]) for name, item in state.entries.items()}
+
+
 def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(name, lstat) of every note file. Where the OS allows, each stat is relative to the
     open folder (fstatat), which saves a path walk per note: at 10,000 notes this loop is

@@ -126,18 +126,17 @@ def test_migrate_to_sqlite_and_back_keeps_the_chain(vault, tmp_path):
     source = list(FileLog().records(folder))
     out = av(vault, "migrate", "atlas", "--to", "sqlite", "--json")
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)[0]["copied"] == 4
+    assert json.loads(out.stdout)[0]["copied"] == 4
     sqlite_log = open_backend("log", "sqlite", vault)
     assert list(sqlite_log.records(folder)) == source
-    again = json.loads(av(vault, "migrate", "atlas", "--to", "sqlite", "--json").output)[0]
+    again = json.loads(av(vault, "migrate", "atlas", "--to", "sqlite", "--json").stdout)[0]
     assert (again["copied"], again["already"]) == (0, 4)  # resumable, idempotent
     AtomicAgent("atlas", root=vault, log="sqlite").call("a run on sqlite")
     # export back to plain files, in another vault copy
     export_root = tmp_path / "export"
     shutil.copytree(vault / "atlas", export_root / "atlas", ignore=shutil.ignore_patterns("log"))
-    (export_root / "atlas" / "log").mkdir()
-    shutil.copy(vault / "atlas" / "log" / "log.sqlite3", export_root / "atlas" / "log" / "log.sqlite3")
-    back = av(export_root, "migrate", "atlas", "--from", "sqlite", "--to", "files")
+    database = vault / "atlas" / "log" / "log.sqlite3"
+    back = av(export_root, "migrate", "atlas", "--from", "sqlite", "--from-url", str(database), "--to", "files")
     assert back.exit_code == 0, back.output
     exported = list(FileLog().records(open_agent("atlas", export_root)))
     assert [r["hash"] for r in exported] == [r["hash"] for r in sqlite_log.records(folder)]

@@ -1,0 +1,540 @@
+"""SQLite backends (standard library): an indexed run log, and a full-text index over notes.
+
+The log store replaces log/*.jsonl on purpose: rows hold each record's JSON exactly as it
+was hashed, plus indexed columns for the queries. The memory backend keeps the Markdown
+files as the truth and derives an FTS5 index in ``.atomic_vault/search.sqlite3`` (safe to
+delete). ``scan`` (every run) re-indexes notes whose stat signature changed; ``search``
+first compares memory/'s mtime and entry count with the last sync, so creates, deletes
+and rename-over saves are seen at once; an in-place edit that leaves the folder untouched
+is picked up at the next run or ``reindex``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .. import runlog
+from ..errors import BackendError, LockLost, LogError, NoteError
+from ..notes import parse_note_text
+from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..vault import AgentFolder
+from .. import catalog
+from .files import FileMemory, snippet, words
+
+BATCH = 5000
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, steps: list[str], where: Path) -> None:
+    """Apply the numbered schema steps this database lacks (PRAGMA user_version)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(steps):
+        raise BackendError(f"the database is at schema version {version}, newer than this "
+                           f"atomic-vault knows ({len(steps)})", path=where,
+                           fix="upgrade atomic-vault")
+    if version == len(steps):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, len(steps)):
+            for statement in steps[number].split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class _Connections:
+    """One connection per (process, thread, database file), opened on first use."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, path: Path, steps: list[str]) -> sqlite3.Connection:
+        cache = getattr(self._local, "cache", None)
+        if cache is None or self._local.pid != os.getpid():
+            cache = self._local.cache = {}
+            self._local.pid = os.getpid()
+        conn = cache.get(path)
+        if conn is None:
+            try:
+                conn = _connect(path)
+                _migrate(conn, steps, path)
+            except sqlite3.DatabaseError as exc:
+                raise BackendError(f"cannot open the SQLite database ({exc})", path=path,
+                                   fix="check the path and its permissions; a damaged log database "
+                                       "is restored from a backup or re-imported with `atomic-vault migrate`") from None
+            cache[path] = conn
+        return conn
+
+    def drop(self, path: Path) -> None:
+        conn = getattr(self._local, "cache", {}).pop(path, None)
+        if conn is not None:
+            conn.close()
+
+
+LOG_SCHEMA = ["""
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY, agent TEXT NOT NULL, seq INTEGER, prev TEXT, hash TEXT,
+    kind TEXT, ts TEXT, day TEXT, month TEXT, status TEXT, trigger TEXT, run_id TEXT,
+    cost_usd REAL, input_tokens INTEGER, output_tokens INTEGER, json TEXT NOT NULL,
+    UNIQUE (agent, seq));
+CREATE INDEX records_ts ON records (agent, ts);
+CREATE INDEX records_status ON records (agent, status);
+CREATE INDEX records_trigger ON records (agent, trigger);
+CREATE INDEX records_run ON records (agent, run_id);
+CREATE INDEX records_day ON records (agent, kind, day);
+CREATE TABLE heads (agent TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT,
+    fence_name TEXT, fence_token INTEGER)
+"""]
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _row(agent: str, record: dict[str, Any]) -> tuple:
+    ts = str(record.get("ts", ""))
+    return (agent, record.get("seq"), record.get("prev"), record.get("hash"), record.get("kind", "run"),
+            ts, ts[:10], ts[:7], record.get("status"), record.get("trigger"), record.get("run_id"),
+            _number(record.get("cost_usd")), _int(record.get("input_tokens")),
+            _int(record.get("output_tokens")), _dumps(record))
+
+
+_INSERT = ("INSERT INTO records (agent, seq, prev, hash, kind, ts, day, month, status, trigger, "
+           "run_id, cost_usd, input_tokens, output_tokens, json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+class SQLiteLog:
+    """The run log in SQLite: ``<agent>/log/log.sqlite3``, or one database for every agent
+    when a URL (``sqlite:///abs.db``, ``sqlite:rel.db`` or a path) is given."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.url = url
+        self.root = Path(root) if root is not None else Path.cwd()
+        self._conns = _Connections()
+
+    def path(self, folder: AgentFolder) -> Path:
+        if not self.url:
+            return folder.log / "log.sqlite3"
+        raw = self.url
+        for prefix in ("sqlite:///", "sqlite://", "sqlite:"):
+            if raw.startswith(prefix):
+                raw = ("/" if prefix == "sqlite:///" else "") + raw[len(prefix):]
+                break
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def _db(self, folder: AgentFolder) -> sqlite3.Connection:
+        return self._conns.get(self.path(folder), LOG_SCHEMA)
+
+    @contextmanager
+    def _read(self, folder: AgentFolder) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._db(folder)
+        except sqlite3.DatabaseError as exc:
+            raise LogError(f"the log database cannot be read ({exc})", path=self.path(folder),
+                           fix="restore it from a backup, or re-import the log with `atomic-vault migrate`") from None
+
+    def ready(self, folder: AgentFolder) -> None:
+        with self._read(folder) as db:
+            head = db.execute("SELECT seq FROM heads WHERE agent=?", (folder.name,)).fetchone()
+            last = db.execute("SELECT max(seq) FROM records WHERE agent=?", (folder.name,)).fetchone()[0] or 0
+        if head is not None and head[0] > last:
+            raise LogError(f"HEAD says the log reaches seq {head[0]} but it ends at {last}: records are missing",
+                           path=self.path(folder), fix="run `atomic-vault verify AGENT`; restore from a backup")
+
+    def append(self, folder: AgentFolder, record: dict[str, Any],
+               fence: tuple[str, int] | None = None) -> dict[str, Any]:
+        if record.get("agent") != folder.name:
+            raise LogError(f"the record names agent {record.get('agent')!r}, not {folder.name!r}",
+                           field="agent", fix="append an agent's records to its own log")
+        with self._read(folder) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                head = db.execute("SELECT seq, hash, fence_name, fence_token FROM heads WHERE agent=?",
+                                  (folder.name,)).fetchone()
+                seq, prev, fence_name, fence_token = head if head else (0, None, None, None)
+                last = db.execute("SELECT max(seq) FROM records WHERE agent=?", (folder.name,)).fetchone()[0] or 0
+                if last != seq:
+                    raise LogError(f"HEAD (seq {seq}) and the last record (seq {last}) disagree; nothing was appended",
+                                   path=self.path(folder), fix="run `atomic-vault verify AGENT`")
+                if fence is not None:
+                    if fence_name == fence[0] and fence_token is not None and fence[1] < fence_token:
+                        raise LockLost(f"lock token {fence[1]} is older than token {fence_token} already "
+                                       "written: this run's lock expired and another run took it; nothing was logged",
+                                       path=self.path(folder), fix="raise the lock lease, or look for a hung run")
+                    fence_name, fence_token = fence
+                chained = {**record, "seq": seq + 1, "prev": prev}
+                chained["hash"] = runlog.record_hash(chained)
+                db.execute(_INSERT, _row(folder.name, chained))
+                db.execute("INSERT INTO heads (agent, seq, hash, fence_name, fence_token) VALUES (?,?,?,?,?) "
+                           "ON CONFLICT(agent) DO UPDATE SET seq=excluded.seq, hash=excluded.hash, "
+                           "fence_name=excluded.fence_name, fence_token=excluded.fence_token",
+                           (folder.name, chained["seq"], chained["hash"], fence_name, fence_token))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return chained
+
+    def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
+        with self._read(folder) as db:
+            row = db.execute("SELECT json FROM records WHERE agent=? AND run_id=? ORDER BY id DESC LIMIT 1",
+                             (folder.name, run_id)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
+        where, args = ["agent=?"], [folder.name]
+        if query.since:
+            where.append("substr(ts, 1, ?) >= ?")
+            args += [len(query.since), query.since]
+        if query.until:
+            where.append("substr(ts, 1, ?) <= ?")
+            args += [len(query.until), query.until]
+        for column, value in (("status", query.status), ("trigger", query.trigger), ("kind", query.kind)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        sql = f"SELECT json FROM records WHERE {' AND '.join(where)} ORDER BY id DESC"
+        if query.limit is not None:
+            sql += f" LIMIT {max(int(query.limit), 0)}"
+        with self._read(folder) as db:
+            rows = db.execute(sql, args).fetchall()
+        return [json.loads(row[0]) for row in reversed(rows)]
+
+    def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
+             until: str | None = None) -> list[CostRow]:
+        if by not in ("day", "month"):
+            raise LogError(f"cannot group cost by {by!r}", field="--by", fix="use --by day or --by month")
+        where, args = ["agent=?", "kind='run'"], [folder.name]
+        if since:
+            where.append("day >= ?")
+            args.append(since[:10])
+        if until:
+            where.append("day <= ?")
+            args.append(until[:10])
+        sql = (f"SELECT {by}, count(*), sum(input_tokens), sum(output_tokens), total(cost_usd), "
+               f"sum(cost_usd IS NULL) FROM records WHERE {' AND '.join(where)} GROUP BY {by} ORDER BY {by}")
+        with self._read(folder) as db:
+            rows = db.execute(sql, args).fetchall()
+        return [CostRow(p, n, i or 0, o or 0, round(c, 10), u or 0) for p, n, i, o, c, u in rows]
+
+    def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
+        for _, _, record, _ in self._entries(folder):
+            yield record
+
+    def _entries(self, folder: AgentFolder) -> Iterator[tuple[str, int, Any, Any]]:
+        where = str(self.path(folder))
+        last = 0
+        while True:
+            with self._read(folder) as db:
+                rows = db.execute("SELECT id, json FROM records WHERE agent=? AND id>? ORDER BY id LIMIT ?",
+                                  (folder.name, last, BATCH)).fetchall()
+            if not rows:
+                return
+            for row_id, text in rows:
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    yield f"{where}#{row_id}", row_id, None, f"not valid JSON ({exc})"
+                    continue
+                yield f"{where}#{row_id}", row_id, record, None
+            last = rows[-1][0]
+
+    def head(self, folder: AgentFolder) -> dict[str, Any] | None:
+        with self._read(folder) as db:
+            row = db.execute("SELECT seq, hash, fence_name, fence_token FROM heads WHERE agent=?",
+                             (folder.name,)).fetchone()
+        if row is None:
+            return None
+        head: dict[str, Any] = {"seq": row[0], "hash": row[1]}
+        if row[2] is not None:
+            head["fence"] = [row[2], row[3]]
+        return head
+
+    def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
+        head = self.head(folder)
+        return runlog.check_chain(folder.name, self._entries(folder), head,
+                                  f"{self.path(folder)}#heads", anchor=anchor)
+
+    def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
+                       progress: Progress | None = None) -> int:
+        count = 0
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= BATCH:
+                count += self._import_batch(folder, batch, progress)
+                batch = []
+        if batch:
+            count += self._import_batch(folder, batch, progress)
+        return count
+
+    def _import_batch(self, folder: AgentFolder, batch: list[dict[str, Any]],
+                      progress: Progress | None) -> int:
+        with self._read(folder) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                head = db.execute("SELECT seq, hash FROM heads WHERE agent=?", (folder.name,)).fetchone()
+                seq, prev = head if head else (0, None)
+                rows = []
+                for record in batch:
+                    if "seq" not in record and "hash" not in record:
+                        if seq or head is not None:
+                            raise LogError("an unchained (legacy) record after the chain began",
+                                           field="seq", fix="the source log must verify")
+                        if record.get("agent") != folder.name:
+                            raise LogError(f"a legacy record belongs to agent {record.get('agent')!r}",
+                                           field="agent", fix="migrate each agent into its own agent")
+                    else:
+                        seq, prev = runlog.continues(record, seq, prev, folder.name)
+                    rows.append(_row(folder.name, record))
+                db.executemany(_INSERT, rows)
+                if seq:
+                    db.execute("INSERT INTO heads (agent, seq, hash) VALUES (?,?,?) ON CONFLICT(agent) "
+                               "DO UPDATE SET seq=excluded.seq, hash=excluded.hash", (folder.name, seq, prev))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if progress:
+            progress(len(batch))
+        return len(batch)
+
+
+SEARCH_SCHEMA = ["""
+CREATE TABLE docs (file TEXT PRIMARY KEY, signature TEXT, name TEXT, type TEXT);
+CREATE VIRTUAL TABLE fts USING fts5(file UNINDEXED, name, description, body, tokenize='trigram');
+CREATE TABLE sync (key TEXT PRIMARY KEY, value TEXT)
+"""]
+
+
+class SQLiteMemory(FileMemory):
+    """Notes stay Markdown files; search goes through a derived FTS5 (trigram) index."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        super().__init__(url, root)
+        self._conns = _Connections()
+        self._synced: dict[Path, Any] = {}
+
+    def path(self, folder: AgentFolder) -> Path:
+        return folder.state / "search.sqlite3"
+
+    def _db(self, folder: AgentFolder) -> sqlite3.Connection:
+        folder.ensure_state_dir()
+        try:
+            conn = self._conns.get(self.path(folder), SEARCH_SCHEMA)
+            conn.execute("SELECT count(*) FROM docs").fetchone()
+            return conn
+        except (BackendError, sqlite3.DatabaseError):
+            return self._rebuild_file(folder)
+
+    def _rebuild_file(self, folder: AgentFolder) -> sqlite3.Connection:
+        """The index is derived: a damaged database file is replaced by a fresh one."""
+        self._conns.drop(self.path(folder))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.path(folder)) + suffix).unlink(missing_ok=True)
+        conn = self._conns.get(self.path(folder), SEARCH_SCHEMA)
+        self._sync(folder, conn)
+        return conn
+
+    # -- writes keep the index current
+    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+        super().put(folder, file, text)
+        self._index_one(folder, file, text)
+
+    def delete(self, folder: AgentFolder, file: str) -> bool:
+        removed = super().delete(folder, file)
+        db = self._db(folder)
+        with _tx(db):
+            db.execute("DELETE FROM docs WHERE file=?", (file,))
+            db.execute("DELETE FROM fts WHERE file=?", (file,))
+        return removed
+
+    def scan(self, folder: AgentFolder):
+        found = super().scan(folder)
+        if self._synced.get(folder.memory) is not found[0]:  # the catalog changed since
+            self._sync(folder, self._db(folder))
+            self._synced[folder.memory] = found[0]
+        return found
+
+    def _index_one(self, folder: AgentFolder, file: str, text: str | None) -> None:
+        db = self._db(folder)
+        with _tx(db):
+            _store(db, folder, file, text)
+
+    def _sync(self, folder: AgentFolder, db: sqlite3.Connection,
+              progress: Progress | None = None) -> None:
+        """Bring the index in line with the files: compare the catalog's stat signatures
+        with the stored ones and re-read what differs."""
+        current = catalog.signatures(folder)
+        stored = dict(db.execute("SELECT file, signature FROM docs").fetchall())
+        stale = [f for f, sig in current.items() if sig is None or stored.get(f) != sig]
+        gone = [f for f in stored if f not in current]
+        with _tx(db):
+            for file in gone:
+                db.execute("DELETE FROM docs WHERE file=?", (file,))
+                db.execute("DELETE FROM fts WHERE file=?", (file,))
+            for n, file in enumerate(stale, start=1):
+                _store(db, folder, file, None, current[file])
+                if progress and n % 1000 == 0:
+                    progress(1000)
+            db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (_folder_mark(folder),))
+        if progress:
+            progress(len(stale) % 1000)
+
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+        terms = words(query)
+        if not terms or limit <= 0:
+            return []
+        db = self._db(folder)
+        mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
+        if mark is None or mark[0] != _folder_mark(folder):
+            catalog.scan(folder)
+            self._sync(folder, db)
+        long = [t for t in terms if len(t) >= 3]
+        short = [t for t in terms if len(t) < 3]
+        where, args = [], []
+        if long:
+            where.append("fts MATCH ?")
+            args.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in long))
+        for term in short:
+            where.append("(instr(lower(name), ?) OR instr(lower(description), ?) OR instr(lower(body), ?))")
+            args += [term, term, term]
+        rank = "bm25(fts, 0.0, 10.0, 4.0, 1.0)" if long else "0.0"
+        sql = (f"SELECT file, name, {rank}, body FROM fts WHERE {' AND '.join(where)} "
+               f"ORDER BY {rank + ', ' if long else ''}file LIMIT ?")
+        try:
+            rows = db.execute(sql, (*args, limit if long else -1)).fetchall()
+        except sqlite3.DatabaseError:
+            db = self._rebuild_file(folder)
+            rows = db.execute(sql, (*args, limit if long else -1)).fetchall()
+        types = dict(db.execute(f"SELECT file, type FROM docs WHERE file IN ({','.join('?' * len(rows))})",
+                                [r[0] for r in rows]).fetchall()) if rows else {}
+        hits = [SearchHit(file, name, types.get(file, file.split("_", 1)[0]),
+                          round(-score, 6) if long else float(_count(body, terms)),
+                          snippet(body, terms)) for file, name, score, body in rows]
+        return hits if long else sorted(hits, key=lambda h: (-h.score, h.file))[:limit]
+
+    def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
+        catalog.forget(folder)
+        notes, _ = super().scan(folder)
+        self._conns.drop(self.path(folder))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.path(folder)) + suffix).unlink(missing_ok=True)
+        folder.ensure_state_dir()
+        self._sync(folder, self._conns.get(self.path(folder), SEARCH_SCHEMA), progress)
+        self._synced[folder.memory] = notes
+        return len(notes)
+
+    def check(self, folder: AgentFolder) -> list[str]:
+        """Where the derived index and the files differ (doctor)."""
+        try:
+            db = self._conns.get(self.path(folder), SEARCH_SCHEMA)
+            stored = dict(db.execute("SELECT file, signature FROM docs").fetchall())
+        except (BackendError, sqlite3.DatabaseError) as exc:
+            return [f"the search index is damaged ({exc})"]
+        super().scan(folder)
+        current = catalog.signatures(folder)
+        problems = []
+        missing = [f for f in current if f not in stored]
+        stale = [f for f in current if f in stored and stored[f] != current[f]]
+        gone = [f for f in stored if f not in current]
+        if missing:
+            problems.append(f"the search index misses {len(missing)} note(s) (e.g. {missing[0]})")
+        if stale:
+            problems.append(f"the search index is out of date for {len(stale)} note(s) (e.g. {stale[0]})")
+        if gone:
+            problems.append(f"the search index lists {len(gone)} note(s) that no longer exist (e.g. {gone[0]})")
+        return problems
+
+
+@contextmanager
+def _tx(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _signature(folder: AgentFolder, file: str) -> str | None:
+    try:
+        st = os.stat(folder.memory / file, follow_symlinks=False)
+    except OSError:
+        return None
+    return catalog.signature_text((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
+
+
+def _folder_mark(folder: AgentFolder) -> str:
+    try:
+        st = os.stat(folder.memory)
+    except OSError:
+        return ""
+    return f"{st.st_mtime_ns}:{st.st_nlink}"
+
+
+def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | None,
+           signature: str | None = None) -> None:
+    """(Re)index one note from ``text`` or, when None, from its file. A None signature
+    (a file changed too recently to trust its stat) is stored as such: re-read next time."""
+    signature = signature if text is None else _signature(folder, file)
+    if text is None:
+        try:
+            raw = (folder.memory / file).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            raw = None
+        text = raw
+    db.execute("DELETE FROM fts WHERE file=?", (file,))
+    if text is None:
+        db.execute("DELETE FROM docs WHERE file=?", (file,))
+        return
+    try:
+        meta, body = parse_note_text(text, folder.memory / file)
+    except NoteError:
+        meta, body = {}, text
+    name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+    description = str(meta.get("description", "")) if isinstance(meta, dict) else ""
+    note_type = str(meta.get("type", file.split("_", 1)[0])) if isinstance(meta, dict) else ""
+    db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?)", (file, signature, name, note_type))
+    db.execute("INSERT INTO fts (file, name, description, body) VALUES (?,?,?,?)",
+               (file, name, description, body))
+
+
+def _count(text: str, terms: list[str]) -> int:
+    folded = text.casefold()
+    return sum(folded.count(t) for t in terms)
+
