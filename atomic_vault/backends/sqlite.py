@@ -25,6 +25,7 @@ from ..notes import parse_note_text
 from ..protocols import CostRow, LogQuery, Progress, SearchHit
 from ..vault import AgentFolder
 from .. import catalog
+from . import rows
 from .files import FileMemory, snippet, words
 
 BATCH = 5000
@@ -107,28 +108,7 @@ CREATE TABLE heads (agent TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT,
 """]
 
 
-def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _row(agent: str, record: dict[str, Any]) -> tuple:
-    ts = str(record.get("ts", ""))
-    return (agent, record.get("seq"), record.get("prev"), record.get("hash"), record.get("kind", "run"),
-            ts, ts[:10], ts[:7], record.get("status"), record.get("trigger"), record.get("run_id"),
-            _number(record.get("cost_usd")), _int(record.get("input_tokens")),
-            _int(record.get("output_tokens")), _dumps(record))
-
-
-_INSERT = ("INSERT INTO records (agent, seq, prev, hash, kind, ts, day, month, status, trigger, "
-           "run_id, cost_usd, input_tokens, output_tokens, json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT = f"INSERT INTO records ({', '.join(rows.COLUMNS)}, json) VALUES ({', '.join('?' * 15)})"
 
 
 class SQLiteLog:
@@ -187,15 +167,15 @@ class SQLiteLog:
                 if last != seq:
                     raise LogError(f"HEAD (seq {seq}) and the last record (seq {last}) disagree; nothing was appended",
                                    path=self.path(folder), fix="run `atomic-vault verify AGENT`")
+                refusal = rows.fence_refusal(fence, fence_name, fence_token)
+                if refusal:
+                    raise LockLost(refusal, path=self.path(folder),
+                                   fix="raise the lock lease, or look for a hung run")
                 if fence is not None:
-                    if fence_name == fence[0] and fence_token is not None and fence[1] < fence_token:
-                        raise LockLost(f"lock token {fence[1]} is older than token {fence_token} already "
-                                       "written: this run's lock expired and another run took it; nothing was logged",
-                                       path=self.path(folder), fix="raise the lock lease, or look for a hung run")
                     fence_name, fence_token = fence
                 chained = {**record, "seq": seq + 1, "prev": prev}
                 chained["hash"] = runlog.record_hash(chained)
-                db.execute(_INSERT, _row(folder.name, chained))
+                db.execute(_INSERT, rows.columns(folder.name, chained))
                 db.execute("INSERT INTO heads (agent, seq, hash, fence_name, fence_token) VALUES (?,?,?,?,?) "
                            "ON CONFLICT(agent) DO UPDATE SET seq=excluded.seq, hash=excluded.hash, "
                            "fence_name=excluded.fence_name, fence_token=excluded.fence_token",
@@ -213,40 +193,22 @@ class SQLiteLog:
         return json.loads(row[0]) if row else None
 
     def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
-        where, args = ["agent=?"], [folder.name]
-        if query.since:
-            where.append("substr(ts, 1, ?) >= ?")
-            args += [len(query.since), query.since]
-        if query.until:
-            where.append("substr(ts, 1, ?) <= ?")
-            args += [len(query.until), query.until]
-        for column, value in (("status", query.status), ("trigger", query.trigger), ("kind", query.kind)):
-            if value is not None:
-                where.append(f"{column}=?")
-                args.append(value)
-        sql = f"SELECT json FROM records WHERE {' AND '.join(where)} ORDER BY id DESC"
+        where, args = rows.query_filter(folder.name, query, "?")
+        sql = f"SELECT json FROM records WHERE {where} ORDER BY id DESC"
         if query.limit is not None:
             sql += f" LIMIT {max(int(query.limit), 0)}"
         with self._read(folder) as db:
-            rows = db.execute(sql, args).fetchall()
-        return [json.loads(row[0]) for row in reversed(rows)]
+            found = db.execute(sql, args).fetchall()
+        return [json.loads(row[0]) for row in reversed(found)]
 
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
-        if by not in ("day", "month"):
-            raise LogError(f"cannot group cost by {by!r}", field="--by", fix="use --by day or --by month")
-        where, args = ["agent=?", "kind='run'"], [folder.name]
-        if since:
-            where.append("day >= ?")
-            args.append(since[:10])
-        if until:
-            where.append("day <= ?")
-            args.append(until[:10])
-        sql = (f"SELECT {by}, count(*), sum(input_tokens), sum(output_tokens), total(cost_usd), "
-               f"sum(cost_usd IS NULL) FROM records WHERE {' AND '.join(where)} GROUP BY {by} ORDER BY {by}")
+        group, where, args = rows.cost_filter(folder.name, by, since, until, "?")
+        sql = (f"SELECT {group}, count(*), sum(input_tokens), sum(output_tokens), total(cost_usd), "
+               f"sum(cost_usd IS NULL) FROM records WHERE {where} GROUP BY {group} ORDER BY {group}")
         with self._read(folder) as db:
-            rows = db.execute(sql, args).fetchall()
-        return [CostRow(p, n, i or 0, o or 0, round(c, 10), u or 0) for p, n, i, o, c, u in rows]
+            found = db.execute(sql, args).fetchall()
+        return [CostRow(p, n, i or 0, o or 0, round(c, 10), u or 0) for p, n, i, o, c, u in found]
 
     def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
         for _, _, record, _ in self._entries(folder):
@@ -257,18 +219,18 @@ class SQLiteLog:
         last = 0
         while True:
             with self._read(folder) as db:
-                rows = db.execute("SELECT id, json FROM records WHERE agent=? AND id>? ORDER BY id LIMIT ?",
+                chunk = db.execute("SELECT id, json FROM records WHERE agent=? AND id>? ORDER BY id LIMIT ?",
                                   (folder.name, last, BATCH)).fetchall()
-            if not rows:
+            if not chunk:
                 return
-            for row_id, text in rows:
+            for row_id, text in chunk:
                 try:
                     record = json.loads(text)
                 except ValueError as exc:
                     yield f"{where}#{row_id}", row_id, None, f"not valid JSON ({exc})"
                     continue
                 yield f"{where}#{row_id}", row_id, record, None
-            last = rows[-1][0]
+            last = chunk[-1][0]
 
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
         with self._read(folder) as db:
@@ -306,7 +268,7 @@ class SQLiteLog:
             try:
                 head = db.execute("SELECT seq, hash FROM heads WHERE agent=?", (folder.name,)).fetchone()
                 seq, prev = head if head else (0, None)
-                rows = []
+                values = []
                 for record in batch:
                     if "seq" not in record and "hash" not in record:
                         if seq or head is not None:
@@ -317,8 +279,8 @@ class SQLiteLog:
                                            field="agent", fix="migrate each agent into its own agent")
                     else:
                         seq, prev = runlog.continues(record, seq, prev, folder.name)
-                    rows.append(_row(folder.name, record))
-                db.executemany(_INSERT, rows)
+                    values.append(rows.columns(folder.name, record))
+                db.executemany(_INSERT, values)
                 if seq:
                     db.execute("INSERT INTO heads (agent, seq, hash) VALUES (?,?,?) ON CONFLICT(agent) "
                                "DO UPDATE SET seq=excluded.seq, hash=excluded.hash", (folder.name, seq, prev))
@@ -436,15 +398,15 @@ class SQLiteMemory(FileMemory):
         sql = (f"SELECT file, name, {rank}, body FROM fts WHERE {' AND '.join(where)} "
                f"ORDER BY {rank + ', ' if long else ''}file LIMIT ?")
         try:
-            rows = db.execute(sql, (*args, limit if long else -1)).fetchall()
+            found = db.execute(sql, (*args, limit if long else -1)).fetchall()
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
-            rows = db.execute(sql, (*args, limit if long else -1)).fetchall()
-        types = dict(db.execute(f"SELECT file, type FROM docs WHERE file IN ({','.join('?' * len(rows))})",
-                                [r[0] for r in rows]).fetchall()) if rows else {}
+            found = db.execute(sql, (*args, limit if long else -1)).fetchall()
+        types = dict(db.execute(f"SELECT file, type FROM docs WHERE file IN ({','.join('?' * len(found))})",
+                                [r[0] for r in found]).fetchall()) if found else {}
         hits = [SearchHit(file, name, types.get(file, file.split("_", 1)[0]),
                           round(-score, 6) if long else float(_count(body, terms)),
-                          snippet(body, terms)) for file, name, score, body in rows]
+                          snippet(body, terms)) for file, name, score, body in found]
         return hits if long else sorted(hits, key=lambda h: (-h.score, h.file))[:limit]
 
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
