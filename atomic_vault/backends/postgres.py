@@ -1,0 +1,411 @@
+"""PostgreSQL backends (psycopg 3, extra ``[postgres]``): the run log and the notes in a
+database shared by a fleet of agents. Both replace the files on purpose.
+
+The URL is required; ``?schema=NAME`` keeps the tables in their own schema. The schema is
+created and upgraded by numbered migrations applied under an advisory lock, so processes
+that start at once do not race. An append locks the agent's head row, so concurrent
+writers on any host take turns and the chain cannot fork.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .. import runlog
+from ..errors import BackendError, LockLost, LogError, NoteError
+from ..notes import matching, parse_note_text, summarize, validate
+from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..vault import AgentFolder
+from . import redact, rows
+from .files import note_path, words
+
+MIGRATIONS: list[str] = [
+    # 1: the log and the notes
+    """
+    CREATE TABLE log_records (
+        id BIGSERIAL PRIMARY KEY, agent TEXT NOT NULL, seq BIGINT, prev TEXT, hash TEXT,
+        kind TEXT, ts TEXT, day TEXT, month TEXT, status TEXT, trigger TEXT, run_id TEXT,
+        cost_usd DOUBLE PRECISION, input_tokens BIGINT, output_tokens BIGINT,
+        record TEXT NOT NULL, UNIQUE (agent, seq));
+    CREATE INDEX log_records_ts ON log_records (agent, ts);
+    CREATE INDEX log_records_status ON log_records (agent, status);
+    CREATE INDEX log_records_trigger ON log_records (agent, trigger);
+    CREATE INDEX log_records_run ON log_records (agent, run_id);
+    CREATE INDEX log_records_day ON log_records (agent, kind, day);
+    CREATE TABLE log_heads (agent TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT,
+        fence_name TEXT, fence_token BIGINT);
+    CREATE TABLE notes (
+        agent TEXT NOT NULL, file TEXT NOT NULL, text TEXT NOT NULL, summary JSONB,
+        error JSONB, type TEXT, pinned BOOLEAN, current BOOLEAN, last_seen TEXT,
+        tsv TSVECTOR, PRIMARY KEY (agent, file));
+    CREATE INDEX notes_tsv ON notes USING GIN (tsv);
+    CREATE TABLE memory_index (agent TEXT PRIMARY KEY, text TEXT NOT NULL)
+    """,
+]
+_ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
+_TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
+        "%(description)s), 'B') || setweight(to_tsvector('simple', %(body)s), 'C')")
+_NON_LATIN = re.compile(r"[^\x00-\u024f]")
+
+
+def _split_url(url: str | None, kind: str) -> tuple[str, str | None]:
+    """(conninfo without our own options, schema)."""
+    if not url:
+        raise BackendError(f"the postgres {kind} backend needs a URL", field=kind,
+                           fix=f"set ATOMIC_VAULT_{kind.upper()}_URL, or url: in atomic_vault.yaml "
+                               "(e.g. postgresql://user@host:5432/db)")
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in params if k == "schema"), None)
+    if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        raise BackendError(f"schema {schema!r} is not a plain identifier", field="url",
+                           fix="use letters, digits and _ in ?schema=")
+    query = urlencode([(k, v) for k, v in params if k != "schema"])
+    return urlunsplit(parts._replace(query=query)), schema
+
+
+class _Database:
+    """One connection per process and thread; reconnects after a lost connection."""
+
+    def __init__(self, url: str | None, kind: str):
+        self.url = url
+        self.kind = kind
+        self.conninfo, self.schema = _split_url(url, kind)
+        self._local = threading.local()
+
+    def connection(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and (self._local.pid != os.getpid() or conn.closed or conn.broken):
+            conn = None
+        if conn is None:
+            try:
+                conn = psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True)
+            except psycopg.Error as exc:
+                raise self.unreachable(exc) from None
+            self._prepare(conn)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def unreachable(self, exc: Exception) -> BackendError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return BackendError(f"PostgreSQL at {redact(self.url)} cannot be reached ({first})",
+                            field=self.kind, fix=f"start PostgreSQL, or check ATOMIC_VAULT_{self.kind.upper()}_URL "
+                                                 "/ atomic_vault.yaml")
+
+    def _prepare(self, conn: psycopg.Connection) -> None:
+        """Schema and search path, then the migrations this database lacks."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))
+            if self.schema:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                conn.execute(f'SET search_path TO "{self.schema}"')
+            conn.execute("CREATE TABLE IF NOT EXISTS atomic_vault_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM atomic_vault_schema").fetchone()
+            version = row[0] or 0
+            if version > len(MIGRATIONS):
+                raise BackendError(f"the database schema is at version {version}, newer than this "
+                                   f"atomic-vault knows ({len(MIGRATIONS)})", field=self.kind,
+                                   fix="upgrade atomic-vault")
+            for number in range(version, len(MIGRATIONS)):
+                conn.execute(MIGRATIONS[number])
+                conn.execute("INSERT INTO atomic_vault_schema VALUES (%s)", (number + 1,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            conn.close()
+            raise self.unreachable(exc) from None
+
+
+class PostgresLog:
+    """The run log in PostgreSQL: one row per record (the JSON as hashed), a head per agent."""
+
+    name = "postgres"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.db = _Database(url, "log")
+
+    def _where(self) -> str:
+        return f"postgres:{redact(self.db.url)}"
+
+    def ready(self, folder: AgentFolder) -> None:
+        with self.db.transaction() as conn:
+            head = conn.execute("SELECT seq FROM log_heads WHERE agent=%s", (folder.name,)).fetchone()
+            last = conn.execute("SELECT max(seq) FROM log_records WHERE agent=%s", (folder.name,)).fetchone()[0] or 0
+        if head is not None and head[0] > last:
+            raise LogError(f"HEAD says the log reaches seq {head[0]} but it ends at {last}: records are missing",
+                           path=self._where(), fix="run `atomic-vault verify AGENT`; restore from a backup")
+
+    def append(self, folder: AgentFolder, record: dict[str, Any],
+               fence: tuple[str, int] | None = None) -> dict[str, Any]:
+        if record.get("agent") != folder.name:
+            raise LogError(f"the record names agent {record.get('agent')!r}, not {folder.name!r}",
+                           field="agent", fix="append an agent's records to its own log")
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO log_heads (agent, seq) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+                         (folder.name,))
+            seq, prev, fence_name, fence_token = conn.execute(
+                "SELECT seq, hash, fence_name, fence_token FROM log_heads WHERE agent=%s FOR UPDATE",
+                (folder.name,)).fetchone()
+            refusal = rows.fence_refusal(fence, fence_name, fence_token)
+            if refusal:
+                raise LockLost(refusal, path=self._where(), fix="raise the lock lease, or look for a hung run")
+            if fence is not None:
+                fence_name, fence_token = fence
+            chained = {**record, "seq": seq + 1, "prev": prev}
+            chained["hash"] = runlog.record_hash(chained)
+            conn.execute(_INSERT, rows.columns(folder.name, chained))
+            conn.execute("UPDATE log_heads SET seq=%s, hash=%s, fence_name=%s, fence_token=%s WHERE agent=%s",
+                         (chained["seq"], chained["hash"], fence_name, fence_token, folder.name))
+        return chained
+
+    def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT record FROM log_records WHERE agent=%s AND run_id=%s "
+                               "ORDER BY id DESC LIMIT 1", (folder.name, run_id)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
+        where, args = rows.query_filter(folder.name, query, "%s")
+        sql = f"SELECT record FROM log_records WHERE {where} ORDER BY id DESC"
+        if query.limit is not None:
+            sql += f" LIMIT {max(int(query.limit), 0)}"
+        with self.db.transaction() as conn:
+            found = conn.execute(sql, args).fetchall()
+        return [json.loads(row[0]) for row in reversed(found)]
+
+    def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
+             until: str | None = None) -> list[CostRow]:
+        group, where, args = rows.cost_filter(folder.name, by, since, until, "%s")
+        sql = (f"SELECT {group}, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+               f"coalesce(sum(cost_usd), 0), count(*) - count(cost_usd) FROM log_records "
+               f"WHERE {where} GROUP BY {group} ORDER BY {group}")
+        with self.db.transaction() as conn:
+            found = conn.execute(sql, args).fetchall()
+        return [CostRow(p, n, int(i), int(o), round(float(c), 10), int(u)) for p, n, i, o, c, u in found]
+
+    def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
+        for _, _, record, _ in self._entries(folder):
+            yield record
+
+    def _entries(self, folder: AgentFolder) -> Iterator[tuple[str, int, Any, Any]]:
+        last = 0
+        while True:
+            with self.db.transaction() as conn:
+                chunk = conn.execute("SELECT id, record FROM log_records WHERE agent=%s AND id>%s "
+                                     "ORDER BY id LIMIT 5000", (folder.name, last)).fetchall()
+            if not chunk:
+                return
+            for row_id, text in chunk:
+                try:
+                    yield f"{self._where()}#{row_id}", row_id, json.loads(text), None
+                except ValueError as exc:
+                    yield f"{self._where()}#{row_id}", row_id, None, f"not valid JSON ({exc})"
+            last = chunk[-1][0]
+
+    def head(self, folder: AgentFolder) -> dict[str, Any] | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT seq, hash, fence_name, fence_token FROM log_heads WHERE agent=%s",
+                               (folder.name,)).fetchone()
+        if row is None or (row[0] == 0 and row[1] is None and row[2] is None):
+            return None
+        head: dict[str, Any] = {"seq": row[0], "hash": row[1]}
+        if row[2] is not None:
+            head["fence"] = [row[2], row[3]]
+        return head
+
+    def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
+        head = self.head(folder)
+        return runlog.check_chain(folder.name, self._entries(folder), head, f"{self._where()}#log_heads",
+                                  anchor=anchor)
+
+    def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
+                       progress: Progress | None = None) -> int:
+        count, batch = 0, []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= 5000:
+                count += self._import_batch(folder, batch, progress)
+                batch = []
+        if batch:
+            count += self._import_batch(folder, batch, progress)
+        return count
+
+    def _import_batch(self, folder: AgentFolder, batch: list[dict[str, Any]],
+                      progress: Progress | None) -> int:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO log_heads (agent, seq) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+                         (folder.name,))
+            seq, prev = conn.execute("SELECT seq, hash FROM log_heads WHERE agent=%s FOR UPDATE",
+                                     (folder.name,)).fetchone()
+            values = []
+            for record in batch:
+                if "seq" not in record and "hash" not in record:
+                    if seq or record.get("agent") != folder.name:
+                        raise LogError("an unchained (legacy) record after the chain began, or of "
+                                       "another agent", field="seq", fix="the source log must verify")
+                else:
+                    seq, prev = runlog.continues(record, seq, prev, folder.name)
+                values.append(rows.columns(folder.name, record))
+            with conn.cursor() as cursor:
+                cursor.executemany(_INSERT, values)
+            conn.execute("UPDATE log_heads SET seq=%s, hash=%s WHERE agent=%s", (seq, prev, folder.name))
+        if progress:
+            progress(len(batch))
+        return len(batch)
+
+
+_INSERT = (f"INSERT INTO log_records ({', '.join(rows.COLUMNS)}, record) "
+           f"VALUES ({', '.join(['%s'] * (len(rows.COLUMNS) + 1))})")
+
+
+class PostgresMemory:
+    """Notes and INDEX.md stored in PostgreSQL, searched through a weighted tsvector."""
+
+    name = "postgres"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.db = _Database(url, "memory")
+
+    def scan(self, folder: AgentFolder):
+        notes: dict[str, dict[str, Any]] = {}
+        errors: dict[str, NoteError] = {}
+        with self.db.transaction() as conn:
+            for file, summary, error in conn.execute(
+                    "SELECT file, summary, error FROM notes WHERE agent=%s", (folder.name,)):
+                if summary is not None:
+                    notes[file] = summary
+                else:
+                    errors[file] = NoteError(**error)
+        return notes, errors
+
+    def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
+             archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
+        if type is not None:
+            matching([], type=type)  # the same error for an unknown type
+        where, args = ["agent=%s", "summary IS NOT NULL"], [folder.name]
+        for column, value in (("type", type), ("pinned", pinned)):
+            if value is not None:
+                where.append(f"{column}=%s")
+                args.append(value)
+        if archived is not None:
+            where.append("current=%s")
+            args.append(not archived)
+        sql = (f"SELECT summary FROM notes WHERE {' AND '.join(where)} "
+               "ORDER BY last_seen DESC NULLS LAST, file")
+        if recent is not None:
+            sql += f" LIMIT {max(int(recent), 0)}"
+        with self.db.transaction() as conn:
+            return [row[0] for row in conn.execute(sql, args)]
+
+    def get(self, folder: AgentFolder, file: str) -> str | None:
+        note_path(folder, file)
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT text FROM notes WHERE agent=%s AND file=%s", (folder.name, file)).fetchone()
+        return row[0] if row else None
+
+    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+        where = note_path(folder, file)
+        summary, error, body = None, None, text
+        try:
+            meta, body = parse_note_text(text, where)
+            validate(meta, where)
+            summary = summarize(meta, file)
+        except NoteError as exc:
+            error = {"message": exc.message, "path": exc.path, "field": exc.field, "fix": exc.fix}
+            meta = {}
+        fields = {"name": str(meta.get("name", "")), "description": str(meta.get("description", "")),
+                  "body": body}
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO notes (agent, file, text, summary, error, type, pinned, current, last_seen, tsv) "
+                f"VALUES (%(agent)s, %(file)s, %(text)s, %(summary)s, %(error)s, %(type)s, %(pinned)s, "
+                f"%(current)s, %(last_seen)s, {_TSV}) ON CONFLICT (agent, file) DO UPDATE SET "
+                "text=excluded.text, summary=excluded.summary, error=excluded.error, type=excluded.type, "
+                "pinned=excluded.pinned, current=excluded.current, last_seen=excluded.last_seen, tsv=excluded.tsv",
+                {"agent": folder.name, "file": file, "text": text,
+                 "summary": Jsonb(summary) if summary else None,
+                 "error": Jsonb(error) if error else None,
+                 "type": summary and summary["type"], "pinned": summary and summary["pinned"],
+                 "current": bool(summary) and not (summary["archived"] or summary["superseded_by"]),
+                 "last_seen": summary and summary["last_seen"], **fields})
+
+    def delete(self, folder: AgentFolder, file: str) -> bool:
+        note_path(folder, file)
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM notes WHERE agent=%s AND file=%s",
+                                (folder.name, file)).rowcount > 0
+
+    def get_index(self, folder: AgentFolder) -> str | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT text FROM memory_index WHERE agent=%s", (folder.name,)).fetchone()
+        return row[0] if row else None
+
+    def put_index(self, folder: AgentFolder, text: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO memory_index VALUES (%s, %s) ON CONFLICT (agent) DO UPDATE "
+                         "SET text=excluded.text", (folder.name, text))
+
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+        terms = words(query)
+        if not terms or limit <= 0:
+            return []
+        spaced = [t for t in terms if not _NON_LATIN.search(t)]
+        unspaced = [t for t in terms if _NON_LATIN.search(t)]  # CJK and others: substrings
+        where, args = ["agent=%s"], [folder.name]
+        if spaced:
+            where.append("tsv @@ to_tsquery('simple', %s)")
+            args.append(" & ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in spaced))
+        for term in unspaced:
+            where.append("strpos(lower(text), %s) > 0")
+            args.append(term)
+        rank = "ts_rank_cd(tsv, to_tsquery('simple', %s))" if spaced else "0.0"
+        headline_query = " | ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in terms)
+        sql = (f"SELECT file, coalesce(summary->>'name', ''), coalesce(type, split_part(file, '_', 1)), "
+               f"{rank} AS score, ts_headline('simple', text, to_tsquery('simple', %s), "
+               f"'StartSel=[, StopSel=], MaxWords=30, MinWords=12, MaxFragments=1') "
+               f"FROM notes WHERE {' AND '.join(where)} ORDER BY score DESC, file LIMIT %s")
+        params = ([args[1]] if spaced else []) + [headline_query] + args + [limit]
+        with self.db.transaction() as conn:
+            found = conn.execute(sql, params).fetchall()
+        return [SearchHit(file, name, note_type, float(score), _one_line(snip, terms))
+                for file, name, note_type, score, snip in found]
+
+    def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
+        with self.db.transaction() as conn:
+            texts = conn.execute("SELECT file, text FROM notes WHERE agent=%s", (folder.name,)).fetchall()
+        for n, (file, text) in enumerate(texts, start=1):
+            self.put(folder, file, text)
+            if progress and n % 500 == 0:
+                progress(500)
+        if progress:
+            progress(len(texts) % 500)
+        return len(self.scan(folder)[0])
+
+    def check(self, folder: AgentFolder) -> list[str]:
+        """Problems doctor reports: invalid notes stored in the database."""
+        _, errors = self.scan(folder)
+        return [f"{len(errors)} invalid note(s) stored (e.g. {sorted(errors)[0]})"] if errors else []
+
+
+def _one_line(snip: str, terms: list[str]) -> str:
+    """ts_headline's fragment as one line; CJK words (not in the tsvector) are marked too."""
+    flat = " ".join(snip.split())
+    for term in terms:
+        if _NON_LATIN.search(term) and f"[{term}]" not in flat:
+            flat = re.sub(re.escape(term), lambda m: f"[{m.group(0)}]", flat, flags=re.IGNORECASE)
+    return flat
