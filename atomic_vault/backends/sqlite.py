@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -294,14 +295,15 @@ class SQLiteLog:
 
 
 SEARCH_SCHEMA = ["""
-CREATE TABLE docs (file TEXT PRIMARY KEY, signature TEXT, name TEXT, type TEXT);
-CREATE VIRTUAL TABLE fts USING fts5(file UNINDEXED, name, description, body, tokenize='trigram');
+CREATE TABLE docs (id INTEGER PRIMARY KEY, file TEXT UNIQUE NOT NULL, signature TEXT, name TEXT, type TEXT);
+CREATE VIRTUAL TABLE fts USING fts5(file UNINDEXED, name, description, body, tokenize='porter unicode61 remove_diacritics 2');
 CREATE TABLE sync (key TEXT PRIMARY KEY, value TEXT)
 """]
 
 
 class SQLiteMemory(FileMemory):
-    """Notes stay Markdown files; search goes through a derived FTS5 (trigram) index."""
+    """Notes stay Markdown files; search goes through a derived FTS5 index (words, with
+Porter stemming; CJK characters indexed one by one)."""
 
     name = "sqlite"
 
@@ -316,9 +318,7 @@ class SQLiteMemory(FileMemory):
     def _db(self, folder: AgentFolder) -> sqlite3.Connection:
         folder.ensure_state_dir()
         try:
-            conn = self._conns.get(self.path(folder), SEARCH_SCHEMA)
-            conn.execute("SELECT count(*) FROM docs").fetchone()
-            return conn
+            return self._conns.get(self.path(folder), SEARCH_SCHEMA)
         except (BackendError, sqlite3.DatabaseError):
             return self._rebuild_file(folder)
 
@@ -340,8 +340,7 @@ class SQLiteMemory(FileMemory):
         removed = super().delete(folder, file)
         db = self._db(folder)
         with _tx(db):
-            db.execute("DELETE FROM docs WHERE file=?", (file,))
-            db.execute("DELETE FROM fts WHERE file=?", (file,))
+            _unstore(db, file)
         return removed
 
     def scan(self, folder: AgentFolder):
@@ -366,8 +365,7 @@ class SQLiteMemory(FileMemory):
         gone = [f for f in stored if f not in current]
         with _tx(db):
             for file in gone:
-                db.execute("DELETE FROM docs WHERE file=?", (file,))
-                db.execute("DELETE FROM fts WHERE file=?", (file,))
+                _unstore(db, file)
             for n, file in enumerate(stale, start=1):
                 _store(db, folder, file, None, current[file])
                 if progress and n % 1000 == 0:
@@ -381,33 +379,33 @@ class SQLiteMemory(FileMemory):
         if not terms or limit <= 0:
             return []
         db = self._db(folder)
-        mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
+        try:
+            mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
+        except sqlite3.DatabaseError:
+            db = self._rebuild_file(folder)
+            mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
         if mark is None or mark[0] != _folder_mark(folder):
             catalog.scan(folder)
             self._sync(folder, db)
-        long = [t for t in terms if len(t) >= 3]
-        short = [t for t in terms if len(t) < 3]
-        where, args = [], []
-        if long:
-            where.append("fts MATCH ?")
-            args.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in long))
-        for term in short:
-            where.append("(instr(lower(name), ?) OR instr(lower(description), ?) OR instr(lower(body), ?))")
-            args += [term, term, term]
-        rank = "bm25(fts, 0.0, 10.0, 4.0, 1.0)" if long else "0.0"
-        sql = (f"SELECT file, name, {rank}, body FROM fts WHERE {' AND '.join(where)} "
-               f"ORDER BY {rank + ', ' if long else ''}file LIMIT ?")
+        match = " AND ".join('"' + _spaced(t).strip().replace('"', '""') + '"' for t in terms)
+        sql = ("SELECT rowid, file, name, bm25(fts, 0.0, 10.0, 4.0, 1.0) AS score FROM fts "
+               "WHERE fts MATCH ? ORDER BY score LIMIT ?")
         try:
-            found = db.execute(sql, (*args, limit if long else -1)).fetchall()
+            found = db.execute(sql, (match, limit)).fetchall()
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
-            found = db.execute(sql, (*args, limit if long else -1)).fetchall()
-        types = dict(db.execute(f"SELECT file, type FROM docs WHERE file IN ({','.join('?' * len(found))})",
-                                [r[0] for r in found]).fetchall()) if found else {}
-        hits = [SearchHit(file, name, types.get(file, file.split("_", 1)[0]),
-                          round(-score, 6) if long else float(_count(body, terms)),
-                          snippet(body, terms)) for file, name, score, body in found]
-        return hits if long else sorted(hits, key=lambda h: (-h.score, h.file))[:limit]
+            found = db.execute(sql, (match, limit)).fetchall()
+        types = dict(db.execute(f"SELECT id, type FROM docs WHERE id IN ({','.join('?' * len(found))})",
+                                [row[0] for row in found]).fetchall()) if found else {}
+        return [SearchHit(file, name, types.get(row_id, ""), round(-score, 6),
+                          self._snippet(folder, file, terms)) for row_id, file, name, score in found]
+
+    def _snippet(self, folder: AgentFolder, file: str, terms: list[str]) -> str:
+        try:
+            text = super().get(folder, file) or ""
+        except NoteError:
+            return ""
+        return snippet(text.split("\n---", 1)[-1] if text.startswith("---") else text, terms)
 
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
         catalog.forget(folder)
@@ -480,9 +478,8 @@ def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | N
         except OSError:
             raw = None
         text = raw
-    db.execute("DELETE FROM fts WHERE file=?", (file,))
+    _unstore(db, file)
     if text is None:
-        db.execute("DELETE FROM docs WHERE file=?", (file,))
         return
     try:
         meta, body = parse_note_text(text, folder.memory / file)
@@ -491,12 +488,26 @@ def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | N
     name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
     description = str(meta.get("description", "")) if isinstance(meta, dict) else ""
     note_type = str(meta.get("type", file.split("_", 1)[0])) if isinstance(meta, dict) else ""
-    db.execute("INSERT OR REPLACE INTO docs VALUES (?,?,?,?)", (file, signature, name, note_type))
-    db.execute("INSERT INTO fts (file, name, description, body) VALUES (?,?,?,?)",
-               (file, name, description, body))
+    row_id = db.execute("INSERT INTO docs (file, signature, name, type) VALUES (?,?,?,?)",
+                        (file, signature, name, note_type)).lastrowid
+    db.execute("INSERT INTO fts (rowid, file, name, description, body) VALUES (?,?,?,?,?)",
+               (row_id, file, _spaced(name), _spaced(description), _spaced(body)))
 
 
-def _count(text: str, terms: list[str]) -> int:
-    folded = text.casefold()
-    return sum(folded.count(t) for t in terms)
+def _unstore(db: sqlite3.Connection, file: str) -> None:
+    """Drop one note from the index (the FTS row shares the docs row's id)."""
+    row = db.execute("SELECT id FROM docs WHERE file=?", (file,)).fetchone()
+    if row is not None:
+        db.execute("DELETE FROM fts WHERE rowid=?", (row[0],))
+        db.execute("DELETE FROM docs WHERE id=?", (row[0],))
+
+
+# Scripts written without spaces between words: each character is indexed as a word of its
+# own, and a query word in them becomes a phrase of its characters, so any substring matches.
+_UNSPACED = re.compile(r"([\u2e80-\u2fdf\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+                       r"\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f])")
+
+
+def _spaced(text: str) -> str:
+    return _UNSPACED.sub(r" \1 ", text)
 
