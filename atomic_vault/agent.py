@@ -86,7 +86,7 @@ class AtomicAgent:
                 answer=response.text if response else error, outcomes=outcomes, status=status))
             record = self.log.append(self.folder, _record(
                 self, run_id, started, model, response, status, error, outcomes, prompt,
-                critical, warnings), fence=(self.lock.name, lease.token))
+                critical, warnings), fence=_fence(self.lock, lease))
         result = _result(record, response, outcomes, prompt, warnings)
         if error:
             raise ModelError(f"the model call failed: {error} (logged as run {run_id}, seq {record['seq']})",
@@ -125,6 +125,12 @@ class AtomicAgent:
                 raise
             return load_model("offline"), [f"model.md names {config.model!r} but it cannot be "
                                            f"used here ({exc.message}); the offline model answered"]
+
+
+def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
+    """The log's fence for leases that can expire (an OS lock cannot: no fence, so a
+    deleted lock file, which restarts its counter, never locks the agent out)."""
+    return (lock.name, lease.token) if getattr(lease, "fenced", True) else None
 
 
 def _check_work_item(work_item: Any) -> str:

@@ -22,9 +22,11 @@ POLL_SECONDS = 0.005
 
 @dataclass(frozen=True)
 class FileLease:
-    """A held OS lock: it cannot expire while this process lives, so ``check`` never fails."""
+    """A held OS lock: it cannot expire while this process lives, so ``check`` never fails
+    and writes need no fencing (``fenced`` is False)."""
 
     token: int
+    fenced = False
 
     def check(self) -> None:
         return None

@@ -171,6 +171,7 @@ class Lease(Protocol):
     """A held lock. ``token`` grows with every acquisition of the agent's lock."""
 
     token: int
+    fenced: bool  # True when the lease can expire while held, so writes carry the token
 
     def check(self) -> None:
         """Raise LockLost when the lock is no longer held by this lease (it expired and

@@ -1,5 +1,7 @@
 """One test per bug found in review; each failed before its fix."""
 
+import json
+import shutil
 from datetime import date
 
 import pytest
@@ -205,3 +207,12 @@ def test_crlf_answers_keep_their_captures():
     text = "Answer\r\n" + capture_block().replace("\n", "\r\n") + "\r\nmore text\r\n"
     found, rejected = captures.extract(text)
     assert len(found) == 1 and rejected == []
+
+
+def test_deleting_the_derived_state_folder_never_locks_the_agent_out(vault):
+    agent = AtomicAgent("atlas", root=vault)
+    for _ in range(3):
+        agent.call("a run")
+    shutil.rmtree(vault / "atlas" / ".atomic_vault")  # restarts the file lock's counter
+    assert agent.call("after the cleanup").seq == 4
+    assert "fence" not in json.loads((vault / "atlas" / "log" / "HEAD").read_text())

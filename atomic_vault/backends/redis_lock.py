@@ -60,6 +60,7 @@ class RedisLease:
     lock: "RedisLock"
     key: str
     value: str
+    fenced = True  # a lease can expire while held: the log must refuse older tokens
 
     def check(self) -> None:
         try:
