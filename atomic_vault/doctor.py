@@ -49,6 +49,8 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
     memory, log = backends["memory"], backends["log"]
     if memory.name != "files":
         _check_backend(folder, "memory", memory, add)
+        if memory.name != "sqlite":
+            _check_memory_disagreement(folder, memory, add)
     notes = _check_notes(folder, memory, add)
     if notes is not None:
         _check_index(folder, memory, notes, add)
@@ -154,6 +156,27 @@ def _check_disagreement(folder: AgentFolder, log: Any, add) -> None:
         f"its records are not all in the {log.name} log", folder.log,
         f"`atomic-vault migrate {folder.name} --from files --to {log.name}` if the files log is the "
         "newer one; otherwise move log/ aside")
+
+
+def _check_memory_disagreement(folder: AgentFolder, memory: Any, add) -> None:
+    """Note files left in memory/ beside a memory backend that stores notes elsewhere must
+    be copies of the stored notes; otherwise someone edited the files after a migration."""
+    from .backends.files import FileMemory
+
+    files = FileMemory()
+    if not folder.memory.is_dir():
+        return
+    try:
+        notes, broken = files.scan(folder)
+        differ = [f for f in sorted({*notes, *broken}) if files.get(folder, f) != memory.get(folder, f)]
+    except AtomicVaultError as exc:
+        add("backend", "error", f"memory backend {memory.name}: {exc.message}", exc.path, exc.fix)
+        return
+    if differ:
+        add("backend", "warn", f"{len(differ)} note file(s) in memory/ differ from the {memory.name} notes "
+            f"(e.g. {differ[0]}): edits to the files are not seen by runs", folder.memory,
+            f"`atomic-vault migrate {folder.name} --what memory --from files --to {memory.name}` if the "
+            "files are newer; otherwise move memory/ aside")
 
 
 def _check_notes(folder: AgentFolder, memory: Any, add) -> dict[str, dict[str, Any]] | None:

@@ -164,3 +164,22 @@ def test_memory_search_treats_tsquery_syntax_as_text(pg_url, tmp_path):
     for query in ["foo & !bar", "(baz:*)", "'foo'", "foo |", "deploy-the"]:
         assert [h.file for h in memory.search(agent, query)] == ["project_ops.md"], query
     assert memory.search(agent, "foo & !nowhere") == []
+
+
+def test_doctor_reports_note_files_that_differ_from_the_database(vault, pg_url, monkeypatch):
+    import json as _json
+    from click.testing import CliRunner
+    from atomic_vault.backends.files import FileMemory
+    from atomic_vault.cli import cli
+    from atomic_vault.migrate import migrate_memory
+
+    folder = open_agent("atlas", vault)
+    migrate_memory(folder, FileMemory(), PostgresMemory(pg_url))
+    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", "postgres")
+    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_URL", pg_url)
+    run = lambda: _json.loads(CliRunner().invoke(cli, ["--root", str(vault), "doctor", "atlas", "--json"]).stdout)  # noqa: E731
+    assert not [f for f in run()["findings"] if "differ" in f["message"]]
+    note = next(vault.glob("atlas/memory/project_*.md"))
+    note.write_text(note.read_text() + "\nHand edit.\n")
+    found = [f for f in run()["findings"] if "differ" in f["message"]]
+    assert found and found[0]["level"] == "warn" and "--what memory" in found[0]["fix"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import deque
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -177,13 +176,16 @@ class FileLog:
         return None
 
     def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
-        keep: deque | list = deque(maxlen=query.limit) if query.limit is not None else []
-        for path in _files_between(folder, query.since, query.until):
+        files = _files_between(folder, query.since, query.until)
+        if query.limit is None:
+            return [record for path in files for _, record in read_jsonl(path)[0] if _matches(record, query)]
+        newest_first: list[dict[str, Any]] = []
+        for path in reversed(files):  # the newest N: read day files from the end, stop early
+            if len(newest_first) >= query.limit:
+                break
             found, _ = read_jsonl(path)
-            for _, record in found:
-                if _matches(record, query):
-                    keep.append(record)
-        return list(keep)
+            newest_first += [r for _, r in reversed(found) if _matches(r, query)]
+        return newest_first[:max(query.limit, 0)][::-1]
 
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
