@@ -38,6 +38,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=60000")
+    conn.execute("PRAGMA mmap_size=268435456")  # reads straight from the page cache
+    conn.execute("PRAGMA cache_size=-32768")  # 32 MB per connection instead of 2 MB
     return conn
 
 
@@ -388,13 +390,11 @@ Porter stemming; CJK characters indexed one by one)."""
             catalog.scan(folder)
             self._sync(folder, db)
         match = " AND ".join('"' + _spaced(t).strip().replace('"', '""') + '"' for t in terms)
-        sql = ("SELECT rowid, file, name, bm25(fts, 0.0, 10.0, 4.0, 1.0) AS score FROM fts "
-               "WHERE fts MATCH ? ORDER BY score LIMIT ?")
         try:
-            found = db.execute(sql, (match, limit)).fetchall()
+            found = _ranked(db, match, limit)
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
-            found = db.execute(sql, (match, limit)).fetchall()
+            found = _ranked(db, match, limit)
         types = dict(db.execute(f"SELECT id, type FROM docs WHERE id IN ({','.join('?' * len(found))})",
                                 [row[0] for row in found]).fetchall()) if found else {}
         return [SearchHit(file, name, types.get(row_id, ""), round(-score, 6),
@@ -438,6 +438,24 @@ Porter stemming; CJK characters indexed one by one)."""
         if gone:
             problems.append(f"the search index lists {len(gone)} note(s) that no longer exist (e.g. {gone[0]})")
         return problems
+
+
+def _ranked(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
+    """The best ``limit`` matches. Notes matching in their name or description come first
+    (bm25 within each tier): ranking every body match of a common word costs a few
+    microseconds per match, so the body tier is ranked only when the first is short."""
+    sql = ("SELECT rowid, file, name, bm25(fts, 0.0, 10.0, 4.0, 1.0) AS score FROM fts "
+           "WHERE fts MATCH ? ORDER BY score LIMIT ?")
+    found: list[tuple] = []
+    seen: set[int] = set()
+    for tier in (f"{{name description}} : ({match})", match):
+        for row in db.execute(sql, (tier, limit + len(found))).fetchall():
+            if row[0] not in seen and len(found) < limit:
+                seen.add(row[0])
+                found.append(row)
+        if len(found) >= limit:
+            break
+    return found
 
 
 @contextmanager
