@@ -362,6 +362,7 @@ Porter stemming; CJK characters indexed one by one)."""
         """Bring the index in line with the files: compare the catalog's stat signatures
         with the stored ones and re-read what differs."""
         current = catalog.signatures(folder)
+        notes, _ = catalog.scan(folder, persist=False)
         stored = dict(db.execute("SELECT file, signature FROM docs").fetchall())
         stale = [f for f, sig in current.items() if sig is None or stored.get(f) != sig]
         gone = [f for f in stored if f not in current]
@@ -369,7 +370,7 @@ Porter stemming; CJK characters indexed one by one)."""
             for file in gone:
                 _unstore(db, file)
             for n, file in enumerate(stale, start=1):
-                _store(db, folder, file, None, current[file])
+                _store(db, folder, file, None, current[file], notes.get(file))
                 if progress and n % 1000 == 0:
                     progress(1000)
             db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (_folder_mark(folder),))
@@ -486,9 +487,10 @@ def _folder_mark(folder: AgentFolder) -> str:
 
 
 def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | None,
-           signature: str | None = None) -> None:
+           signature: str | None = None, summary: dict[str, Any] | None = None) -> None:
     """(Re)index one note from ``text`` or, when None, from its file. A None signature
-    (a file changed too recently to trust its stat) is stored as such: re-read next time."""
+    (a file changed too recently to trust its stat) is stored as such: re-read next time.
+    With the catalog's ``summary`` the frontmatter is not parsed a second time."""
     signature = signature if text is None else _signature(folder, file)
     if text is None:
         try:
@@ -499,10 +501,14 @@ def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | N
     _unstore(db, file)
     if text is None:
         return
-    try:
-        meta, body = parse_note_text(text, folder.memory / file)
-    except NoteError:
-        meta, body = {}, text
+    if summary is not None and text.startswith("---"):
+        closing = text.find("\n---", 3)
+        meta, body = summary, (text[text.find("\n", closing + 4) + 1:] if closing > 0 else text)
+    else:
+        try:
+            meta, body = parse_note_text(text, folder.memory / file)
+        except NoteError:
+            meta, body = {}, text
     name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
     description = str(meta.get("description", "")) if isinstance(meta, dict) else ""
     note_type = str(meta.get("type", file.split("_", 1)[0])) if isinstance(meta, dict) else ""
