@@ -375,11 +375,14 @@ class PostgresMemory:
             args.append(term)
         rank = "ts_rank_cd(tsv, to_tsquery('simple', %s))" if spaced else "0.0"
         headline_query = " | ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in terms)
-        sql = (f"SELECT file, coalesce(summary->>'name', ''), coalesce(type, split_part(file, '_', 1)), "
-               f"{rank} AS score, ts_headline('simple', text, to_tsquery('simple', %s), "
-               f"'StartSel=[, StopSel=], MaxWords=30, MinWords=12, MaxFragments=1') "
-               f"FROM notes WHERE {' AND '.join(where)} ORDER BY score DESC, file LIMIT %s")
-        params = ([args[1]] if spaced else []) + [headline_query] + args + [limit]
+        # Rank every match, but build snippets (costly: they re-parse the text) for the top only.
+        sql = (f"SELECT file, name, note_type, score, ts_headline('simple', text, to_tsquery('simple', %s), "
+               f"'StartSel=[, StopSel=], MaxWords=30, MinWords=12, MaxFragments=1') FROM ("
+               f"SELECT file, text, coalesce(summary->>'name', '') AS name, "
+               f"coalesce(type, split_part(file, '_', 1)) AS note_type, {rank} AS score "
+               f"FROM notes WHERE {' AND '.join(where)} ORDER BY score DESC, file LIMIT %s) AS best "
+               f"ORDER BY score DESC, file")
+        params = [headline_query] + ([args[1]] if spaced else []) + args + [limit]
         with self.db.transaction() as conn:
             found = conn.execute(sql, params).fetchall()
         return [SearchHit(file, name, note_type, float(score), _one_line(snip, terms))
