@@ -51,6 +51,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX notes_tsv ON notes USING GIN (tsv);
     CREATE TABLE memory_index (agent TEXT PRIMARY KEY, text TEXT NOT NULL)
     """,
+    # 2: covering indexes, so cost rollups are index-only scans
+    """
+    CREATE INDEX log_records_day_cost ON log_records (agent, kind, day)
+        INCLUDE (cost_usd, input_tokens, output_tokens);
+    CREATE INDEX log_records_month_cost ON log_records (agent, kind, month)
+        INCLUDE (cost_usd, input_tokens, output_tokens);
+    DROP INDEX log_records_day
+    """,
 ]
 _ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
 _TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
@@ -243,7 +251,18 @@ class PostgresLog:
                 batch = []
         if batch:
             count += self._import_batch(folder, batch, progress)
+        if count:
+            self._vacuum()
         return count
+
+    def _vacuum(self) -> None:
+        """After a bulk import: statistics and the visibility map, so that queries and
+        rollups use index-only scans at once rather than after autovacuum's next pass."""
+        conn = self.db.connection()
+        try:
+            conn.execute("VACUUM (ANALYZE) log_records")
+        except psycopg.Error:
+            pass  # an optimisation only; the data is committed
 
     def _import_batch(self, folder: AgentFolder, batch: list[dict[str, Any]],
                       progress: Progress | None) -> int:

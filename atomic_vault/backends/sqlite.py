@@ -108,7 +108,11 @@ CREATE INDEX records_run ON records (agent, run_id);
 CREATE INDEX records_day ON records (agent, kind, day);
 CREATE TABLE heads (agent TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT,
     fence_name TEXT, fence_token INTEGER)
-"""]
+""", """
+CREATE INDEX records_day_cost ON records (agent, kind, day, cost_usd, input_tokens, output_tokens);
+CREATE INDEX records_month_cost ON records (agent, kind, month, cost_usd, input_tokens, output_tokens);
+DROP INDEX records_day
+"""]  # 2: covering indexes, so cost rollups never read the records themselves
 
 
 _INSERT = f"INSERT INTO records ({', '.join(rows.COLUMNS)}, json) VALUES ({', '.join('?' * 15)})"
