@@ -22,6 +22,7 @@ from .protocols import MemoryBackend
 from .vault import AgentFolder
 
 _BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*\r?$", re.MULTILINE | re.DOTALL)
+_OPENING = re.compile(r"^`{3,4}atomic_capture\b", re.MULTILINE)
 REQUIRED = ("type", "name", "description", "confidence", "sources", "body")
 OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags")
 LIMITS = {"name": 200, "description": 300, "body": 32_000, "source": 500, "tag": 64, "items": 32}
@@ -43,12 +44,45 @@ class Capture:
     tags: list[str] = field(default_factory=list)
 
 
-def extract(text: str) -> tuple[list[Capture], list[dict[str, str]]]:
-    """(valid captures, rejections) from a model's answer."""
+# The same capture offered as a tool, for providers that support tool calls: the model
+# calls it once per note, and its arguments go through exactly the validation of a block.
+TOOL_NAME = "atomic_capture"
+TOOL_DESCRIPTION = ("Save one durable memory note for later runs (a fact about the user, "
+                    "feedback, a project, a decision, or a reference). Call once per note.")
+TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": list(NOTE_TYPES)},
+        "name": {"type": "string", "description": "short title, one line"},
+        "description": {"type": "string", "description": "one-line hook for the INDEX"},
+        "confidence": {"type": "string", "enum": list(CONFIDENCES)},
+        "sources": {"type": "array", "items": {"type": "string"}},
+        "body": {"type": "string", "description": "the note itself, Markdown"},
+        "supersedes": {"type": "string", "description": "file or name of a note this replaces"},
+        "merge_into": {"type": "string", "description": "file or name of a note to add this to"},
+        "pinned": {"type": "boolean"},
+        "expires_at": {"type": "string", "description": "YYYY-MM-DD"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": list(REQUIRED),
+    "additionalProperties": False,
+}
+
+
+def extract(text: str, tool_captures: tuple[str, ...] | list[str] = ()) -> tuple[list[Capture], list[dict[str, str]]]:
+    """(valid captures, rejections) from a model's answer: its fenced blocks first, then
+    the raw JSON arguments of its ``atomic_capture`` tool calls."""
     captures: list[Capture] = []
     rejected: list[dict[str, str]] = []
-    for match in _BLOCK.finditer(text):
-        raw = match.group(2)
+    blocks = list(_BLOCK.finditer(text))
+    starts = {match.start() for match in blocks}
+    for opening in _OPENING.finditer(text):
+        if opening.start() not in starts and not any(m.start() < opening.start() < m.end() for m in blocks):
+            rejected.append({"status": "rejected", "excerpt": text[opening.start():opening.start() + 200],
+                             "reason": "an atomic_capture block is opened but never closed "
+                                       "(or its fence is malformed)"})
+    raws = [match.group(2) for match in blocks] + [str(raw) for raw in tool_captures]
+    for raw in raws:
         try:
             captures.append(parse(raw))
         except CaptureError as exc:

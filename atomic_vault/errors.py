@@ -49,7 +49,16 @@ class BudgetError(AtomicVaultError):
 
 
 class ModelError(AtomicVaultError):
-    """A model backend is unknown, unavailable, or failed to answer."""
+    """A model backend is unknown, unavailable, or failed to answer. ``retryable`` marks
+    a transient failure (rate limit, timeout, 5xx) worth another attempt, after
+    ``retry_after`` seconds when the provider said so."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
+                 status: int | None = None, **where):
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        super().__init__(message, **where)
 
 
 class LogError(AtomicVaultError):

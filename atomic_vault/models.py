@@ -20,14 +20,17 @@ ENTRY_POINT_GROUP = "atomic_vault.models"
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """What a provider gets: system text blocks (in order, with cache-breakpoint marks),
-    the chat messages, and the output limit."""
+    """What a provider gets: system text blocks (in order, each with ``text``, ``layer``,
+    ``source`` and ``cache_breakpoint``), the chat messages, and the output limit. A
+    provider that supports tools offers the ``atomic_capture`` tool (``captures.TOOL``)
+    when ``capture_tool`` is true."""
 
     model: str
     system: list[dict[str, Any]]
     messages: list[dict[str, str]]
     max_output_tokens: int
     agent: str = ""
+    capture_tool: bool = True
 
     @property
     def system_text(self) -> str:
@@ -36,19 +39,31 @@ class ModelRequest:
 
 @dataclass(frozen=True)
 class ModelResponse:
-    """What a provider returns. ``cost_usd`` is None when the price is unknown."""
+    """What a provider returns. ``input_tokens`` counts uncached input only; tokens read
+    from or written to a prompt cache are counted apart. ``tool_captures`` holds the raw
+    JSON of each ``atomic_capture`` tool call, validated like a fenced block. The runtime
+    prices the tokens (pricing.py); ``cost_usd`` is used only for a model the price table
+    does not know (None: unknown)."""
 
     text: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float | None = 0.0
+    cost_usd: float | None = None
     model: str = ""
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    tool_captures: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Model(Protocol):
-    """Anything that can answer a request: providers, test doubles, a script's own object."""
+    """Anything that can answer a request: providers, test doubles, a script's own object.
+
+    Failures raise ``ModelError``; ``retryable=True`` marks a transient one (rate limit,
+    timeout, 5xx) that the runtime retries with backoff. A provider may also offer
+    ``count_tokens(request) -> int``, its own count of the request's input tokens, which
+    the cost guardrails then use instead of the estimate."""
 
     name: str
 
@@ -67,8 +82,10 @@ def providers() -> dict[str, Any]:
     return _PROVIDERS
 
 
-def load_model(spec: str) -> Model:
-    """Build the model named ``provider:model`` (or a bare provider name such as ``offline``)."""
+def load_model(spec: str, options: dict[str, Any] | None = None) -> Model:
+    """Build the model named ``provider:model`` (or a bare provider name such as
+    ``offline``). ``options`` are the provider's settings from model.md's ``providers:``
+    block (e.g. ``base_url``, ``timeout_s``), passed as keyword arguments."""
     provider, _, model = spec.partition(":")
     known = providers()
     if provider not in known:
@@ -77,7 +94,14 @@ def load_model(spec: str) -> Model:
                          fix=f"use provider:model with a known provider: {names}")
     try:
         factory = known[provider].load()
-        return factory(model or provider)
+    except ImportError as exc:
+        raise ModelError(f"provider {provider!r} cannot be loaded ({exc})", field="model",
+                         fix=f"pip install 'atomic-vault[{provider}]'") from None
+    try:
+        return factory(model or provider, **(options or {}))
+    except TypeError as exc:
+        raise ModelError(f"provider {provider!r} does not take these settings ({exc})",
+                         field=f"providers.{provider}", fix="check the keys under providers: in model.md") from None
     except ModelError:
         raise
     except Exception as exc:  # a broken third-party plug-in must not look like our bug
@@ -103,7 +127,7 @@ class OfflineModel:
     so the whole loop — captures, INDEX, journal, log — runs on a fresh machine.
     """
 
-    def __init__(self, model: str = "offline"):
+    def __init__(self, model: str = "offline", **options: Any):
         self.name = "offline"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
