@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from . import captures, journal
+from . import captures, guardrails, journal, pricing, retries
 from .backends import open_backend
 from .assembly import Prompt, assemble
-from .config import ModelConfig, load_model_config, load_tools_config
-from .errors import ConfigError, LogError, ModelError, NoteError
+from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
+from .errors import AtomicVaultError, ConfigError, LogError, ModelError, NoteError
 from .models import Model, ModelRequest, ModelResponse, load_model
 from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
@@ -36,6 +36,10 @@ class RunResult:
     seq: int | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    fallback_from: str | None = None
+    guardrail: dict[str, Any] | None = None
 
 
 class AtomicAgent:
@@ -64,34 +68,40 @@ class AtomicAgent:
         self.lock_timeout = lock_timeout
 
     def call(self, work_item: str, *, critical: bool = False) -> RunResult:
-        """Run one work item: assemble, call the model (unlocked), then write back locked."""
+        """Run one work item: assemble, reserve its cost, call the model (unlocked), then
+        write back locked. ``critical=True`` passes the cost caps and is recorded."""
         work_item = _check_work_item(work_item)
-        started = datetime.now(timezone.utc).astimezone()
         config = load_model_config(self.folder.model)
+        started = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
         tools = load_tools_config(self.folder.tools)
         prompt = self._assemble(config, work_item, started)
         self._check_log()
         model, warnings = self._choose_model(config)
-        response, error = _complete(model, prompt, config, self.name)
-        found, rejected = captures.extract(response.text) if response else ([], [])
-        with self.lock.hold(self.folder, self.lock_timeout) as lease:
-            self.log.ready(self.folder)  # checked again under the lock, before any note is written
-            outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
-                                      lease) + rejected
-            run_id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
-            status = "error" if error else "ok"
-            lease.check()
-            self.journal.append(self.folder, started, journal.section(
-                started, trigger=self.trigger, run_id=run_id, work_item=work_item,
-                answer=response.text if response else error, outcomes=outcomes, status=status))
-            record = self.log.append(self.folder, _record(
-                self, run_id, started, model, response, status, error, outcomes, prompt,
-                critical, warnings), fence=_fence(self.lock, lease))
-        result = _result(record, response, outcomes, prompt, warnings)
-        if error:
-            raise ModelError(f"the model call failed: {error} (logged as run {run_id}, seq {record['seq']})",
+        run = _Run(self, config, prompt, started, critical, warnings)
+        if guardrails.enabled(config) and not run.reserve(model):
+            return run.skipped(model)
+        try:
+            done = retries.complete(run.candidates(model), run.request, config.retries)
+            response = done.response
+            found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
+            with self.lock.hold(self.folder, self.lock_timeout) as lease:
+                self.log.ready(self.folder)  # checked again under the lock, before any note is written
+                outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
+                                          lease) + rejected
+                cost = run.settle(done)
+                lease.check()
+                self.journal.append(self.folder, started, journal.section(
+                    started, trigger=self.trigger, run_id=run.id, work_item=work_item,
+                    answer=response.text if response else done.error, outcomes=outcomes,
+                    status="error" if done.error else "ok"))
+                record = self.log.append(self.folder, run.record(done, cost, outcomes),
+                                         fence=_fence(self.lock, lease))
+        finally:
+            run.release()
+        if done.error:
+            raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix="check the provider, or run with --model offline")
-        return result
+        return _result(record, response, outcomes, prompt, run.warnings)
 
     def _check_log(self) -> None:
         """Fail before the model is paid for when the log cannot take a record. Unlocked
@@ -117,14 +127,20 @@ class AtomicAgent:
         if self.model is not None and not isinstance(self.model, str):
             return self.model, []
         if self.model:
-            return load_model(self.model), []
+            return load_model(self.model, config.options_for(self.model)), []
         try:
-            return load_model(config.model), []
+            return load_model(config.model, config.options_for(config.model)), []
         except ModelError as exc:
             if config.model == "offline":
                 raise
-            return load_model("offline"), [f"model.md names {config.model!r} but it cannot be "
-                                           f"used here ({exc.message}); the offline model answered"]
+            why = f"model.md names {config.model!r} but it cannot be used here ({exc.message})"
+        if config.fallback:
+            try:
+                return load_model(config.fallback, config.options_for(config.fallback)), [
+                    f"{why}; the fallback {config.fallback} answers"]
+            except ModelError as exc:
+                why += f", nor can its fallback {config.fallback!r} ({exc.message})"
+        return load_model("offline"), [f"{why}; the offline model answered"]
 
 
 def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
@@ -143,43 +159,130 @@ def _check_work_item(work_item: Any) -> str:
     return work_item
 
 
-def _complete(model: Model, prompt: Prompt, config: ModelConfig,
-              agent: str) -> tuple[ModelResponse | None, str | None]:
-    request = ModelRequest(model=getattr(model, "name", "custom"), system=prompt.system,
-                           messages=prompt.messages, max_output_tokens=config.max_output_tokens,
-                           agent=agent)
-    try:
-        response = model.complete(request)
-    except Exception as exc:  # any provider failure becomes a logged error run
-        return None, f"{type(exc).__name__}: {exc}"
-    if not isinstance(getattr(response, "text", None), str):
-        return None, f"the model returned {type(response).__name__}, not a ModelResponse"
-    return response, None
+class _Run:
+    """One run's request, its cost reservation and its log record: the parts of ``call``
+    that follow the money (guardrails.py, pricing.py) kept out of the method's way."""
 
+    def __init__(self, agent: AtomicAgent, config: ModelConfig, prompt: Prompt, started: datetime,
+                 critical: bool, warnings: list[str]):
+        self.agent, self.config, self.prompt, self.started = agent, config, prompt, started
+        self.critical, self.warnings = critical, warnings
+        self.id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
+        self.request = ModelRequest(model="", system=prompt.system, messages=prompt.messages,
+                                    max_output_tokens=config.max_output_tokens, agent=agent.name)
+        self.budget: guardrails.Budget | None = None
+        self.vault_prices = load_vault_prices(agent.folder.root)
 
-def _record(agent: AtomicAgent, run_id: str, started: datetime, model: Model,
-            response: ModelResponse | None, status: str, error: str | None,
-            outcomes: list[dict[str, Any]], prompt: Prompt, critical: bool,
-            warnings: list[str]) -> dict[str, Any]:
-    return {
-        "kind": "run",
-        "ts": started.isoformat(timespec="milliseconds"),
-        "finished": datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds"),
-        "run_id": run_id,
-        "agent": agent.name,
-        "trigger": agent.trigger,
-        "model": (response.model if response and response.model else getattr(model, "name", "custom")),
-        "input_tokens": response.input_tokens if response else 0,
-        "output_tokens": response.output_tokens if response else 0,
-        "cost_usd": response.cost_usd if response else 0.0,
-        "status": status,
-        "critical": critical,
-        "summary": journal.shorten(response.text, 200) if response else "",
-        "captures": outcomes,
-        "manifest": prompt.manifest,
-        "warnings": warnings,
-        "error": error,
-    }
+    def price(self, model_name: str):
+        return pricing.price_for(model_name, self.vault_prices, self.config.prices)
+
+    def reserve(self, model: Model) -> bool:
+        """Hold this run's most expensive outcome against the caps; False: skip the run."""
+        name = getattr(model, "name", "custom")
+        tokens, counted = self.prompt.tokens, getattr(model, "count_tokens", None)
+        if callable(counted):
+            try:
+                tokens = int(counted(replace(self.request, model=name)))
+            except Exception as exc:  # the estimate still bounds the run; say why it was used
+                self.warnings.append(f"the provider could not count tokens ({type(exc).__name__}); "
+                                     "the estimate was used")
+        fallback = self.config.fallback
+        with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
+            self.budget = guardrails.reserve(
+                self.agent.folder, self.agent.log, self.config, self.started, model=name,
+                price=self.price(name), input_tokens=tokens, critical=self.critical,
+                fallback=fallback, fallback_price=self.price(fallback) if fallback else None)
+        if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
+            self.warnings += self.budget.reasons
+        return self.budget.action != "skip"
+
+    def candidates(self, model: Model) -> list[Callable[[], Model]]:
+        """The model to call, then the fallback after failures, if it fits the reservation."""
+        config = self.config
+        if self.budget is not None and self.budget.action == "fallback":
+            return [lambda: load_model(config.fallback, config.options_for(config.fallback))]
+        out: list[Callable[[], Model]] = [lambda: model]
+        if config.fallback and config.fallback != getattr(model, "name", None) and self._fallback_fits():
+            out.append(lambda: load_model(config.fallback, config.options_for(config.fallback)))
+        return out
+
+    def _fallback_fits(self) -> bool:
+        if self.budget is None or self.budget.action == "bypassed":
+            return True
+        price = self.price(self.config.fallback)
+        return price is not None and (self.budget.estimate_usd is None or price.ceiling(
+            self.prompt.tokens, self.config.max_output_tokens) <= self.budget.estimate_usd)
+
+    def skipped(self, model: Model) -> RunResult:
+        """Log (and journal) a run the guardrails stopped before any model was paid for."""
+        agent, reason = self.agent, "; ".join(self.budget.reasons)
+        with agent.lock.hold(agent.folder, agent.lock_timeout) as lease:
+            agent.journal.append(agent.folder, self.started, journal.section(
+                self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
+                answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped"))
+            done = retries.Completion(None, None, model)
+            record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
+                                                     "summary": f"skipped: {journal.shorten(reason, 180)}"},
+                                      fence=_fence(agent.lock, lease))
+        self.warnings.append(f"skipped by the cost guardrails: {reason}")
+        return _result(record, None, [], self.prompt, self.warnings)
+
+    def settle(self, done: retries.Completion) -> float | None:
+        """The run's cost; under the lock, drop its reservation and note thresholds crossed."""
+        response = done.response
+        if response is None:
+            cost = 0.0
+        else:
+            name = response.model or getattr(done.model, "name", "custom")
+            cost = pricing.run_cost(self.price(name), response)
+            if cost is None:
+                self.warnings.append(f"no price is known for {name}: its cost is recorded as unknown "
+                                     "(add it under prices: in model.md)")
+        if self.budget is not None:
+            self.warnings += guardrails.settle(self.agent.folder, self.agent.log, self.config,
+                                               self.budget, self.started, cost)
+            self.budget.reservation = None
+        return cost
+
+    def release(self) -> None:
+        """A run that ended early gives its reservation back (best effort: a dead process's
+        reservation is dropped by the next check anyway)."""
+        if self.budget is None or self.budget.reservation is None:
+            return
+        try:
+            with self.agent.lock.hold(self.agent.folder, 5.0):
+                guardrails.release(self.agent.folder, self.budget.reservation)
+        except AtomicVaultError:
+            pass
+
+    def record(self, done: retries.Completion, cost: float | None,
+               outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        response, agent = done.response, self.agent
+        return {
+            "kind": "run",
+            "ts": self.started.isoformat(timespec="milliseconds"),
+            "finished": datetime.now(self.started.tzinfo).isoformat(timespec="milliseconds"),
+            "run_id": self.id,
+            "agent": agent.name,
+            "trigger": agent.trigger,
+            "model": (response.model if response and response.model else getattr(done.model, "name", "custom")),
+            "input_tokens": response.input_tokens if response else 0,
+            "output_tokens": response.output_tokens if response else 0,
+            "cache_read_tokens": response.cache_read_tokens if response else 0,
+            "cache_write_tokens": response.cache_write_tokens if response else 0,
+            "cost_usd": cost,
+            "status": "error" if done.error else "ok",
+            "critical": self.critical,
+            "summary": journal.shorten(response.text, 200) if response else "",
+            "captures": outcomes,
+            "manifest": self.prompt.manifest,
+            "attempts": done.attempts,
+            "fallback_from": done.fallback_from or (
+                self.config.model if self.budget and self.budget.action == "fallback" else None),
+            **({"guardrail": self.budget.as_record()} if self.budget else {}),
+            "warnings": self.warnings,
+            "error": done.error,
+        }
 
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],
@@ -188,4 +291,7 @@ def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: li
                      run_id=record["run_id"], model=record["model"],
                      input_tokens=record["input_tokens"], output_tokens=record["output_tokens"],
                      cost_usd=record["cost_usd"], captures=outcomes, manifest=prompt.manifest,
-                     seq=record["seq"], warnings=warnings, error=record["error"])
+                     seq=record["seq"], warnings=warnings, error=record["error"],
+                     cache_read_tokens=record["cache_read_tokens"],
+                     cache_write_tokens=record["cache_write_tokens"],
+                     fallback_from=record["fallback_from"], guardrail=record.get("guardrail"))

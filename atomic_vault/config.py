@@ -14,14 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from datetime import tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 from .notes import StrictLoader
+from .pricing import parse_prices
 
 _LOADER = StrictLoader
 _FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})\s*(yaml|yml)\s*$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 CAP_ACTIONS = ("skip", "fallback", "alert")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a transient model failure is retried, and how long to wait between tries
+    (exponential backoff with jitter, or the provider's retry-after, capped)."""
+
+    attempts: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,19 @@ class ModelConfig:
     journal_days: int = 2
     cost_guardrails: dict[str, Any] = field(default_factory=dict)
     unknown_keys: tuple[str, ...] = ()
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retries: RetryPolicy = RetryPolicy()
+    prices: dict[str, Any] = field(default_factory=dict)
+    timezone: str | None = None
+
+    @property
+    def zone(self) -> tzinfo | None:
+        """The operator's time zone for days and months (None: the machine's local zone)."""
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+    def options_for(self, model: str) -> dict[str, Any]:
+        """model.md's settings for the provider of ``provider:model``."""
+        return dict(self.providers.get(model.partition(":")[0], {}))
 
 
 @dataclass(frozen=True)
@@ -154,8 +180,49 @@ def _guardrails(value: Any, path: Path) -> dict[str, Any]:
     return out
 
 
+def _providers(value: Any, path: Path) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and MODEL_NAME.match(k) and ":" not in k and isinstance(v, (dict, type(None)))
+            for k, v in value.items()):
+        raise ConfigError("must map provider names to their settings", path=path, field="providers",
+                          fix="write e.g.  providers: {ollama: {base_url: 'http://127.0.0.1:11434/v1'}}")
+    return {name: dict(settings or {}) for name, settings in value.items()}
+
+
+def _retries(value: Any, path: Path) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    if not isinstance(value, dict) or set(value) - {"attempts", "base_delay_s", "max_delay_s"}:
+        raise ConfigError("must be a mapping of attempts, base_delay_s, max_delay_s", path=path,
+                          field="retries", fix="write e.g.  retries: {attempts: 3, base_delay_s: 1, max_delay_s: 30}")
+    attempts = _int(value, "attempts", 3, 1, 10, path)
+    delays = {}
+    for key, default in (("base_delay_s", 1.0), ("max_delay_s", 30.0)):
+        number = value.get(key, default)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 600:
+            raise ConfigError(f"{number!r} is not a number of seconds from 0 to 600", path=path,
+                              field=f"retries.{key}", fix=f"write e.g. {key}: {default}")
+        delays[key] = float(number)
+    return RetryPolicy(attempts, **delays)
+
+
+def _timezone(value: Any, path: Path) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value if isinstance(value, str) else "")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{value!r} is not a known time zone", path=path, field="timezone",
+                          fix="use an IANA name such as Europe/Berlin or UTC, or remove the key "
+                              "to use the machine's local zone") from None
+    return value
+
+
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
-               "recent_notes", "journal_days", "cost_guardrails"}
+               "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
+               "prices", "timezone"}
 _CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
 
 
@@ -202,6 +269,10 @@ def load_model_config(path: Path) -> ModelConfig:
             journal_days=_int(data, "journal_days", 2, 0, 3, path),
             cost_guardrails=_guardrails(data.get("cost_guardrails"), path),
             unknown_keys=tuple(sorted(str(k) for k in data if k not in _MODEL_KEYS)),
+            providers=_providers(data.get("providers"), path),
+            retries=_retries(data.get("retries"), path),
+            prices=parse_prices(data.get("prices"), path),
+            timezone=_timezone(data.get("timezone"), path),
         )
     return _cached(path, parse)
 
@@ -227,4 +298,20 @@ def load_tools_config(path: Path) -> ToolsConfig:
                                           fix="use paths relative to the agent folder, e.g. memory/")
             values[key] = tuple(items)
         return ToolsConfig(**values)
+    return _cached(path, parse)
+
+
+def load_vault_prices(root: Path) -> dict[str, Any]:
+    """The ``prices:`` block of ``<root>/atomic_vault.yaml`` (absent: none)."""
+    path = root / "atomic_vault.yaml"
+
+    def parse(text: str | None) -> dict[str, Any]:
+        if text is None:
+            return {}
+        try:
+            data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - safe loader
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", path=path,
+                              fix="correct the YAML syntax") from None
+        return parse_prices(data.get("prices") if isinstance(data, dict) else None, path)
     return _cached(path, parse)

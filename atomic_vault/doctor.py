@@ -18,7 +18,7 @@ from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, LockTimeout, ModelError
 from .fileio import TEMP_SUFFIX, _fsync, ends_torn, fsync_dir
 from .backends.files import FileLog
-from .locks import holder_pid
+from .locks import holder_pid, pid_alive
 from .models import load_model
 from .notes import FILENAME, is_current
 from .vault import PERSONA_FILES, AgentFolder
@@ -257,20 +257,10 @@ def _check_lock(folder: AgentFolder, add) -> None:
             add("lock", "ok", "the agent is not locked")
         except portalocker.LockException:
             pid = holder_pid(folder)
-            alive = pid is not None and _alive(pid)
+            alive = pid is not None and pid_alive(pid)
             add("lock", "warn" if alive else "error",
                 f"locked by pid {pid} ({'running' if alive else 'not running on this host'})", path,
                 None if alive else "if no run is in progress on another host, delete the lock file")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _temp_files(folder: AgentFolder) -> list[Path]:

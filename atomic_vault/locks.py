@@ -88,3 +88,14 @@ def holder_pid(folder: AgentFolder) -> int | None:
     except (FileNotFoundError, IndexError):
         return None
     return int(first[4:]) if first.startswith("pid=") and first[4:].isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` still runs (stale-holder checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -119,3 +119,24 @@ def lookup(model: str, *tables: Mapping[str, Price]) -> Price | None:
             if key in table:
                 return table[key]
     return None
+
+
+_BUILTIN: dict[str, Price] | None = None
+
+
+def price_for(model: str, vault: Mapping[str, Price], agent: Mapping[str, Price]) -> Price | None:
+    """The price of ``model``: model.md's table, then the vault's, then the built-in one."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        _BUILTIN = builtin_prices()
+    return lookup(model, _BUILTIN, vault, agent)
+
+
+def run_cost(price: Price | None, response: Any) -> float | None:
+    """What a response cost: its tokens at ``price``; without a price, the cost the
+    provider itself reported, if any; else None (unknown)."""
+    if price is None:
+        reported = getattr(response, "cost_usd", None)
+        return float(reported) if isinstance(reported, (int, float)) and not isinstance(reported, bool) else None
+    return price.cost(response.input_tokens, response.output_tokens,
+                      getattr(response, "cache_read_tokens", 0), getattr(response, "cache_write_tokens", 0))

@@ -6,6 +6,7 @@ rules (atomic replace, whole-line appends) live in ``fileio``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -191,8 +192,8 @@ class FileLog:
              until: str | None = None) -> list[CostRow]:
         width = _period_width(by)
         totals: dict[str, list] = {}
-        for path in _files_between(folder, since, until):
-            for day, row in _day_rollup(path).items():
+        for rollup in _rollups(folder, _files_between(folder, since, until)):
+            for day, row in rollup.items():
                 if (since and day < since[:10]) or (until and day > until[:10]):
                     continue
                 total = totals.setdefault(day[:width], [0, 0, 0, 0.0, 0])
@@ -292,23 +293,69 @@ def _matches(record: dict[str, Any], query: LogQuery) -> bool:
                (("status", query.status), ("trigger", query.trigger), ("kind", query.kind)))
 
 
-_ROLLUPS: dict[Path, tuple[tuple[int, int, int], dict[str, list]]] = {}
+ROLLUP_CACHE = "cost-rollup.json"
+_TAIL = 256  # bytes before a cached offset that must be unchanged for an incremental read
+_ROLLUPS: dict[Path, dict[str, Any]] = {}
 
 
-def _day_rollup(path: Path) -> dict[str, list]:
-    """{day: [runs, input tokens, output tokens, cost, unknown-cost runs]} of one day file,
-    remembered per process while the file's size and mtime are unchanged."""
+def _rollups(folder: AgentFolder, files: list[Path]) -> list[dict[str, list]]:
+    """{day: [runs, input tokens, output tokens, cost, unknown-cost runs]} of each day file.
+
+    Derived, so it is kept in ``.atomic_vault/cost-rollup.json`` (deletable) and in memory:
+    an unchanged file is not read at all, and a file that only grew (appends) is read from
+    where it was last read. Anything else (an edit, a new inode) re-reads the whole file.
+    A cron run therefore reads a few new lines, not the month's records.
+    """
+    cache_path = folder.state / ROLLUP_CACHE
+    saved = _ROLLUPS.get(cache_path)
+    if saved is None:
+        try:
+            saved = json.loads(cache_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
+    changed = False
+    out = []
+    for path in files:
+        key = path.name
+        entry, fresh = _rollup_of(path, saved.get(key))
+        if fresh:
+            saved[key], changed = entry, True
+        out.append(entry["days"])
+    _ROLLUPS[cache_path] = saved
+    if changed and folder.path.is_dir():
+        folder.ensure_state_dir()
+        atomic_write(cache_path, json.dumps(saved, separators=(",", ":")), durable=False)
+    return out
+
+
+def _rollup_of(path: Path, entry: Any) -> tuple[dict[str, Any], bool]:
+    """(rollup entry, whether it was (re)computed) for one day file."""
     st = os.stat(path)
-    signature = (st.st_size, st.st_mtime_ns, st.st_ino)
-    hit = _ROLLUPS.get(path)
-    if hit is not None and hit[0] == signature:
-        return hit[1]
-    rollup: dict[str, list] = {}
-    found, _ = read_jsonl(path)
-    for _, record in found:
-        if record.get("kind", "run") != "run":
+    if isinstance(entry, dict) and entry.get("ino") == st.st_ino and entry.get("mtime") == st.st_mtime_ns \
+            and entry.get("size") == st.st_size:
+        return entry, False
+    days: dict[str, list] = {}
+    start = 0
+    with open(path, "rb") as handle:
+        if (isinstance(entry, dict) and entry.get("ino") == st.st_ino
+                and isinstance(entry.get("read"), int) and 0 < entry["read"] <= st.st_size):
+            handle.seek(max(entry["read"] - _TAIL, 0))
+            if _digest(handle.read(min(entry["read"], _TAIL))) == entry.get("tail"):
+                start, days = entry["read"], {d: list(row) for d, row in entry["days"].items()}
+        handle.seek(start)
+        raw = handle.read()
+    whole = raw.rfind(b"\n") + 1  # a torn last line is left for the next read
+    for line in raw[:whole].split(b"\n"):
+        if not line.strip():
             continue
-        row = rollup.setdefault(str(record.get("ts", ""))[:10], [0, 0, 0, 0.0, 0])
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("kind", "run") != "run":
+            continue
+        row = days.setdefault(str(record.get("ts", ""))[:10], [0, 0, 0, 0.0, 0])
         row[0] += 1
         row[1] += _int(record.get("input_tokens"))
         row[2] += _int(record.get("output_tokens"))
@@ -317,8 +364,21 @@ def _day_rollup(path: Path) -> dict[str, list]:
             row[3] += cost
         else:
             row[4] += 1
-    _ROLLUPS[path] = (signature, rollup)
-    return rollup
+    read = start + whole
+    tail_from = max(read - _TAIL, 0)
+    tail = (raw[tail_from - start:whole] if tail_from >= start else _head_bytes(path, tail_from, read))
+    return {"ino": st.st_ino, "mtime": st.st_mtime_ns, "size": st.st_size, "read": read,
+            "tail": _digest(tail), "days": days}, True
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha1(raw).hexdigest()
+
+
+def _head_bytes(path: Path, start: int, stop: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(stop - start)
 
 
 def _int(value: Any) -> int:

@@ -1,0 +1,207 @@
+"""Cost guardrails: daily, monthly and per-run caps that concurrent runs cannot overshoot.
+
+Before the model call, under the agent's lock, a run reserves the most its call can cost
+(pricing.Price.ceiling: the prompt's input tokens at the dearest input rate plus every
+allowed output token). Spend so far is the settled cost in the log for today and this
+month, in the operator's time zone, plus the reservations of runs still in flight. A run
+that would pass a cap gets that cap's action: ``skip``, ``fallback`` (the cheaper model
+from model.md, if it fits) or ``alert`` (proceed with a warning). ``critical`` runs pass
+and say so. After the call, under the lock again, the actual cost goes into the log and
+the reservation is dropped. A warning threshold fires on the one run whose settled cost
+crosses it, so each fires once per period with no extra state to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .config import ModelConfig
+from .fileio import atomic_write
+from .locks import pid_alive
+from .pricing import Price
+from .protocols import LogBackend
+from .vault import AgentFolder
+
+RESERVATIONS = "reservations.json"
+STALE_AFTER_S = 2 * 3600  # a reservation this old belongs to a run that is surely gone
+_ORDER = ("skip", "fallback", "alert")  # when two caps disagree, the strictest action wins
+
+
+@dataclass
+class Budget:
+    """The guardrail's verdict for one run, recorded in its log record as ``guardrail``."""
+
+    action: str = "pass"  # pass | skip | fallback | alert | bypassed
+    reasons: list[str] = field(default_factory=list)
+    estimate_usd: float | None = None
+    spent_day_usd: float = 0.0
+    spent_month_usd: float = 0.0
+    in_flight_usd: float = 0.0
+    daily_cap_usd: float | None = None
+    monthly_cap_usd: float | None = None
+    reservation: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"action": self.action, "reasons": self.reasons, "estimate_usd": self.estimate_usd,
+                "spent_day_usd": round(self.spent_day_usd, 6),
+                "spent_month_usd": round(self.spent_month_usd, 6),
+                "in_flight_usd": round(self.in_flight_usd, 6),
+                "daily_cap_usd": self.daily_cap_usd, "monthly_cap_usd": self.monthly_cap_usd}
+
+
+def enabled(config: ModelConfig) -> bool:
+    rails = config.cost_guardrails
+    return bool(rails.get("enabled", bool(rails))) and any(
+        rails.get(key) is not None for key in ("daily_cap_usd", "monthly_cap_usd", "max_run_usd"))
+
+
+def spent(log: LogBackend, folder: AgentFolder, when: datetime) -> tuple[float, float]:
+    """Settled spend of the day and the month of ``when`` (runs of unknown cost add 0)."""
+    day = when.date().isoformat()
+    today = log.cost(folder, "day", since=day, until=day)
+    month = log.cost(folder, "month", since=day[:7] + "-01", until=day)
+    return (sum(row.cost_usd for row in today), sum(row.cost_usd for row in month))
+
+
+def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: datetime, *,
+            model: str, price: Price | None, input_tokens: int, critical: bool,
+            fallback: str | None = None, fallback_price: Price | None = None) -> Budget:
+    """Decide whether this run may call ``model`` and hold its estimate. The caller holds
+    the agent's lock, so no other run reserves or settles meanwhile."""
+    rails = config.cost_guardrails
+    day_spent, month_spent = spent(log, folder, when)
+    pending = _load(folder)
+    in_flight = sum(entry["usd"] for entry in pending.values())
+    budget = Budget(spent_day_usd=day_spent, spent_month_usd=month_spent, in_flight_usd=in_flight,
+                    daily_cap_usd=rails.get("daily_cap_usd"), monthly_cap_usd=rails.get("monthly_cap_usd"))
+    estimate = price.ceiling(input_tokens, config.max_output_tokens) if price else None
+    budget.estimate_usd = estimate
+    breaches = _breaches(rails, day_spent + in_flight, month_spent + in_flight, estimate, model)
+    if price is None:
+        budget.reasons.append(f"no price is known for {model}, so the guardrail cannot bound this "
+                              "run's cost (add it under prices: in model.md)")
+    if breaches and critical:
+        budget.action = "bypassed"
+        budget.reasons += [reason for _, reason in breaches] + ["critical run: the caps were not applied"]
+    elif breaches:
+        budget.action = min((action for action, _ in breaches), key=_ORDER.index)
+        budget.reasons += [reason for _, reason in breaches]
+        if budget.action == "fallback":
+            _try_fallback(budget, rails, day_spent + in_flight, month_spent + in_flight, config,
+                          fallback, fallback_price, input_tokens)
+    if budget.action != "skip":
+        budget.reservation = _hold(folder, pending, budget.estimate_usd or 0.0)
+    return budget
+
+
+def _breaches(rails: dict[str, Any], day: float, month: float, estimate: float | None,
+              model: str) -> list[tuple[str, str]]:
+    """(action, reason) for every cap this run would pass."""
+    add = estimate or 0.0
+    out = []
+    run_cap = rails.get("max_run_usd")
+    if run_cap is not None and estimate is not None and estimate > run_cap:
+        out.append((rails.get("daily_cap_action", "skip"),
+                    f"this run may cost up to ${estimate:.4f} on {model}, over max_run_usd ${run_cap:.2f}"))
+    for period, spent_so_far, cap_key, action_key, default in (
+            ("daily", day, "daily_cap_usd", "daily_cap_action", "skip"),
+            ("monthly", month, "monthly_cap_usd", "monthly_cap_action", "alert")):
+        cap = rails.get(cap_key)
+        if cap is None:
+            continue
+        if spent_so_far + add > cap or (estimate is None and spent_so_far >= cap):
+            out.append((rails.get(action_key, default),
+                        f"{period} cap ${cap:.2f}: ${spent_so_far:.4f} spent or reserved "
+                        f"+ up to ${add:.4f} for this run on {model}"))
+    return out
+
+
+def _try_fallback(budget: Budget, rails: dict[str, Any], day: float, month: float,
+                  config: ModelConfig, fallback: str | None, price: Price | None,
+                  input_tokens: int) -> None:
+    if not fallback:
+        budget.action = "skip"
+        budget.reasons.append("the cap's action is fallback but model.md names no fallback model")
+        return
+    if price is None:
+        budget.action = "skip"
+        budget.reasons.append(f"no price is known for the fallback {fallback}, so it cannot be "
+                              "shown to fit the cap")
+        return
+    estimate = price.ceiling(input_tokens, config.max_output_tokens)
+    still = _breaches(rails, day, month, estimate, fallback)
+    if still:
+        budget.action = "skip"
+        budget.reasons.append(f"the fallback {fallback} would pass the cap too")
+        return
+    budget.estimate_usd = estimate
+    budget.reasons.append(f"switched to the fallback {fallback} (up to ${estimate:.4f})")
+
+
+def settle(folder: AgentFolder, log: LogBackend, config: ModelConfig, budget: Budget,
+           when: datetime, cost: float | None) -> list[str]:
+    """Drop this run's reservation and return the warnings its cost crosses. The caller
+    holds the lock and appends the run's record right after."""
+    release(folder, budget.reservation)
+    rails = config.cost_guardrails
+    if not cost:
+        return []
+    day_before, month_before = spent(log, folder, when)
+    warnings = []
+    for period, before, cap in (("daily", day_before, rails.get("daily_cap_usd")),
+                                ("monthly", month_before, rails.get("monthly_cap_usd"))):
+        if not cap:
+            continue
+        after = before + cost
+        for threshold in sorted(set(rails.get("warning_thresholds", [])) | {1}):
+            if before < threshold * cap <= after:
+                reached = "the cap" if threshold == 1 else f"{threshold:.0%} of the cap"
+                warnings.append(f"{period} spend reached {reached} ${cap:.2f} (${after:.4f} so far)")
+    return warnings
+
+
+def release(folder: AgentFolder, reservation: str | None) -> None:
+    """Forget a reservation (a run that ended, in any way). Call under the agent's lock."""
+    if reservation is None:
+        return
+    pending = _load(folder)
+    if pending.pop(reservation, None) is not None:
+        _save(folder, pending)
+
+
+def _hold(folder: AgentFolder, pending: dict[str, dict[str, Any]], usd: float) -> str:
+    key = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+    pending[key] = {"usd": usd, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+    _save(folder, pending)
+    return key
+
+
+def _load(folder: AgentFolder) -> dict[str, dict[str, Any]]:
+    """Reservations still in flight: those of dead processes on this host, or older than
+    STALE_AFTER_S, are dropped (their runs can no longer settle)."""
+    try:
+        data = json.loads((folder.state / RESERVATIONS).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return {}  # derived and short-lived: a damaged file only loses in-flight holds
+    host, now = socket.gethostname(), time.time()
+    out = {}
+    for key, entry in (data.items() if isinstance(data, dict) else ()):
+        try:
+            usd, pid, at = float(entry["usd"]), int(entry["pid"]), float(entry["at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if now - at > STALE_AFTER_S or (entry.get("host") == host and not pid_alive(pid)):
+            continue
+        out[key] = {**entry, "usd": usd}
+    return out
+
+
+def _save(folder: AgentFolder, pending: dict[str, dict[str, Any]]) -> None:
+    folder.ensure_state_dir()
+    atomic_write(folder.state / RESERVATIONS, json.dumps(pending, sort_keys=True) + "\n", durable=False)

@@ -1,0 +1,98 @@
+"""Calling the model robustly: transient failures (rate limits, timeouts, 5xx) are retried
+with exponential backoff and jitter, or after the provider's retry-after; other failures
+are not. When the model still fails, the fallback model gets the same treatment. Every
+attempt is recorded for the run's log record, with any key redacted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .config import RetryPolicy
+from .errors import ModelError
+from .keys import redact
+from .models import Model, ModelRequest, ModelResponse
+
+ERROR_CHARS = 500
+
+
+@dataclass
+class Completion:
+    """The answer (or the last error), which model gave it, and every attempt made."""
+
+    response: ModelResponse | None
+    error: str | None
+    model: Model | None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    fallback_from: str | None = None
+
+
+def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,
+            jitter: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before try ``attempt + 1``: the provider's retry-after when given,
+    else base * 2^(attempt-1) scaled by a random factor in [0.5, 1); never over the cap."""
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, policy.max_delay_s)
+    return min(policy.base_delay_s * 2 ** (attempt - 1), policy.max_delay_s) * (0.5 + jitter() / 2)
+
+
+def complete(candidates: list[Callable[[], Model]], request: ModelRequest, policy: RetryPolicy,
+             sleep: Callable[[float], None] = time.sleep) -> Completion:
+    """Try each candidate model in turn (the chosen one, then the fallback), each with
+    up to ``policy.attempts`` tries. A candidate is built only when it is needed."""
+    done = Completion(None, None, None)
+    first_name: str | None = None
+    for build in candidates:
+        try:
+            model = build()
+        except ModelError as exc:
+            done.attempts.append({"model": "fallback", "attempt": 0, "outcome": "error",
+                                  "error": _short(exc.message), "retryable": False})
+            done.error = done.error or _short(exc.message)
+            continue
+        name = getattr(model, "name", "custom")
+        first_name = first_name or name
+        done.model = model
+        if _try(model, replace(request, model=name), policy, sleep, done):
+            done.fallback_from = first_name if name != first_name else None
+            return done
+    return done
+
+
+def _try(model: Model, request: ModelRequest, policy: RetryPolicy,
+         sleep: Callable[[float], None], done: Completion) -> bool:
+    name = getattr(model, "name", "custom")
+    for attempt in range(1, policy.attempts + 1):
+        began = time.monotonic()
+        entry: dict[str, Any] = {"model": name, "attempt": attempt}
+        done.attempts.append(entry)
+        try:
+            response = model.complete(request)
+            if not isinstance(getattr(response, "text", None), str):
+                raise TypeError(f"the model returned {type(response).__name__}, not a ModelResponse")
+        except Exception as exc:  # any provider failure is recorded; only ModelErrors may retry
+            retryable = isinstance(exc, ModelError) and exc.retryable
+            message = exc.message if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+            done.error = _short(message)
+            entry.update(outcome="error", error=done.error, retryable=retryable,
+                         ms=round((time.monotonic() - began) * 1000))
+            if isinstance(exc, ModelError) and exc.status is not None:
+                entry["status"] = exc.status
+            if not retryable or attempt == policy.attempts:
+                return False
+            wait = backoff(policy, attempt, getattr(exc, "retry_after", None))
+            entry["wait_s"] = round(wait, 3)
+            sleep(wait)
+            continue
+        entry.update(outcome="ok", ms=round((time.monotonic() - began) * 1000))
+        done.response, done.error = response, None
+        return True
+    return False
+
+
+def _short(message: str) -> str:
+    text = redact(str(message))
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS - 1] + "…"

@@ -1,0 +1,325 @@
+"""Cost guardrails, pricing and retries (spec/12): caps hold under concurrency, each
+action does what model.md says, and every attempt and decision is in the log."""
+
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from atomic_vault import AtomicAgent, runlog
+from atomic_vault.backends.files import FileLog
+from atomic_vault.config import RetryPolicy
+from atomic_vault.errors import ModelError
+from atomic_vault.models import ModelResponse, estimate_tokens
+from atomic_vault.retries import backoff
+from atomic_vault.vault import open_agent
+
+RATE = 1000.0  # USD per million tokens: one token costs $0.001
+
+
+class Metered:
+    """A model whose bill is exactly the guardrail's ceiling: every input token the
+    estimate counted and every allowed output token."""
+
+    def __init__(self, name="test:metered", failures=(), delay=0.0):
+        self.name = name
+        self.failures = list(failures)
+        self.delay = delay
+        self.calls = 0
+
+    def complete(self, request):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        time.sleep(self.delay)
+        tokens = sum(estimate_tokens(b["text"]) for b in request.system)
+        tokens += estimate_tokens(request.messages[-1]["content"])
+        return ModelResponse(text="metered answer", input_tokens=tokens,
+                             output_tokens=request.max_output_tokens, model=self.name)
+
+
+def set_model_md(vault, **rails):
+    settings = {"model": "offline", "max_output_tokens": 100, "journal_days": 0,
+                "recent_notes": 0, "retries": {"attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05},
+                "prices": {"test:metered": {"input": RATE, "output": RATE},
+                           "test:dear": {"input": RATE * 100, "output": RATE * 100}}}
+    settings.update(rails.pop("top", {}))
+    settings["cost_guardrails"] = {"enabled": True, **rails}
+    (vault / "atlas" / "model.md").write_text("# Model\n\n```yaml\n" + json.dumps(settings) + "\n```\n")
+
+
+def run_cost(vault, work="Plan the week."):
+    """The ceiling of one Metered run on this prompt, measured by running one."""
+    set_model_md(vault, daily_cap_usd=1000.0)
+    agent = AtomicAgent("atlas", root=vault, model=Metered())
+    return agent.call(work).cost_usd
+
+
+def records(vault):
+    return [r for _, _, r in runlog.records(open_agent("atlas", vault))]
+
+
+def test_under_the_cap_a_run_is_priced_from_model_md_and_recorded(vault):
+    set_model_md(vault, daily_cap_usd=100.0)
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    record = records(vault)[-1]
+    assert result.status == "ok"
+    assert result.cost_usd == pytest.approx((record["input_tokens"] + 100) * RATE / 1e6)
+    assert record["guardrail"]["action"] == "pass"
+    assert record["guardrail"]["estimate_usd"] == pytest.approx(result.cost_usd)
+    assert record["attempts"][0]["outcome"] == "ok"
+    assert not (open_agent("atlas", vault).state / "reservations.json").read_text().strip("{}\n")
+
+
+def test_skip_at_the_daily_cap_logs_a_skipped_run_and_does_not_call_the_model(vault):
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=one * 1.5, daily_cap_action="skip")
+    model = Metered()
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan the week.")
+    assert result.status == "skipped" and model.calls == 0
+    record = records(vault)[-1]
+    assert record["status"] == "skipped" and record["cost_usd"] == 0.0
+    assert record["guardrail"]["action"] == "skip"
+    assert "daily cap" in record["guardrail"]["reasons"][0]
+    assert record["summary"].startswith("skipped: daily cap")
+    assert runlog.verify(open_agent("atlas", vault)).ok
+
+
+def test_skip_exits_3_from_the_cli(vault):
+    (vault / "atlas" / "model.md").write_text(
+        "```yaml\nmodel: offline\nprices: {'offline:*': {input: 1000, output: 1000}}\n"
+        "cost_guardrails: {enabled: true, daily_cap_usd: 0.0001, daily_cap_action: skip}\n```\n")
+    done = subprocess.run([sys.executable, "-m", "atomic_vault", "--root", str(vault), "run", "atlas", "hi"],
+                          capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert "skipped by the cost guardrails: daily cap $0.00" in done.stderr
+    assert records(vault)[-1]["status"] == "skipped"
+
+
+def test_fallback_at_the_cap_switches_to_the_cheaper_model_and_records_it(vault):
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=one * 1.5, daily_cap_action="fallback", top={"fallback": "offline"})
+    model = Metered()
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan the week.")
+    record = records(vault)[-1]
+    assert result.status == "ok" and model.calls == 0
+    assert record["model"] == "offline" and record["fallback_from"] == "offline"
+    assert record["guardrail"]["action"] == "fallback"
+    assert any("switched to the fallback offline" in r for r in record["guardrail"]["reasons"])
+    assert record["cost_usd"] == 0.0
+
+
+def test_fallback_without_a_fallback_model_skips(vault):
+    set_model_md(vault, daily_cap_usd=0.0, daily_cap_action="fallback")
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    assert result.status == "skipped"
+    assert "names no fallback model" in records(vault)[-1]["guardrail"]["reasons"][-1]
+
+
+def test_alert_proceeds_and_records_a_warning(vault):
+    set_model_md(vault, daily_cap_usd=0.0, daily_cap_action="alert")
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    record = records(vault)[-1]
+    assert result.status == "ok"
+    assert record["guardrail"]["action"] == "alert"
+    assert any("daily cap $0.00" in w for w in record["warnings"])
+
+
+def test_critical_bypasses_the_cap_and_is_recorded(vault):
+    set_model_md(vault, daily_cap_usd=0.0, monthly_cap_usd=0.0, monthly_cap_action="skip")
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.", critical=True)
+    record = records(vault)[-1]
+    assert result.status == "ok" and record["critical"] is True
+    assert record["guardrail"]["action"] == "bypassed"
+    assert "critical run" in record["guardrail"]["reasons"][-1]
+
+
+def test_per_run_maximum_uses_the_daily_action(vault):
+    set_model_md(vault, max_run_usd=0.0001, daily_cap_action="skip")
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    assert result.status == "skipped"
+    assert "max_run_usd" in records(vault)[-1]["guardrail"]["reasons"][0]
+
+
+def test_monthly_cap_counts_earlier_days_of_the_month(vault):
+    set_model_md(vault, monthly_cap_usd=5.0, monthly_cap_action="skip")
+    folder = open_agent("atlas", vault)
+    today = time.strftime("%Y-%m-%d")
+    earlier = today[:8] + "01"
+    if earlier == today:
+        pytest.skip("the first of the month has no earlier day")
+    FileLog().append(folder, {"kind": "run", "agent": "atlas", "ts": earlier + "T09:00:00.000+00:00",
+                              "cost_usd": 5.0, "status": "ok"})
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    assert result.status == "skipped"
+    assert "monthly cap $5.00" in records(vault)[-1]["guardrail"]["reasons"][0]
+
+
+def test_each_warning_threshold_fires_once_per_day(vault):
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=one * 10.5, warning_thresholds=[0.5, 0.8], daily_cap_action="alert")
+    agent = AtomicAgent("atlas", root=vault, model=Metered())
+    for _ in range(11):
+        agent.call("Plan the week.")
+    warnings = [w for r in records(vault) for w in r["warnings"] if "spend reached" in w]
+    assert [re.search(r"reached (.+?) \$", w).group(1) for w in warnings] == [
+        "50% of the cap", "80% of the cap", "the cap"]
+
+
+def test_unknown_price_runs_and_records_unknown_cost(vault):
+    set_model_md(vault, daily_cap_usd=5.0)
+    result = AtomicAgent("atlas", root=vault, model=Metered(name="test:unpriced")).call("Plan.")
+    record = records(vault)[-1]
+    assert result.status == "ok" and record["cost_usd"] is None
+    assert any("no price is known for test:unpriced" in w for w in record["warnings"])
+    assert FileLog().cost(open_agent("atlas", vault), "day")[-1].unknown_cost == 1
+
+
+def test_vault_prices_file_extends_the_table_and_model_md_wins(vault):
+    (vault / "atomic_vault.yaml").write_text(
+        "prices:\n  'test:vaultpriced': {input: 1000, output: 1000}\n  'test:metered': {input: 1, output: 1}\n")
+    set_model_md(vault)
+    AtomicAgent("atlas", root=vault, model=Metered(name="test:vaultpriced")).call("Plan.")
+    AtomicAgent("atlas", root=vault, model=Metered()).call("Plan.")
+    first, second = records(vault)[-2:]
+    assert first["cost_usd"] == pytest.approx((first["input_tokens"] + 100) / 1000)
+    assert second["cost_usd"] == pytest.approx((second["input_tokens"] + 100) / 1000)  # model.md's RATE
+
+
+def test_operator_time_zone_sets_the_run_day(vault):
+    set_model_md(vault, daily_cap_usd=5.0, top={"timezone": "Pacific/Kiritimati"})
+    AtomicAgent("atlas", root=vault, model=Metered()).call("Plan.")
+    assert records(vault)[-1]["ts"].endswith("+14:00")
+
+
+def test_a_dead_runs_reservation_is_dropped(vault):
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=one * 3.5)
+    state = open_agent("atlas", vault).state
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    import socket
+    held = {"ghost": {"usd": 100.0, "host": socket.gethostname(), "pid": int(dead), "at": time.time()},
+            "alive": {"usd": one, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}}
+    (state / "reservations.json").write_text(json.dumps(held))
+    agent = AtomicAgent("atlas", root=vault, model=Metered())
+    assert agent.call("Plan the week.").status == "ok"  # spent 1 + alive 1 + this 1 <= 3.5
+    assert agent.call("Plan the week.").status == "skipped"  # spent 2 + alive 1 + 1 > 3.5
+    assert set(json.loads((state / "reservations.json").read_text())) == {"alive"}
+
+
+def _racer(root, barrier, results):
+    agent = AtomicAgent("atlas", root=root, model=Metered(delay=0.2), lock_timeout=None)
+    barrier.wait()
+    results.put(agent.call("Plan the week.").status)
+
+
+def test_many_runs_at_once_right_under_the_cap_never_overshoot(vault):
+    one = run_cost(vault)
+    allowed = 4
+    cap = round(one * (allowed + 1.5), 6)  # the probe run, then room for exactly `allowed` more
+    set_model_md(vault, daily_cap_usd=cap, daily_cap_action="skip", monthly_cap_usd=cap)
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(12), ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(str(vault), barrier, results)) for _ in range(12)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    statuses = sorted(results.get() for _ in procs)
+    assert statuses.count("ok") == allowed and statuses.count("skipped") == 12 - allowed
+    spent = sum(r["cost_usd"] for r in records(vault) if r["cost_usd"])
+    assert spent <= cap
+    assert runlog.verify(open_agent("atlas", vault)).ok
+
+
+def test_transient_failures_are_retried_and_every_attempt_is_recorded(vault):
+    set_model_md(vault)
+    busy = ModelError("test: HTTP 429 rate_limit_error", retryable=True, retry_after=0.01, status=429)
+    model = Metered(failures=[busy, ModelError("test: HTTP 503", retryable=True, status=503)])
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan.")
+    attempts = records(vault)[-1]["attempts"]
+    assert result.status == "ok" and model.calls == 3
+    assert [(a["attempt"], a["outcome"], a.get("status")) for a in attempts] == [
+        (1, "error", 429), (2, "error", 503), (3, "ok", None)]
+    assert attempts[0]["wait_s"] == 0.01  # the provider's retry-after
+
+
+def test_a_client_error_is_not_retried_and_the_fallback_answers(vault):
+    set_model_md(vault, top={"fallback": "offline"})
+    model = Metered(failures=[ModelError("test: HTTP 400 invalid_request_error", status=400)])
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan.")
+    record = records(vault)[-1]
+    assert result.status == "ok" and model.calls == 1
+    assert record["model"] == "offline" and record["fallback_from"] == "test:metered"
+    assert [(a["model"], a["outcome"]) for a in record["attempts"]] == [
+        ("test:metered", "error"), ("offline", "ok")]
+
+
+def test_when_retries_and_fallback_fail_the_run_is_an_error_with_every_attempt(vault):
+    set_model_md(vault)
+    down = [ModelError("test: HTTP 500", retryable=True, status=500) for _ in range(3)]
+    with pytest.raises(ModelError, match="HTTP 500"):
+        AtomicAgent("atlas", root=vault, model=Metered(failures=down)).call("Plan.")
+    record = records(vault)[-1]
+    assert record["status"] == "error" and len(record["attempts"]) == 3
+    assert "wait_s" not in record["attempts"][-1]
+
+
+def test_a_dearer_fallback_is_not_used_past_the_reservation(vault):
+    set_model_md(vault, daily_cap_usd=100.0, top={"fallback": "test:dear"})
+    with pytest.raises(ModelError):
+        AtomicAgent("atlas", root=vault, model=Metered(failures=[ModelError("x", status=400)])).call("Plan.")
+    assert [a["model"] for a in records(vault)[-1]["attempts"]] == ["test:metered"]
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap():
+    policy = RetryPolicy(attempts=5, base_delay_s=1.0, max_delay_s=5.0)
+    assert backoff(policy, 1, None, jitter=lambda: 0.0) == 0.5
+    assert backoff(policy, 2, None, jitter=lambda: 0.999) == pytest.approx(2.0, rel=0.01)
+    assert backoff(policy, 6, None, jitter=lambda: 0.999) <= 5.0
+    assert backoff(policy, 1, 30.0) == 5.0  # retry-after is honoured up to the cap
+    assert backoff(policy, 1, 2.0) == 2.0
+
+
+def test_a_key_in_a_model_error_never_reaches_the_log(vault, monkeypatch):
+    monkeypatch.setenv("TEST_PROVIDER_API_KEY", "sk-test-0123456789abcdef")
+    set_model_md(vault)
+    leak = ModelError("rejected key sk-test-0123456789abcdef", status=401)
+    with pytest.raises(ModelError) as raised:
+        AtomicAgent("atlas", root=vault, model=Metered(failures=[leak])).call("Plan.")
+    assert "sk-test-0123456789abcdef" not in str(raised.value)
+    for path in Path(vault).rglob("*"):
+        if path.is_file():
+            assert b"sk-test-0123456789abcdef" not in path.read_bytes(), path
+
+
+def test_the_cost_rollup_reads_only_new_lines_and_sees_hand_edits(vault):
+    folder = open_agent("atlas", vault)
+    log = FileLog()
+    day = "2026-11-20"
+    for cost in (1.0, 2.0):
+        log.append(folder, {"kind": "run", "agent": "atlas", "ts": f"{day}T09:00:00.000+00:00",
+                            "cost_usd": cost, "status": "ok"})
+    assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 3.0
+    cache = json.loads((folder.state / "cost-rollup.json").read_text())
+    assert cache[f"{day}.jsonl"]["days"][day][3] == 3.0
+    import atomic_vault.backends.files as files
+    files._ROLLUPS.clear()  # a new process: only the cache file remains
+    log.append(folder, {"kind": "run", "agent": "atlas", "ts": f"{day}T10:00:00.000+00:00",
+                        "cost_usd": 4.0, "status": "ok"})
+    assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 7.0
+    path = folder.log_file(__import__("datetime").date.fromisoformat(day))
+    path.write_text(path.read_text().replace('"cost_usd":1.0', '"cost_usd":9'))  # shorter: not an append
+    files._ROLLUPS.clear()
+    assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 15.0
+    (folder.state / "cost-rollup.json").write_text("{not json")
+    files._ROLLUPS.clear()
+    assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 15.0
