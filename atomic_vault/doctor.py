@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import index, runlog
-from .config import load_model_config, load_tools_config
+from . import guardrails, pricing
+from .config import load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, LockTimeout, ModelError
 from .fileio import TEMP_SUFFIX, _fsync, ends_torn, fsync_dir
 from .backends.files import FileLog
@@ -47,6 +48,7 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
 
     _check_layout(folder, add)
     memory, log = backends["memory"], backends["log"]
+    _check_models_and_costs(folder, log, add)
     if memory.name != "files":
         _check_backend(folder, "memory", memory, add)
         if memory.name != "sqlite":
@@ -87,16 +89,76 @@ def _check_layout(folder: AgentFolder, add) -> None:
             if config.unknown_keys:
                 add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
                     "check their spelling against spec/06-config.md")
-            try:
-                load_model(config.model)
-                add("model", "ok", f"model {config.model!r} is available")
-            except ModelError as exc:
-                add("model", "warn", f"model {config.model!r} cannot be used here ({exc.message}); "
-                    "runs fall back to the offline model", path, exc.fix)
     if not folder.memory.is_dir():
         add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
     else:
         add("layout", "ok", "agent folder layout is valid")
+
+
+def _check_models_and_costs(folder: AgentFolder, log: Any, add) -> None:
+    """Each model model.md names: can it be built here, where its key comes from (never
+    the key), what it costs; then whether the guardrails can work as written."""
+    try:
+        config = load_model_config(folder.model)
+        vault_prices = load_vault_prices(folder.root)
+    except AtomicVaultError as exc:
+        if exc.path != str(folder.model):  # model.md's own errors are reported above
+            add("prices", "error", exc.message, exc.path, exc.fix)
+        return
+    for role, name in (("model", config.model), ("fallback", config.fallback)):
+        if not name:
+            continue
+        try:
+            model = load_model(name, config.options_for(name))
+        except AtomicVaultError as exc:
+            instead = "" if role == "fallback" else (
+                f"; runs use the fallback {config.fallback}" if config.fallback else "; runs use the offline model")
+            add("model", "warn", f"{role} {name!r} cannot be used here ({exc.message}){instead}",
+                folder.model, exc.fix)
+        else:
+            source = getattr(model, "key_source", None)
+            add("model", "ok", f"{role} {name!r} is available" + (f"; API key from {source}" if source else ""))
+        price = pricing.price_for(name, vault_prices, config.prices)
+        if price is None:
+            add("prices", "warn", f"no price is known for {name}: its runs' cost is recorded as unknown "
+                "and the guardrails cannot bound it", folder.model,
+                "add it under prices: in model.md or in atomic_vault.yaml (USD per million tokens)")
+        else:
+            add("prices", "ok", f"{name}: ${price.input:g} in / ${price.output:g} out per million "
+                f"tokens ({price.source})")
+    _check_guardrails(folder, config, log, add)
+
+
+def _check_guardrails(folder: AgentFolder, config: Any, log: Any, add) -> None:
+    rails = config.cost_guardrails
+    if not rails:
+        return
+    if not guardrails.enabled(config):
+        add("guardrails", "warn", "cost_guardrails are not enforced (enabled is false, or no cap is set)",
+            folder.model, "set enabled: true and daily_cap_usd / monthly_cap_usd")
+        return
+    if "fallback" in (rails.get("daily_cap_action"), rails.get("monthly_cap_action")) and not config.fallback:
+        add("guardrails", "warn", "a cap's action is fallback but model.md names no fallback model: "
+            "such runs are skipped", folder.model, "set fallback: to a cheaper model")
+    daily, monthly = rails.get("daily_cap_usd"), rails.get("monthly_cap_usd")
+    if daily is not None and monthly is not None and daily > monthly:
+        add("guardrails", "warn", f"the daily cap ${daily:.2f} is above the monthly cap ${monthly:.2f}",
+            folder.model, "lower daily_cap_usd or raise monthly_cap_usd")
+    now = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
+    try:
+        day, month = guardrails.spent(log, folder, now)
+        unknown = sum(row.unknown_cost for row in log.cost(folder, "month", since=f"{now:%Y-%m}-01"))
+    except AtomicVaultError as exc:
+        add("guardrails", "error", f"spend so far cannot be read ({exc.message})", exc.path, exc.fix)
+        return
+    parts = [f"${spent:.4f} of ${cap:.2f} {period}" for spent, cap, period in
+             ((day, daily, "today"), (month, monthly, "this month")) if cap is not None]
+    over = any(cap is not None and spent >= cap for spent, cap in ((day, daily), (month, monthly)))
+    add("guardrails", "warn" if over else "ok", "spent " + ", ".join(parts) + (
+        " (a cap is reached)" if over else "") + f" [{now.tzinfo}]")
+    if unknown:
+        add("guardrails", "warn", f"{unknown} run(s) this month have an unknown cost and are not counted "
+            "against the caps", folder.model, "add the missing prices under prices: in model.md")
 
 
 def _with_defaults(backends: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -22,13 +23,12 @@ from datetime import datetime
 from typing import Any
 
 from .config import ModelConfig
-from .fileio import atomic_write
 from .locks import pid_alive
 from .pricing import Price
 from .protocols import LogBackend
 from .vault import AgentFolder
 
-RESERVATIONS = "reservations.json"
+RESERVATIONS = "reservations"  # a folder in .atomic_vault/, one file per run in flight
 STALE_AFTER_S = 2 * 3600  # a reservation this old belongs to a run that is surely gone
 _ORDER = ("skip", "fallback", "alert")  # when two caps disagree, the strictest action wins
 
@@ -62,11 +62,11 @@ def enabled(config: ModelConfig) -> bool:
 
 
 def spent(log: LogBackend, folder: AgentFolder, when: datetime) -> tuple[float, float]:
-    """Settled spend of the day and the month of ``when`` (runs of unknown cost add 0)."""
+    """Settled spend of the day and the month of ``when`` (runs of unknown cost add 0):
+    one query of day rows, which every backend answers from an index or a rollup."""
     day = when.date().isoformat()
-    today = log.cost(folder, "day", since=day, until=day)
-    month = log.cost(folder, "month", since=day[:7] + "-01", until=day)
-    return (sum(row.cost_usd for row in today), sum(row.cost_usd for row in month))
+    rows = log.cost(folder, "day", since=day[:7] + "-01", until=day)
+    return (sum(row.cost_usd for row in rows if row.period == day), sum(row.cost_usd for row in rows))
 
 
 def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: datetime, *,
@@ -76,13 +76,12 @@ def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: dat
     the agent's lock, so no other run reserves or settles meanwhile."""
     rails = config.cost_guardrails
     day_spent, month_spent = spent(log, folder, when)
-    pending = _load(folder)
-    in_flight = sum(entry["usd"] for entry in pending.values())
-    budget = Budget(spent_day_usd=day_spent, spent_month_usd=month_spent, in_flight_usd=in_flight,
+    in_flight_usd = sum(in_flight(folder).values())
+    budget = Budget(spent_day_usd=day_spent, spent_month_usd=month_spent, in_flight_usd=in_flight_usd,
                     daily_cap_usd=rails.get("daily_cap_usd"), monthly_cap_usd=rails.get("monthly_cap_usd"))
     estimate = price.ceiling(input_tokens, config.max_output_tokens) if price else None
     budget.estimate_usd = estimate
-    breaches = _breaches(rails, day_spent + in_flight, month_spent + in_flight, estimate, model)
+    breaches = _breaches(rails, day_spent + in_flight_usd, month_spent + in_flight_usd, estimate, model)
     if price is None:
         budget.reasons.append(f"no price is known for {model}, so the guardrail cannot bound this "
                               "run's cost (add it under prices: in model.md)")
@@ -93,10 +92,10 @@ def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: dat
         budget.action = min((action for action, _ in breaches), key=_ORDER.index)
         budget.reasons += [reason for _, reason in breaches]
         if budget.action == "fallback":
-            _try_fallback(budget, rails, day_spent + in_flight, month_spent + in_flight, config,
+            _try_fallback(budget, rails, day_spent + in_flight_usd, month_spent + in_flight_usd, config,
                           fallback, fallback_price, input_tokens)
     if budget.action != "skip":
-        budget.reservation = _hold(folder, pending, budget.estimate_usd or 0.0)
+        budget.reservation = _hold(folder, budget.estimate_usd or 0.0)
     return budget
 
 
@@ -168,40 +167,42 @@ def settle(folder: AgentFolder, log: LogBackend, config: ModelConfig, budget: Bu
 
 def release(folder: AgentFolder, reservation: str | None) -> None:
     """Forget a reservation (a run that ended, in any way). Call under the agent's lock."""
-    if reservation is None:
-        return
-    pending = _load(folder)
-    if pending.pop(reservation, None) is not None:
-        _save(folder, pending)
+    if reservation is not None:
+        (folder.state / RESERVATIONS / reservation).unlink(missing_ok=True)
 
 
-def _hold(folder: AgentFolder, pending: dict[str, dict[str, Any]], usd: float) -> str:
-    key = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-    pending[key] = {"usd": usd, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
-    _save(folder, pending)
+def _hold(folder: AgentFolder, usd: float) -> str:
+    """One small file per reservation: creating and unlinking it is cheaper than rewriting
+    a shared file, and a run killed mid-write leaves at most one unreadable (ignored) file."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+    key = f"{host}_{os.getpid()}_{os.urandom(4).hex()}.json"
+    directory = folder.ensure_state_dir() / RESERVATIONS
+    directory.mkdir(exist_ok=True)
+    fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"usd": usd, "host": socket.gethostname(), "pid": os.getpid(),
+                                 "at": time.time()}))
     return key
 
 
-def _load(folder: AgentFolder) -> dict[str, dict[str, Any]]:
-    """Reservations still in flight: those of dead processes on this host, or older than
-    STALE_AFTER_S, are dropped (their runs can no longer settle)."""
+def in_flight(folder: AgentFolder) -> dict[str, float]:
+    """USD held by runs still in flight, by reservation. Those of dead processes on this
+    host, or older than STALE_AFTER_S, are removed: their runs can no longer settle."""
     try:
-        data = json.loads((folder.state / RESERVATIONS).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return {}  # derived and short-lived: a damaged file only loses in-flight holds
-    host, now = socket.gethostname(), time.time()
-    out = {}
-    for key, entry in (data.items() if isinstance(data, dict) else ()):
+        names = os.listdir(folder.state / RESERVATIONS)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    host, now, out = socket.gethostname(), time.time(), {}
+    for name in names:
+        path = folder.state / RESERVATIONS / name
         try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
             usd, pid, at = float(entry["usd"]), int(entry["pid"]), float(entry["at"])
-        except (KeyError, TypeError, ValueError):
-            continue
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            usd, pid, at = 0.0, 0, 0.0  # torn by a killed writer: that run is gone
+            entry = {"host": host}
         if now - at > STALE_AFTER_S or (entry.get("host") == host and not pid_alive(pid)):
+            path.unlink(missing_ok=True)
             continue
-        out[key] = {**entry, "usd": usd}
+        out[name] = usd
     return out
-
-
-def _save(folder: AgentFolder, pending: dict[str, dict[str, Any]]) -> None:
-    folder.ensure_state_dir()
-    atomic_write(folder.state / RESERVATIONS, json.dumps(pending, sort_keys=True) + "\n", durable=False)

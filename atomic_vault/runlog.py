@@ -9,7 +9,10 @@ Records written before the chain existed (older vaults) are legacy history.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,14 +32,46 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
-def day_files(folder: AgentFolder) -> list[Path]:
-    """Every day file, oldest first (the chain's file order)."""
-    if not folder.log.is_dir():
+_DAY_FILE = re.compile(r"^.{4}-.{2}-.{2}\.jsonl$")
+
+
+def _months(folder: AgentFolder) -> list[str]:
+    try:
+        entries = os.scandir(folder.log)
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    with entries:
+        return sorted(e.name for e in entries if MONTH.match(e.name) and e.is_dir())
+
+
+def _days(folder: AgentFolder, month: str) -> list[str]:
+    return sorted(name for name in os.listdir(folder.log / month) if _DAY_FILE.match(name))
+
+
+def day_files(folder: AgentFolder, since: str | None = None) -> list[Path]:
+    """Every day file, oldest first (the chain's file order). With ``since`` (an ISO date),
+    only the files of that day on, plus the newest file (after a clock change it may hold
+    later records): folder listings of older months are not even read."""
     files: list[Path] = []
-    for month in sorted(p for p in folder.log.iterdir() if p.is_dir() and MONTH.match(p.name)):
-        files.extend(sorted(month.glob("????-??-??.jsonl")))
+    months = _months(folder)
+    for month in months:
+        if since and month < since[:7] and month != months[-1]:
+            continue
+        base = folder.log / month
+        files.extend(base / name for name in _days(folder, month) if not since or name >= since[:10])
+    if since and months:
+        newest = newest_day_files(folder)
+        last = next(newest, None)
+        if last is not None and (not files or files[-1] != last):
+            files.append(last)
     return files
+
+
+def newest_day_files(folder: AgentFolder) -> Iterator[Path]:
+    """Day files newest first, listed lazily: the tail of the log costs the same at any size."""
+    for month in reversed(_months(folder)):
+        for name in reversed(_days(folder, month)):
+            yield folder.log / month / name
 
 
 def read_head(folder: AgentFolder) -> dict[str, Any] | None:
@@ -55,12 +90,13 @@ def read_head(folder: AgentFolder) -> dict[str, Any] | None:
 
 def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
     """(seq, hash) of the last chained record and the newest day file, reading only tails."""
-    files = day_files(folder)
-    if files and ends_torn(files[-1]):
+    files = newest_day_files(folder)
+    newest = next(files, None)
+    if newest is not None and ends_torn(newest):
         raise LogError("the last line is torn (a crash during a write?); nothing more can be "
-                       "appended safely", path=files[-1],
+                       "appended safely", path=newest,
                        fix="run `atomic-vault doctor AGENT --repair` to move it aside")
-    for path in reversed(files):
+    for path in itertools.chain([newest] if newest else [], files):
         line = last_line(path)
         if line is None:
             continue
@@ -72,12 +108,12 @@ def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
             raise LogError("the last whole line is not a JSON record", path=path,
                            fix="run `atomic-vault verify AGENT` to find the damage")
         if "hash" not in record and "seq" not in record:
-            return 0, None, files[-1]  # legacy history only: the chain starts now
+            return 0, None, newest  # legacy history only: the chain starts now
         if type(record.get("seq")) is not int or not isinstance(record.get("hash"), str):
             raise LogError("the last record has no valid seq and hash", path=path,
                            fix="run `atomic-vault verify AGENT` to find the damage")
-        return record["seq"], record["hash"], files[-1]
-    return 0, None, files[-1] if files else None
+        return record["seq"], record["hash"], newest
+    return 0, None, newest
 
 
 def write_head(folder: AgentFolder, seq: int, digest: str | None, fence: list | None = None) -> None:

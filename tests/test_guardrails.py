@@ -74,7 +74,7 @@ def test_under_the_cap_a_run_is_priced_from_model_md_and_recorded(vault):
     assert record["guardrail"]["action"] == "pass"
     assert record["guardrail"]["estimate_usd"] == pytest.approx(result.cost_usd)
     assert record["attempts"][0]["outcome"] == "ok"
-    assert not (open_agent("atlas", vault).state / "reservations.json").read_text().strip("{}\n")
+    assert not list((open_agent("atlas", vault).state / "reservations").iterdir())
 
 
 def test_skip_at_the_daily_cap_logs_a_skipped_run_and_does_not_call_the_model(vault):
@@ -201,17 +201,18 @@ def test_operator_time_zone_sets_the_run_day(vault):
 def test_a_dead_runs_reservation_is_dropped(vault):
     one = run_cost(vault)
     set_model_md(vault, daily_cap_usd=one * 3.5)
-    state = open_agent("atlas", vault).state
+    held = open_agent("atlas", vault).state / "reservations"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
     import socket
-    held = {"ghost": {"usd": 100.0, "host": socket.gethostname(), "pid": int(dead), "at": time.time()},
-            "alive": {"usd": one, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}}
-    (state / "reservations.json").write_text(json.dumps(held))
+    for name, usd, pid in (("ghost.json", 100.0, int(dead)), ("alive.json", one, os.getpid())):
+        (held / name).write_text(json.dumps({"usd": usd, "host": socket.gethostname(), "pid": pid,
+                                             "at": time.time()}))
+    (held / "torn.json").write_text('{"usd": 10')  # a writer killed mid-write
     agent = AtomicAgent("atlas", root=vault, model=Metered())
     assert agent.call("Plan the week.").status == "ok"  # spent 1 + alive 1 + this 1 <= 3.5
     assert agent.call("Plan the week.").status == "skipped"  # spent 2 + alive 1 + 1 > 3.5
-    assert set(json.loads((state / "reservations.json").read_text())) == {"alive"}
+    assert sorted(p.name for p in held.iterdir()) == ["alive.json"]
 
 
 def _racer(root, barrier, results):

@@ -161,11 +161,16 @@ class FileLog:
     def append(self, folder: AgentFolder, record: dict[str, Any],
                fence: tuple[str, int] | None = None) -> dict[str, Any]:
         with _log_lock(folder):
-            return runlog.append(folder, record, fence=fence)
+            chained = runlog.append(folder, record, fence=fence)
+            # Keep the rollups of this month's day files on disk, so that the next run's
+            # guardrail check (a new process, under cron) reads no whole day file.
+            _rollups(folder, runlog.day_files(folder, since=str(chained.get("ts", ""))[:7] + "-01"),
+                     persist=True)
+            return chained
 
     def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
         needle = json.dumps(run_id, ensure_ascii=False).encode("utf-8")
-        for path in reversed(runlog.day_files(folder)):
+        for path in runlog.newest_day_files(folder):
             with open(path, "rb") as handle:
                 raw = handle.read()
             if needle not in raw:
@@ -239,6 +244,8 @@ class FileLog:
                                         sort_keys=True) + "\n")
                 count += 1
             flush()
+            if count:
+                _rollups(folder, runlog.day_files(folder), persist=True)
             if count and seq:
                 runlog.write_head(folder, seq, prev, _fence_of(runlog.read_head(folder)))
         return count
@@ -277,10 +284,7 @@ def _period_width(by: str) -> int:
 def _files_between(folder: AgentFolder, since: str | None, until: str | None) -> list[Path]:
     """Day files that can hold records of the range (a file's name is its append day;
     a record's ts is never later than that day, except after a clock change)."""
-    files = runlog.day_files(folder)
-    if since:
-        files = [p for p in files if p.name[:10] >= since[:10] or p == files[-1]]
-    return files
+    return runlog.day_files(folder, since)
 
 
 def _matches(record: dict[str, Any], query: LogQuery) -> bool:
@@ -298,13 +302,15 @@ _TAIL = 256  # bytes before a cached offset that must be unchanged for an increm
 _ROLLUPS: dict[Path, dict[str, Any]] = {}
 
 
-def _rollups(folder: AgentFolder, files: list[Path]) -> list[dict[str, list]]:
+def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> list[dict[str, list]]:
     """{day: [runs, input tokens, output tokens, cost, unknown-cost runs]} of each day file.
 
     Derived, so it is kept in ``.atomic_vault/cost-rollup.json`` (deletable) and in memory:
     an unchanged file is not read at all, and a file that only grew (appends) is read from
     where it was last read. Anything else (an edit, a new inode) re-reads the whole file.
-    A cron run therefore reads a few new lines, not the month's records.
+    Only writers persist (``persist=True``: each append refreshes its day file's entry),
+    so read-only commands change nothing on disk, and a cron run's guardrail check reads
+    a few new lines, not the month's records.
     """
     cache_path = folder.state / ROLLUP_CACHE
     saved = _ROLLUPS.get(cache_path)
@@ -323,7 +329,7 @@ def _rollups(folder: AgentFolder, files: list[Path]) -> list[dict[str, list]]:
             saved[key], changed = entry, True
         out.append(entry["days"])
     _ROLLUPS[cache_path] = saved
-    if changed and folder.path.is_dir():
+    if changed and persist and folder.path.is_dir():
         folder.ensure_state_dir()
         atomic_write(cache_path, json.dumps(saved, separators=(",", ":")), durable=False)
     return out
