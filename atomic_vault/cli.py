@@ -71,7 +71,7 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str) ->
 @click.option("--trigger", default="manual", show_default=True,
               help="Recorded as the run's trigger (cron, manual, script...).")
 @click.option("--critical", is_flag=True,
-              help="Mark the run critical, recorded in the log (cost guardrails, once enforced, let it pass).")
+              help="Let the run pass the cost caps of model.md; recorded in the log.")
 @click.option("--no-wait", is_flag=True, help="Exit 4 at once if another run holds the lock.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the agent's lock.")
@@ -102,8 +102,11 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         written = [c["file"] for c in result.captures if c["status"] != "rejected"]
         rejected = [c for c in result.captures if c["status"] == "rejected"]
         cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
-        click.echo(f"\n— run {result.run_id} · seq {result.seq} · {result.model} · "
-                   f"{result.input_tokens}→{result.output_tokens} tokens · {cost} · "
+        cached = (f" (cache read {result.cache_read_tokens}, written {result.cache_write_tokens})"
+                  if result.cache_read_tokens or result.cache_write_tokens else "")
+        fallback = f" (fallback from {result.fallback_from})" if result.fallback_from else ""
+        click.echo(f"\n— run {result.run_id} · seq {result.seq} · {result.status} · {result.model}{fallback} · "
+                   f"{result.input_tokens}→{result.output_tokens} tokens{cached} · {cost} · "
                    f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else ""),
                    err=True)
         for item in rejected:
@@ -239,16 +242,7 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
     except AtomicVaultError as exc:
         _fail(exc)
     if action == "cost":
-        if as_json:
-            _dump([row.as_dict() for row in rows])
-            return
-        click.echo(f"{by:<10} {'runs':>6} {'input':>10} {'output':>10} {'cost':>11}")
-        for row in rows:
-            unknown = f"  ({row.unknown_cost} of unknown cost)" if row.unknown_cost else ""
-            click.echo(f"{row.period:<10} {row.runs:>6} {row.input_tokens:>10} {row.output_tokens:>10} "
-                       f"{_cost_text(row.cost_usd):>11}{unknown}")
-        click.echo(f"{'total':<10} {sum(r.runs for r in rows):>6} {sum(r.input_tokens for r in rows):>10} "
-                   f"{sum(r.output_tokens for r in rows):>10} {_cost_text(sum(r.cost_usd for r in rows)):>11}")
+        _print_cost(folder, store, rows, by, as_json)
         return
     for record in found:
         if as_json:
@@ -258,6 +252,46 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
             "seq", "ts", "status", "trigger", "model", "summary"))
         click.echo(f"{seq:>5} {ts[:19]:<19} {status_:<7} {trigger_:<8} {model:<12} "
                    f"{_cost_text(record.get('cost_usd')):>9}  {' '.join(summary.split())[:60]}")
+
+
+def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> None:
+    """Spend rows against the cap of their period (model.md), then today's and this
+    month's standing, with what runs in flight have reserved."""
+    from datetime import datetime, timezone
+
+    from . import guardrails
+    from .config import load_model_config
+    from .errors import AtomicVaultError
+
+    try:
+        config = load_model_config(folder.model)
+    except AtomicVaultError as exc:
+        _fail(exc)
+    rails = config.cost_guardrails
+    cap = rails.get("daily_cap_usd" if by == "day" else "monthly_cap_usd")
+    if as_json:
+        _dump([{**row.as_dict(), "cap_usd": cap} for row in rows])
+        return
+    click.echo(f"{by:<10} {'runs':>6} {'input':>10} {'output':>10} {'cost':>11} {'of cap':>7}")
+    for row in rows:
+        unknown = f"  ({row.unknown_cost} of unknown cost)" if row.unknown_cost else ""
+        share = f"{row.cost_usd / cap:.0%}" if cap else "-"
+        click.echo(f"{row.period:<10} {row.runs:>6} {row.input_tokens:>10} {row.output_tokens:>10} "
+                   f"{_cost_text(row.cost_usd):>11} {share:>7}{unknown}")
+    click.echo(f"{'total':<10} {sum(r.runs for r in rows):>6} {sum(r.input_tokens for r in rows):>10} "
+               f"{sum(r.output_tokens for r in rows):>10} {_cost_text(sum(r.cost_usd for r in rows)):>11}")
+    if not rails:
+        click.echo("\nno cost_guardrails in model.md: spend is not capped")
+        return
+    now = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
+    day, month = guardrails.spent(store, folder, now)
+    held = sum(guardrails.in_flight(folder, prune=False).values())
+    standing = [f"{label} {_cost_text(spent)} of {_cost_text(limit) if limit is not None else 'no cap'}"
+                for label, spent, limit in (("today", day, rails.get("daily_cap_usd")),
+                                            ("this month", month, rails.get("monthly_cap_usd")))]
+    state = "enforced" if guardrails.enabled(config) else "not enforced (enabled: false or no cap)"
+    click.echo(f"\n{'; '.join(standing)} [{now.tzinfo}]; reserved by runs in flight "
+               f"{_cost_text(held)}; guardrails {state}")
 
 
 @cli.command()
@@ -397,6 +431,43 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
         click.echo(f"{o.kind}: {o.copied} copied, {o.already} already there ({o.source} → {o.target}){head}")
         for item in o.skipped:
             click.echo(f"skipped {item}", err=True)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-o", "--out", "out_dir", required=True, metavar="DIR", type=click.Path(file_okay=False),
+              help="Folder to write the pages into (created when missing).")
+@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Last day shown [the day of the newest log record].")
+@click.pass_context
+def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) -> None:
+    """Write static HTML pages of agent NAME's spend and runs (every agent without NAME).
+
+    DIR/index.html lists the agents (month-to-date spend against the monthly cap, runs,
+    errors, skips, cache hit rate) with their spend by day; DIR/<agent>.html shows spend
+    by day and month against the caps of model.md, tokens, runs by status, skips and
+    fallbacks, and the most expensive runs. Pages have no scripts and need no network.
+    Prints the paths written.
+
+    \b
+    Examples:
+      atomic-vault dashboard -o ~/agents-dashboard
+      atomic-vault dashboard atlas -o /tmp/dash --today 2026-11-30
+    """
+    from .dashboard import render
+    from .errors import AtomicVaultError
+    from .vault import list_agents, resolve_root
+
+    names = [name] if name else list_agents(ctx.obj["root"])
+    if not names:
+        _fail(click.ClickException(f"no agents in {resolve_root(ctx.obj['root'])}"))
+    try:
+        written = render(ctx.obj["root"], names, out_dir, log_backend=_backend(ctx, "log"),
+                         today=today.date() if today else None)
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc)
+    for path in written:
+        click.echo(path)
 
 
 def main() -> None:

@@ -185,9 +185,10 @@ def _hold(folder: AgentFolder, usd: float) -> str:
     return key
 
 
-def in_flight(folder: AgentFolder) -> dict[str, float]:
+def in_flight(folder: AgentFolder, prune: bool = True) -> dict[str, float]:
     """USD held by runs still in flight, by reservation. Those of dead processes on this
-    host, or older than STALE_AFTER_S, are removed: their runs can no longer settle."""
+    host, or older than STALE_AFTER_S, do not count, and are removed when ``prune`` (the
+    runtime prunes under the agent's lock; read-only commands do not)."""
     try:
         names = os.listdir(folder.state / RESERVATIONS)
     except (FileNotFoundError, NotADirectoryError):
@@ -202,7 +203,8 @@ def in_flight(folder: AgentFolder) -> dict[str, float]:
             usd, pid, at = 0.0, 0, 0.0  # torn by a killed writer: that run is gone
             entry = {"host": host}
         if now - at > STALE_AFTER_S or (entry.get("host") == host and not pid_alive(pid)):
-            path.unlink(missing_ok=True)
+            if prune:
+                path.unlink(missing_ok=True)
             continue
         out[name] = usd
     return out

@@ -1,0 +1,412 @@
+"""``dashboard``: static HTML pages of what each agent spent and did, from its run log.
+
+Figures are gathered from each agent's log in one pass through the LogBackend Protocol,
+so every backend works the same. Pages are rendered from the jinja2 templates in
+templates/dashboard/: inline CSS, charts as inline SVG, no JavaScript and no network.
+Every figure a chart shows is also written as text (an SVG ``<title>`` or a table cell),
+for people without the chart and for tests. Pages are derived output: deleting them
+loses nothing, and rendering the same log again writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+import os
+import re
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import guardrails
+from .config import load_model_config
+from .errors import ConfigError
+from .fileio import atomic_write
+from .protocols import LogBackend, LogQuery
+from .vault import AgentFolder, list_agents, open_agent, resolve_root
+
+DAYS = 60  # the daily charts' window, ending "today"
+MONTHS = 12  # the monthly chart's window; also the period every total covers
+TOP_RUNS = 10
+RECENT_EVENTS = 10
+VAULT_PAGE = "index.html"
+TEMPLATE_PACKAGE = "atomic_vault.templates"
+PALETTE = 10  # CSS classes s0..s9 colour the agents in the vault chart
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass
+class Tally:
+    """Runs, spend and tokens of a day, a month or the whole period. A run whose cost was
+    not known counts in ``unknown`` and adds nothing to ``cost_usd``: never shown as 0."""
+
+    runs: int = 0
+    cost_usd: float = 0.0
+    unknown: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def add(self, cost: float | None, tokens: tuple[int, int, int, int]) -> None:
+        self.runs += 1
+        if cost is None:
+            self.unknown += 1
+        else:
+            self.cost_usd += cost
+        self.input_tokens += tokens[0]
+        self.output_tokens += tokens[1]
+        self.cache_read_tokens += tokens[2]
+        self.cache_write_tokens += tokens[3]
+
+    def include(self, other: Tally) -> None:
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Share of prompt tokens read from the provider's cache; None with no prompt tokens."""
+        prompt = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return self.cache_read_tokens / prompt if prompt else None
+
+
+@dataclass
+class AgentFigures:
+    """Everything one agent's page shows, for the windows ending on ``today``."""
+
+    name: str
+    model: str
+    caps: dict[str, Any]
+    days: dict[str, Tally]
+    months: dict[str, Tally]
+    period: Tally = field(default_factory=Tally)
+    statuses: Counter = field(default_factory=Counter)
+    skips: int = 0
+    fallbacks: int = 0
+    events: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    expensive: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def today(self) -> Tally:
+        return self.days[next(reversed(self.days))]
+
+    @property
+    def month(self) -> Tally:
+        return self.months[next(reversed(self.months))]
+
+
+def render(root: str | os.PathLike | None, names: Iterable[str] | None, out_dir: str | os.PathLike, *,
+           log_backend: LogBackend | None = None, today: date | str | None = None) -> list[Path]:
+    """Write ``out_dir/index.html`` (the agents in ``names``, or every agent of the vault)
+    and one page per agent; returns the paths. ``today`` ends the windows: by default the
+    day of the newest record, so a log renders the same whatever the clock says."""
+    from .backends import open_backend
+
+    base = resolve_root(root)
+    log = open_backend("log", log_backend, base)
+    folders = [open_agent(name, base) for name in (list_agents(base) if names is None else names)]
+    last_day = _today(today, folders, log)
+    figures = [gather(folder, log, last_day) for folder in folders]
+    env = _environment()
+    out = Path(out_dir)
+    written = []
+    context = {"today": last_day.isoformat(), "since": _months(last_day)[0] + "-01",
+               "backend": getattr(log, "name", type(log).__name__)}
+    pages = [(VAULT_PAGE, "vault.html.j2", {**context, **vault_view(figures)})]
+    pages += [(page_name(f.name), "agent.html.j2", {**context, **agent_view(f)}) for f in figures]
+    for file, template, values in pages:
+        path = out / file
+        atomic_write(path, env.get_template(template).render(values))
+        written.append(path)
+    return written
+
+
+def page_name(agent: str) -> str:
+    """The agent page's file name. An agent called "index" would overwrite the vault page,
+    so it gets "_index.html" (a leading "_" is never a valid agent name, so no clash)."""
+    return f"_{agent}.html" if agent.casefold() == "index" else f"{agent}.html"
+
+
+def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
+    """One pass over the agent's run records of the last ``MONTHS`` months up to ``today``."""
+    config = load_model_config(folder.model)
+    rails = config.cost_guardrails
+    days = [(today - timedelta(days=n)).isoformat() for n in range(DAYS - 1, -1, -1)]
+    months = _months(today)
+    figures = AgentFigures(
+        name=folder.name, model=config.model,
+        caps={"daily": rails.get("daily_cap_usd"), "monthly": rails.get("monthly_cap_usd"),
+              "enforced": guardrails.enabled(config)},
+        days={day: Tally() for day in days}, months={month: Tally() for month in months})
+    heaviest: list[tuple[float, int, dict[str, Any]]] = []
+    records = log.query(folder, LogQuery(since=months[0] + "-01", until=today.isoformat()))
+    for order, record in enumerate(records):
+        if record.get("kind", "run") != "run":  # repair records and the like cost nothing
+            continue
+        ts = str(record.get("ts", ""))
+        month = figures.months.get(ts[:7])
+        if month is None or ts[:10] > days[-1]:  # no date, or outside the windows
+            continue
+        cost = _cost(record.get("cost_usd"))
+        tokens = (_int(record.get("input_tokens")), _int(record.get("output_tokens")),
+                  _int(record.get("cache_read_tokens")), _int(record.get("cache_write_tokens")))
+        month.add(cost, tokens)
+        figures.period.add(cost, tokens)
+        if ts[:10] in figures.days:
+            figures.days[ts[:10]].add(cost, tokens)
+        figures.statuses[str(record.get("status") or "unknown")] += 1
+        event = _event(record)
+        if event == "skip":
+            figures.skips += 1
+        elif event == "fallback":
+            figures.fallbacks += 1
+        if event:
+            figures.events.append(_event_row(record, event))
+        if cost:  # keep the TOP_RUNS most expensive that cost anything; of equal costs, the later
+            push = heapq.heappush if len(heaviest) < TOP_RUNS else heapq.heappushpop
+            push(heaviest, (cost, order, record))
+    figures.expensive = [_run_row(record, cost) for cost, _, record in sorted(heaviest, reverse=True)]
+    return figures
+
+
+def _today(value: date | str | None, folders: list[AgentFolder], log: LogBackend) -> date:
+    if isinstance(value, date):
+        return value if type(value) is date else date(value.year, value.month, value.day)
+    if value is not None:
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{value!r} is not a date", field="--today",
+                              fix="write the day as YYYY-MM-DD, e.g. 2026-11-30") from None
+    newest = [found[-1].get("ts") for folder in folders if (found := log.query(folder, LogQuery(limit=1)))]
+    days = [str(ts)[:10] for ts in newest if DAY.match(str(ts)[:10])]
+    return date.fromisoformat(max(days)) if days else date.today()
+
+
+def _months(today: date) -> list[str]:
+    year, month = today.year, today.month
+    out = []
+    for _ in range(MONTHS):
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return out[::-1]
+
+
+def _cost(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _event(record: dict[str, Any]) -> str | None:
+    """"skip" (the run did not call a model), "fallback" (another model answered), or None."""
+    guardrail = record.get("guardrail") if isinstance(record.get("guardrail"), dict) else {}
+    if record.get("status") == "skipped" or guardrail.get("action") == "skip":
+        return "skip"
+    if record.get("fallback_from") or guardrail.get("action") == "fallback":
+        return "fallback"
+    return None
+
+
+def _when(record: dict[str, Any]) -> str:
+    return str(record.get("ts", ""))[:16].replace("T", " ")
+
+
+def _event_row(record: dict[str, Any], event: str) -> dict[str, Any]:
+    guardrail = record.get("guardrail") if isinstance(record.get("guardrail"), dict) else {}
+    reasons = _strings(guardrail.get("reasons")) or _strings(record.get("warnings"))
+    if record.get("fallback_from"):
+        reasons = [f"fell back from {record['fallback_from']}"] + reasons
+    return {"when": _when(record), "run_id": str(record.get("run_id", "")), "event": event,
+            "model": str(record.get("model") or ""), "reasons": reasons}
+
+
+def _run_row(record: dict[str, Any], cost: float) -> dict[str, Any]:
+    return {"when": _when(record), "run_id": str(record.get("run_id", "")),
+            "model": str(record.get("model") or ""), "status": str(record.get("status") or ""),
+            "input": _int(record.get("input_tokens")), "output": _int(record.get("output_tokens")),
+            "cache_read": _int(record.get("cache_read_tokens")),
+            "cache_write": _int(record.get("cache_write_tokens")),
+            "cost": cost, "summary": str(record.get("summary") or "")}
+
+
+# ---- what the templates get ----------------------------------------------------------------
+
+def usd(value: float | None, digits: int = 4) -> str:
+    return "unknown" if value is None else f"${value:,.{digits}f}"
+
+
+def spend(tally: Tally) -> str:
+    """Known spend, and how many runs of unknown cost it leaves out."""
+    if tally.unknown and tally.unknown == tally.runs:
+        return "unknown" if tally.runs == 1 else f"unknown ({tally.runs} runs)"
+    return usd(tally.cost_usd) + (f" + {tally.unknown} unknown" if tally.unknown else "")
+
+
+def known_spend(tally: Tally) -> str:
+    """The known part of the spend alone (cards show the unknown runs on a line of their own)."""
+    return "unknown" if tally.unknown and tally.unknown == tally.runs else usd(tally.cost_usd)
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _short_count(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def _money_axis(step: float) -> Callable[[float], str]:
+    """Axis labels with cents, and more decimals only when the grid step needs them."""
+    digits = min(max(2, -math.floor(math.log10(step))), 6)
+    return lambda value: f"${value:,.{digits}f}"
+
+
+def _spend_title(day: str, tally: Tally) -> str:
+    runs = f"{tally.runs} run" + ("" if tally.runs == 1 else "s")
+    return f"{day}: {spend(tally)} · {runs}"
+
+
+def bar_chart(columns: list[tuple[str, str, list[tuple[float, str, str]]]], *, money: bool = True,
+              cap: float | None = None, cap_label: str = "", label_every: int = 1,
+              width: int = 960) -> dict[str, Any]:
+    """The geometry of an SVG bar chart. ``columns`` are (x label, column title, segments),
+    each segment (value, CSS class, title) stacked from the bottom. A cap far above the
+    bars is named in a note instead of squashing them to slivers."""
+    height, left, right, top, bottom = 230, 70, 14, 16, 28
+    plot_w, plot_h = width - left - right, height - top - bottom
+    totals = [sum(value for value, _, _ in segments) for _, _, segments in columns]
+    highest = max(totals, default=0.0)
+    cap_on_scale = bool(cap) and (highest == 0 or cap <= 3 * highest)
+    ceiling = max(highest, cap if cap_on_scale else 0.0)
+    step = _nice_step(ceiling)
+    ceiling = step * max(1, math.ceil(ceiling / step - 1e-9))
+    scale = plot_h / ceiling
+    axis = _money_axis(step) if money else _short_count
+    slot = plot_w / max(len(columns), 1)
+    bar_w = max(slot * 0.7, 1.0)
+    baseline = top + plot_h
+    bars = []
+    for i, ((label, title, segments), total) in enumerate(zip(columns, totals)):
+        y = baseline
+        rects = []
+        for value, css, segment_title in segments:
+            if value <= 0:
+                continue
+            h = value * scale
+            y -= h
+            rects.append({"x": _r(left + i * slot + (slot - bar_w) / 2), "y": _r(y), "w": _r(bar_w),
+                          "h": _r(max(h, 0.5)), "css": css, "title": segment_title})
+        shown = (len(columns) - 1 - i) % label_every == 0
+        bars.append({"x": _r(left + i * slot), "w": _r(slot), "mid": _r(left + (i + 0.5) * slot),
+                     "title": title, "rects": rects, "label": label if shown else ""})
+    ticks = [{"y": _r(baseline - k * step * scale), "label": axis(k * step)}
+             for k in range(int(round(ceiling / step)) + 1)]
+    chart = {"width": width, "height": height, "left": left, "right": width - right, "top": top,
+             "baseline": baseline, "bars": bars, "ticks": ticks, "cap": None, "cap_note": ""}
+    if cap_on_scale:
+        chart["cap"] = {"y": _r(baseline - cap * scale), "label": f"{cap_label} {usd(cap, 2)}"}
+    elif cap:
+        chart["cap_note"] = f"{cap_label} {usd(cap, 2)} is far above these bars"
+    return chart
+
+
+def _nice_step(highest: float, lines: int = 4) -> float:
+    """A round grid step (1, 2 or 5 times a power of ten) giving about ``lines`` lines."""
+    if highest <= 0:
+        return 1.0
+    raw = highest / lines
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _r(value: float) -> float:
+    return round(value, 1)
+
+
+def agent_view(figures: AgentFigures) -> dict[str, Any]:
+    caps = figures.caps
+    daily = _spend_columns({day[5:]: (day, t) for day, t in figures.days.items()}, caps["daily"])
+    monthly = _spend_columns({month: (month, t) for month, t in figures.months.items()}, caps["monthly"])
+    tokens = []
+    for day, t in figures.days.items():
+        parts = [(t.input_tokens, "input", "input"), (t.output_tokens, "output", "output"),
+                 (t.cache_read_tokens, "cache-read", "cache read"),
+                 (t.cache_write_tokens, "cache-write", "cache write")]
+        title = f"{day}: " + ", ".join(f"{name} {count(value)}" for value, _, name in parts)
+        tokens.append((day[5:], title, [(value, css, f"{day} {name}: {count(value)}")
+                                        for value, css, name in parts]))
+    statuses = Counter({"ok": 0, "error": 0, "skipped": 0})
+    statuses.update(figures.statuses)
+    return {"agent": figures, "statuses": sorted(statuses.items(), key=_status_order),
+            "events": list(reversed(figures.events)),
+            "daily_chart": bar_chart(daily, cap=caps["daily"], cap_label="daily cap", label_every=7),
+            "monthly_chart": bar_chart(monthly, cap=caps["monthly"], cap_label="monthly cap",
+                                       label_every=2, width=470),
+            "token_chart": bar_chart(tokens, money=False, label_every=7)}
+
+
+def vault_view(figures: list[AgentFigures]) -> dict[str, Any]:
+    days = list(figures[0].days) if figures else []
+    columns, totals = [], []
+    for day in days:
+        total = Tally()
+        segments = []
+        for i, f in enumerate(figures):
+            t = f.days[day]
+            total.include(t)
+            segments.append((t.cost_usd, f"s{i % PALETTE}", f"{day} {f.name}: {spend(t)}"))
+        totals.append((day, total))
+        columns.append((day[5:], _spend_title(day, total), segments))
+    rows = [{"agent": f, "page": page_name(f.name), "color": f"s{i % PALETTE}",
+             "share": (f.month.cost_usd / f.caps["monthly"]) if f.caps["monthly"] else None}
+            for i, f in enumerate(figures)]
+    period, month = Tally(), Tally()
+    for f in figures:
+        period.include(f.period)
+        month.include(f.month)
+    return {"rows": rows, "daily_totals": totals, "period": period, "month": month,
+            "month_name": next(reversed(figures[0].months)) if figures else "",
+            "errors": sum(f.statuses["error"] for f in figures),
+            "daily_chart": bar_chart(columns, label_every=7)}
+
+
+def _spend_columns(periods: dict[str, tuple[str, Tally]], cap: float | None) -> list:
+    """One bar per period (x label: (period, tally)), red when over the cap."""
+    columns = []
+    for label, (period, t) in periods.items():
+        css = "spend over" if cap is not None and t.cost_usd > cap else "spend"
+        columns.append((label, _spend_title(period, t), [(t.cost_usd, css, _spend_title(period, t))]))
+    return columns
+
+
+def _status_order(item: tuple[str, int]) -> tuple[int, str]:
+    known = ("ok", "error", "skipped")
+    return (known.index(item[0]) if item[0] in known else len(known), item[0])
+
+
+@functools.cache  # compiling the templates costs more than rendering them
+def _environment():
+    import jinja2  # imported here: only this command needs it, and it is slow to import
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader(TEMPLATE_PACKAGE, "dashboard"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(usd=usd, spend=spend, known_spend=known_spend, percent=percent, count=count)
+    return env
