@@ -110,7 +110,7 @@ def _breaches(rails: dict[str, Any], day: float, month: float, estimate: float |
                     f"this run may cost up to ${estimate:.4f} on {model}, over max_run_usd ${run_cap:.2f}"))
     for period, spent_so_far, cap_key, action_key, default in (
             ("daily", day, "daily_cap_usd", "daily_cap_action", "skip"),
-            ("monthly", month, "monthly_cap_usd", "monthly_cap_action", "alert")):
+            ("monthly", month, "monthly_cap_usd", "monthly_cap_action", "skip")):
         cap = rails.get(cap_key)
         if cap is None:
             continue
