@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from atomic_vault.backends import rows
 from atomic_vault.backends.sqlite import SQLiteLog, SQLiteMemory
 from atomic_vault.errors import BackendError, LogError
 from atomic_vault.testing import make_agent, note_text
@@ -129,3 +130,27 @@ def test_a_damaged_log_database_is_a_clear_error(agent):
     with pytest.raises((BackendError, LogError)) as caught:
         SQLiteLog().ready(agent)
     assert "log.sqlite3" in str(caught.value) and "migrate" in str(caught.value)
+
+
+def test_the_spend_table_is_backfilled_by_its_migration_and_follows_row_edits(agent):
+    from atomic_vault.backends import sqlite as backend
+    log = SQLiteLog()
+    path = log.path(agent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    backend._migrate(old, backend.LOG_SCHEMA[:2], path)  # a database made before step 3
+    old.close()
+    for i, (day, cost) in enumerate([("2026-11-01", 0.5), ("2026-11-01", None), ("2026-11-02", 2.0)]):
+        conn = sqlite3.connect(path, isolation_level=None)
+        record = {"kind": "run", "agent": agent.name, "ts": f"{day}T09:00:0{i}.000+00:00", "seq": i + 1,
+                  "cost_usd": cost, "input_tokens": 10, "output_tokens": 1}
+        conn.execute(backend._INSERT, rows.columns(agent.name, record))
+        conn.close()
+    days = {r.period: (r.runs, r.cost_usd, r.unknown_cost) for r in log.cost(agent, "day")}
+    assert days == {"2026-11-01": (2, 0.5, 1), "2026-11-02": (1, 2.0, 0)}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE records SET cost_usd = 3.0 WHERE seq = 3")
+    conn.execute("DELETE FROM records WHERE seq = 1")
+    conn.close()
+    months = {r.period: (r.runs, r.cost_usd, r.unknown_cost) for r in log.cost(agent, "month")}
+    assert months == {"2026-11": (2, 3.0, 1)}

@@ -59,6 +59,42 @@ MIGRATIONS: list[str] = [
         INCLUDE (cost_usd, input_tokens, output_tokens);
     DROP INDEX log_records_day
     """,
+    # 3: spend per agent and day, kept by a trigger in the same transaction as each record,
+    #    so a guardrail check reads about 31 rows whatever the size of the log (spec/12)
+    """
+    CREATE TABLE log_day_costs (agent TEXT NOT NULL, day TEXT NOT NULL, runs BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL, unknown_cost BIGINT NOT NULL, PRIMARY KEY (agent, day));
+    INSERT INTO log_day_costs SELECT agent, day, count(*), coalesce(sum(input_tokens), 0),
+        coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0), count(*) - count(cost_usd)
+        FROM log_records WHERE kind = 'run' GROUP BY agent, day;
+    CREATE FUNCTION log_day_costs_apply() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $body$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.kind = 'run' THEN
+            UPDATE log_day_costs SET runs = runs - 1,
+                input_tokens = input_tokens - coalesce(OLD.input_tokens, 0),
+                output_tokens = output_tokens - coalesce(OLD.output_tokens, 0),
+                cost_usd = cost_usd - coalesce(OLD.cost_usd, 0),
+                unknown_cost = unknown_cost - (CASE WHEN OLD.cost_usd IS NULL THEN 1 ELSE 0 END)
+            WHERE agent = OLD.agent AND day = OLD.day;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.kind = 'run' THEN
+            INSERT INTO log_day_costs AS d VALUES (NEW.agent, NEW.day, 1, coalesce(NEW.input_tokens, 0),
+                coalesce(NEW.output_tokens, 0), coalesce(NEW.cost_usd, 0),
+                CASE WHEN NEW.cost_usd IS NULL THEN 1 ELSE 0 END)
+            ON CONFLICT (agent, day) DO UPDATE SET runs = d.runs + 1,
+                input_tokens = d.input_tokens + excluded.input_tokens,
+                output_tokens = d.output_tokens + excluded.output_tokens,
+                cost_usd = d.cost_usd + excluded.cost_usd,
+                unknown_cost = d.unknown_cost + excluded.unknown_cost;
+        END IF;
+        RETURN NULL;
+    END
+    $body$;
+    CREATE TRIGGER log_records_day_costs AFTER INSERT OR UPDATE OR DELETE ON log_records
+        FOR EACH ROW EXECUTE FUNCTION log_day_costs_apply()
+    """,
 ]
 _ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
 _TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
@@ -199,12 +235,12 @@ class PostgresLog:
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
         group, where, args = rows.cost_filter(folder.name, by, since, until, "%s")
-        sql = (f"SELECT {group}, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-               f"coalesce(sum(cost_usd), 0), count(*) - count(cost_usd) FROM log_records "
-               f"WHERE {where} GROUP BY {group} ORDER BY {group}")
+        sql = (f"SELECT {group}, sum(runs), sum(input_tokens), sum(output_tokens), sum(cost_usd), "
+               f"sum(unknown_cost) FROM log_day_costs WHERE {where} GROUP BY {group} "
+               f"HAVING sum(runs) > 0 ORDER BY {group}")
         with self.db.transaction() as conn:
             found = conn.execute(sql, args).fetchall()
-        return [CostRow(p, n, int(i), int(o), round(float(c), 10), int(u)) for p, n, i, o, c, u in found]
+        return [CostRow(p, int(n), int(i), int(o), round(float(c), 10), int(u)) for p, n, i, o, c, u in found]
 
     def records(self, folder: AgentFolder) -> Iterator[dict[str, Any]]:
         for _, _, record, _ in self._entries(folder):

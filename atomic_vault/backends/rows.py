@@ -53,18 +53,18 @@ def query_filter(agent: str, query: LogQuery, mark: str) -> tuple[str, list[Any]
 
 def cost_filter(agent: str, by: str, since: str | None, until: str | None,
                 mark: str) -> tuple[str, str, list[Any]]:
-    """(grouping column, WHERE clause, arguments) for a cost rollup."""
+    """(grouping column, WHERE clause, arguments) for a cost rollup over the per-day
+    spend table that each database log keeps beside its records."""
     if by not in ("day", "month"):
         raise LogError(f"cannot group cost by {by!r}", field="--by", fix="use --by day or --by month")
-    where, args = [f"agent={mark}", "kind='run'"], [agent]
+    where, args = [f"agent={mark}"], [agent]
     if since:
         where.append(f"day >= {mark}")
         args.append(since[:10])
     if until:
         where.append(f"day <= {mark}")
         args.append(until[:10])
-    # Months are grouped from the day column, so the (agent, kind, day) covering index
-    # answers both groupings without reading a record.
+    # Months are grouped from the day column: one table serves both groupings.
     return ("day" if by == "day" else "substr(day, 1, 7)"), " AND ".join(where), args
 
 

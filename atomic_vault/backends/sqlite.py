@@ -95,6 +95,19 @@ class _Connections:
             conn.close()
 
 
+# One trigger statement each (kept on one line: schema steps are split at ";\n").
+_ADD = ("INSERT INTO day_costs VALUES ({row}.agent, {row}.day, 1, coalesce({row}.input_tokens, 0), "
+        "coalesce({row}.output_tokens, 0), coalesce({row}.cost_usd, 0), {row}.cost_usd IS NULL) "
+        "ON CONFLICT (agent, day) DO UPDATE SET runs = runs + 1, "
+        "input_tokens = input_tokens + excluded.input_tokens, "
+        "output_tokens = output_tokens + excluded.output_tokens, "
+        "cost_usd = cost_usd + excluded.cost_usd, unknown_cost = unknown_cost + excluded.unknown_cost;")
+_REMOVE = ("UPDATE day_costs SET runs = runs - 1, input_tokens = input_tokens - coalesce({row}.input_tokens, 0), "
+           "output_tokens = output_tokens - coalesce({row}.output_tokens, 0), "
+           "cost_usd = cost_usd - coalesce({row}.cost_usd, 0), "
+           "unknown_cost = unknown_cost - ({row}.cost_usd IS NULL) "
+           "WHERE agent = {row}.agent AND day = {row}.day;")
+
 LOG_SCHEMA = ["""
 CREATE TABLE records (
     id INTEGER PRIMARY KEY, agent TEXT NOT NULL, seq INTEGER, prev TEXT, hash TEXT,
@@ -112,7 +125,21 @@ CREATE TABLE heads (agent TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT,
 CREATE INDEX records_day_cost ON records (agent, kind, day, cost_usd, input_tokens, output_tokens);
 CREATE INDEX records_month_cost ON records (agent, kind, month, cost_usd, input_tokens, output_tokens);
 DROP INDEX records_day
-"""]  # 2: covering indexes, so cost rollups never read the records themselves
+""", """
+CREATE TABLE day_costs (agent TEXT NOT NULL, day TEXT NOT NULL, runs INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    unknown_cost INTEGER NOT NULL, PRIMARY KEY (agent, day)) WITHOUT ROWID;
+INSERT INTO day_costs SELECT agent, day, count(*), coalesce(sum(input_tokens), 0),
+    coalesce(sum(output_tokens), 0), total(cost_usd), sum(cost_usd IS NULL)
+    FROM records WHERE kind='run' GROUP BY agent, day;
+CREATE TRIGGER day_costs_add AFTER INSERT ON records WHEN NEW.kind='run' BEGIN """ + _ADD.format(row="NEW") + """ END;
+CREATE TRIGGER day_costs_remove AFTER DELETE ON records WHEN OLD.kind='run' BEGIN """ + _REMOVE.format(row="OLD") + """ END;
+CREATE TRIGGER day_costs_change_old AFTER UPDATE ON records WHEN OLD.kind='run' BEGIN """ + _REMOVE.format(row="OLD") + """ END;
+CREATE TRIGGER day_costs_change_new AFTER UPDATE ON records WHEN NEW.kind='run' BEGIN """ + _ADD.format(row="NEW") + """ END
+"""]
+# 2: covering indexes, so cost rollups never read the records themselves.
+# 3: spend per agent and day, kept by triggers in the same transaction as each record, so
+#    a guardrail check reads about 31 rows whatever the size of the log (spec/12).
 
 
 _INSERT = f"INSERT INTO records ({', '.join(rows.COLUMNS)}, json) VALUES ({', '.join('?' * 15)})"
@@ -211,8 +238,9 @@ class SQLiteLog:
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
         group, where, args = rows.cost_filter(folder.name, by, since, until, "?")
-        sql = (f"SELECT {group}, count(*), sum(input_tokens), sum(output_tokens), total(cost_usd), "
-               f"sum(cost_usd IS NULL) FROM records WHERE {where} GROUP BY {group} ORDER BY {group}")
+        sql = (f"SELECT {group}, sum(runs), sum(input_tokens), sum(output_tokens), total(cost_usd), "
+               f"sum(unknown_cost) FROM day_costs WHERE {where} GROUP BY {group} "
+               f"HAVING sum(runs) > 0 ORDER BY {group}")
         with self._read(folder) as db:
             found = db.execute(sql, args).fetchall()
         return [CostRow(p, n, i or 0, o or 0, round(c, 10), u or 0) for p, n, i, o, c, u in found]

@@ -349,6 +349,7 @@ class LogBackendSuite(_Suite):
         assert list(other_log.records(target)) == source
         assert other_log.head(target)["hash"] == source[-1]["hash"]
         assert other_log.verify(target).ok
+        assert other_log.cost(target, "day") == log.cost(agent, "day")  # rollups follow imports
         other_log.append(target, _run_record(agent.name, 99))
         assert other_log.verify(target).ok
 
