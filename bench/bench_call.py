@@ -186,21 +186,27 @@ def prepare_vault(n: int, log=print) -> tuple[Path, bool | None, float | None]:
 
 # --------------------------------------------------------------------------- warm worker
 
-def warm_worker(root: str, calls: int, capture_calls: int) -> dict:
-    """Runs in its own process: warm per-call time and fsync counts."""
+def warm_worker(root: str, calls: int, capture_calls: int, guardrails: bool = True) -> dict:
+    """Runs in its own process: warm per-call time and fsync counts. The sample's model.md
+    enforces cost guardrails; ``guardrails=False`` turns them off to measure what they cost."""
+    import re
+
+    model_md = Path(root) / AGENT / "model.md"
+    model_md.write_text(re.sub(r"enabled: (true|false)", f"enabled: {'true' if guardrails else 'false'}",
+                               model_md.read_text(encoding="utf-8")), encoding="utf-8")
     from atomic_vault import AtomicAgent
     from atomic_vault import fileio
     from atomic_vault.models import ModelResponse
 
     class InstantModel:
-        name = "instant"
+        name = "offline:instant"  # priced (offline:* costs 0), as a real provider would be
 
         def __init__(self, text: str = "ok"):
             self.text = text
 
         def complete(self, request):
             return ModelResponse(text=self.text, input_tokens=1, output_tokens=1,
-                                 cost_usd=0.0, model="instant")
+                                 cost_usd=0.0, model=self.name)
 
     class CaptureModel(InstantModel):
         """Answers with one valid capture block with a new name every call."""
@@ -272,9 +278,14 @@ def warm_worker(root: str, calls: int, capture_calls: int) -> dict:
     }
 
 
+GUARDRAILS = True
+
+
 def run_warm(root: Path, calls: int, capture_calls: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(root),
            "--calls", str(calls), "--capture-calls", str(capture_calls)]
+    if not GUARDRAILS:
+        cmd.append("--no-guardrails")
     done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
     if done.returncode != 0:
         raise SystemExit(f"warm worker failed for {root}:\n{done.stderr}")
@@ -431,17 +442,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["files", "sqlite"], default="files",
                         help="memory and log backend of the runs (results-<backend>.json "
                         "for anything but files) [files]")
+    parser.add_argument("--no-guardrails", action="store_true",
+                        help="turn the sample's cost guardrails off (results-*-noguard.json)")
     parser.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    global RESULTS
+    global RESULTS, GUARDRAILS
+    GUARDRAILS = not args.no_guardrails
     for kind in ("MEMORY", "LOG"):
         os.environ[f"ATOMIC_VAULT_{kind}_BACKEND"] = args.backend  # children inherit it
-    if args.backend != "files":
-        RESULTS = OUT / f"results-{args.backend}.json"
+    if args.backend != "files" or not GUARDRAILS:
+        RESULTS = OUT / f"results-{args.backend}{'' if GUARDRAILS else '-noguard'}.json"
 
     if args.worker:
-        print(json.dumps(warm_worker(args.worker, args.calls or 30, args.capture_calls)))
+        print(json.dumps(warm_worker(args.worker, args.calls or 30, args.capture_calls, GUARDRAILS)))
         return 0
 
     if args.quick:

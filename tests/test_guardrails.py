@@ -311,9 +311,9 @@ def test_the_cost_rollup_reads_only_new_lines_and_sees_hand_edits(vault):
                             "cost_usd": cost, "status": "ok"})
     assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 3.0
     cache = json.loads((folder.state / "cost-rollup.json").read_text())
-    assert cache[f"{day}.jsonl"]["days"][day][3] == 3.0
+    assert cache[f"{day}.jsonl"]["days"][day][3] == 1.0  # saved at the first append; lags by one
     import atomic_vault.backends.files as files
-    files._ROLLUPS.clear()  # a new process: only the cache file remains
+    files._ROLLUPS.clear()  # a new process: only the cache file remains, and it lags
     log.append(folder, {"kind": "run", "agent": "atlas", "ts": f"{day}T10:00:00.000+00:00",
                         "cost_usd": 4.0, "status": "ok"})
     assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 7.0
@@ -324,3 +324,34 @@ def test_the_cost_rollup_reads_only_new_lines_and_sees_hand_edits(vault):
     (folder.state / "cost-rollup.json").write_text("{not json")
     files._ROLLUPS.clear()
     assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 15.0
+
+
+def test_log_cost_shows_spend_against_the_caps(vault):
+    from click.testing import CliRunner
+    from atomic_vault.cli import cli
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=round(one * 4, 6), monthly_cap_usd=round(one * 40, 6))
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--root", str(vault), "log", "atlas", "cost"])
+    assert shown.exit_code == 0, shown.output
+    assert "25%" in shown.output  # one run of a cap of four
+    assert f"today ${one:.4f} of ${one * 4:.4f}" in shown.output and "guardrails enforced" in shown.output
+    rows = json.loads(runner.invoke(cli, ["--root", str(vault), "log", "atlas", "cost", "--by", "month",
+                                          "--json"]).output)
+    assert rows[-1]["cap_usd"] == pytest.approx(one * 40) and rows[-1]["cost_usd"] == pytest.approx(one)
+
+
+def test_doctor_names_where_keys_come_from_and_warns_about_unknown_prices(vault, monkeypatch):
+    from click.testing import CliRunner
+    from atomic_vault.cli import cli
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-doctor-0123456789")
+    (vault / "atlas" / "model.md").write_text(
+        "```yaml\nmodel: anthropic:claude-haiku-4-5\nfallback: openai:my-finetune\n"
+        "cost_guardrails: {enabled: true, daily_cap_usd: 2.0, monthly_cap_usd: 1.0, daily_cap_action: fallback}\n```\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-doctor-0123456789")
+    out = CliRunner().invoke(cli, ["--root", str(vault), "doctor", "atlas"]).output
+    assert "model 'anthropic:claude-haiku-4-5' is available; API key from environment variable ANTHROPIC_API_KEY" in out
+    assert "sk-ant-doctor" not in out and "sk-openai-doctor" not in out
+    assert "no price is known for openai:my-finetune" in out
+    assert "the daily cap $2.00 is above the monthly cap $1.00" in out
+    assert "anthropic:claude-haiku-4-5: $1 in / $5 out per million tokens" in out

@@ -299,7 +299,9 @@ def _matches(record: dict[str, Any], query: LogQuery) -> bool:
 
 ROLLUP_CACHE = "cost-rollup.json"
 _TAIL = 256  # bytes before a cached offset that must be unchanged for an incremental read
+ROLLUP_LAG = 64 * 1024  # bytes of new lines a new process may have to read (about 60 records)
 _ROLLUPS: dict[Path, dict[str, Any]] = {}
+_ON_DISK: dict[Path, dict[str, Any]] = {}  # the read offsets in the cache file as last saved
 
 
 def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> list[dict[str, list]]:
@@ -308,9 +310,10 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
     Derived, so it is kept in ``.atomic_vault/cost-rollup.json`` (deletable) and in memory:
     an unchanged file is not read at all, and a file that only grew (appends) is read from
     where it was last read. Anything else (an edit, a new inode) re-reads the whole file.
-    Only writers persist (``persist=True``: each append refreshes its day file's entry),
-    so read-only commands change nothing on disk, and a cron run's guardrail check reads
-    a few new lines, not the month's records.
+    Only writers persist (``persist=True``, from appends), so read-only commands change
+    nothing on disk; and they persist only when a whole file had to be read, or when the
+    newest file has grown by ROLLUP_LAG bytes since the copy on disk: a new process (a cron
+    run's guardrail check) then reads at most that many bytes of new lines.
     """
     cache_path = folder.state / ROLLUP_CACHE
     saved = _ROLLUPS.get(cache_path)
@@ -320,18 +323,24 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             saved = {}
         saved = saved if isinstance(saved, dict) else {}
-    changed = False
+        _ON_DISK[cache_path] = {key: entry.get("read") for key, entry in saved.items()
+                                if isinstance(entry, dict)}
+    on_disk = _ON_DISK.setdefault(cache_path, {})
+    worth_saving = False
     out = []
     for path in files:
         key = path.name
         entry, fresh = _rollup_of(path, saved.get(key))
         if fresh:
-            saved[key], changed = entry, True
+            saved[key] = entry
+            lag = entry["read"] - (on_disk.get(key) or 0)
+            worth_saving = worth_saving or on_disk.get(key) is None or not 0 <= lag < ROLLUP_LAG
         out.append(entry["days"])
     _ROLLUPS[cache_path] = saved
-    if changed and persist and folder.path.is_dir():
+    if worth_saving and persist and folder.path.is_dir():
         folder.ensure_state_dir()
         atomic_write(cache_path, json.dumps(saved, separators=(",", ":")), durable=False)
+        _ON_DISK[cache_path] = {key: entry.get("read") for key, entry in saved.items()}
     return out
 
 
