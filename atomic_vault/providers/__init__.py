@@ -56,3 +56,35 @@ def http_fix(status: int, key_source: str, refused: str) -> str:
     if status == 404:
         return "check the model name (is it served?) and base_url under providers: in model.md"
     return refused
+
+
+def sdk_error(sdk: Any, exc: Exception, *, provider: str, base_url: Any, timeout_s: float,
+              key_source: str, refused: str) -> ModelError:
+    """A ModelError for an exception of an official SDK (both name their errors alike):
+    what happened, whether another try may help, and what to do; every text redacted."""
+    from ..keys import redact
+
+    if isinstance(exc, sdk.APITimeoutError):
+        return ModelError(f"{provider}: no answer within {timeout_s:g} s", field="model", retryable=True,
+                          fix=f"retry later, or raise timeout_s under providers: {provider}: in model.md "
+                              "(local models can be slow)")
+    if isinstance(exc, sdk.APIConnectionError):
+        return ModelError(redact(f"{provider}: cannot reach {base_url} ({exc})"), field="model",
+                          retryable=True, fix="check the network or that the server runs, and "
+                                              "base_url under providers: in model.md")
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        return ModelError(redact(f"{provider}: {exc}")[:500], field="model",
+                          fix="check the provider's status and the SDK version")
+    # {"error": {...}} from the APIs (the openai SDK unwraps it), {"error": "text"} from
+    # Ollama, anything at all from a proxy.
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if not isinstance(error, dict):
+        error = {"message": error} if isinstance(error, str) else {}
+    kind = error.get("type") or error.get("code") or "error"
+    detail = f"{kind}: {error.get('message') or exc}"
+    return ModelError(redact(f"{provider}: HTTP {status} {detail}")[:500], field="model",
+                      status=status, retryable=retryable(status),
+                      retry_after=retry_after(exc.response.headers),
+                      fix=http_fix(status, key_source, refused))

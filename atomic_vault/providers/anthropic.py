@@ -10,7 +10,7 @@ from .. import keys
 from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
 from ..models import ModelRequest, ModelResponse
-from . import http_fix, import_sdk, positive_seconds, retry_after, retryable
+from . import import_sdk, positive_seconds, sdk_error
 
 PROVIDER = "anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -75,26 +75,8 @@ class AnthropicModel:
         return prompt
 
     def _error(self, exc: Exception) -> ModelError:
-        if isinstance(exc, self._sdk.APITimeoutError):
-            return ModelError(f"{PROVIDER}: no answer within {self.timeout_s:g} s", field="model",
-                              retryable=True, fix=f"retry later, or raise timeout_s under "
-                                                  f"providers: {PROVIDER}: in model.md")
-        if isinstance(exc, self._sdk.APIConnectionError):
-            return ModelError(keys.redact(f"{PROVIDER}: cannot reach {self._client.base_url} ({exc})"),
-                              field="model", retryable=True,
-                              fix="check the network, and base_url under providers: in model.md")
-        status = getattr(exc, "status_code", None)
-        if status is None:
-            return ModelError(keys.redact(f"{PROVIDER}: {exc}")[:500], field="model",
-                              fix="check the provider's status and the SDK version")
-        error = exc.body.get("error") if isinstance(exc.body, dict) else exc.body
-        if not isinstance(error, dict):  # not the API's JSON: a proxy's page, say
-            error = {"message": error} if isinstance(error, str) else {}
-        detail = f"{error.get('type') or 'error'}: {error.get('message') or exc}"
-        return ModelError(keys.redact(f"{PROVIDER}: HTTP {status} {detail}")[:500], field="model",
-                          status=status, retryable=retryable(status),
-                          retry_after=retry_after(exc.response.headers),
-                          fix=http_fix(status, self._key.source, _REFUSED))
+        return sdk_error(self._sdk, exc, provider=PROVIDER, base_url=self._client.base_url,
+                         timeout_s=self.timeout_s, key_source=self._key.source, refused=_REFUSED)
 
 
 def _system_blocks(system: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from .. import keys
 from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
 from ..models import ModelRequest, ModelResponse, estimate_tokens
-from . import http_fix, import_sdk, positive_seconds, retry_after, retryable
+from . import import_sdk, positive_seconds, sdk_error
 
 CAPTURE_TOOL = {"type": "function", "function": {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
                                                  "parameters": TOOL_SCHEMA}}
@@ -107,29 +107,9 @@ class OpenAIModel:
                              extra=extra)
 
     def _error(self, exc: Exception, offered_tools: bool) -> ModelError:
-        provider = self.preset.provider
-        if isinstance(exc, self._sdk.APITimeoutError):
-            return ModelError(f"{provider}: no answer within {self.timeout_s:g} s", field="model",
-                              retryable=True, fix=f"retry later, or raise timeout_s under providers: "
-                                                  f"{provider}: in model.md (local models can be slow)")
-        if isinstance(exc, self._sdk.APIConnectionError):
-            return ModelError(keys.redact(f"{provider}: cannot reach {self._client.base_url} ({exc})"),
-                              field="model", retryable=True,
-                              fix="check that the server runs, and base_url under providers: in model.md")
-        status = getattr(exc, "status_code", None)
-        if status is None:
-            return ModelError(keys.redact(f"{provider}: {exc}")[:500], field="model",
-                              fix="check the server and the SDK version")
-        # The SDK unwraps {"error": {...}}; Ollama sends {"error": "text"}; a proxy, HTML.
-        error = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else exc.body
-        if not isinstance(error, dict):
-            error = {"message": error} if isinstance(error, str) else {}
-        kind = error.get("type") or error.get("code") or "error"
-        detail = f"{kind}: {error.get('message') or exc}"
-        return ModelError(keys.redact(f"{provider}: HTTP {status} {detail}")[:500], field="model",
-                          status=status, retryable=retryable(status),
-                          retry_after=retry_after(exc.response.headers),
-                          fix=http_fix(status, self._key.source, self._refused(offered_tools)))
+        return sdk_error(self._sdk, exc, provider=self.preset.provider, base_url=self._client.base_url,
+                         timeout_s=self.timeout_s, key_source=self._key.source,
+                         refused=self._refused(offered_tools))
 
     def _refused(self, offered_tools: bool) -> str:
         if offered_tools:
