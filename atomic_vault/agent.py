@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import captures, guardrails, journal, pricing, retries
+from . import captures, guardrails, journal, keys, pricing, retries
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -74,9 +74,9 @@ class AtomicAgent:
         config = load_model_config(self.folder.model)
         started = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
         tools = load_tools_config(self.folder.tools)
-        prompt = self._assemble(config, work_item, started)
-        self._check_log()
         model, warnings = self._choose_model(config)
+        prompt = self._assemble(config, work_item, started, model, warnings)
+        self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings)
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
@@ -112,15 +112,26 @@ class AtomicAgent:
             with self.lock.hold(self.folder, self.lock_timeout):
                 self.log.ready(self.folder)
 
-    def _assemble(self, config: ModelConfig, work_item: str, started: datetime) -> Prompt:
+    def _assemble(self, config: ModelConfig, work_item: str, started: datetime, model: Model,
+                  warnings: list[str]) -> Prompt:
+        """The prompt within the budget. A provider that counts tokens itself has the last
+        word: when its count is over the budget, the prompt is cut again to a budget scaled
+        by how much denser its count is than the estimate."""
         notes, broken = self.memory.scan(self.folder)
         if broken:
             first = broken[sorted(broken)[0]]  # shared with the catalog: copied, not changed
             more = f"; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
             raise NoteError(first.message, path=first.path, field=first.field,
                             fix=first.fix + (more if len(broken) > 1 else ""))
-        return assemble(self.folder, config, notes, work_item, started.date().isoformat(),
-                        self.memory, self.journal)
+        day = started.date().isoformat()
+        prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal)
+        prompt.counted = _count(model, prompt, config, self.name, warnings)
+        if prompt.counted is not None and prompt.counted > config.max_input_tokens:
+            scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)
+            prompt = assemble(self.folder, replace(config, max_input_tokens=scaled), notes, work_item,
+                              day, self.memory, self.journal)
+            prompt.counted = _count(model, prompt, config, self.name, warnings)
+        return prompt
 
     def _choose_model(self, config: ModelConfig) -> tuple[Model, list[str]]:
         """The model to call, and a warning when model.md's choice cannot be used."""
@@ -141,6 +152,23 @@ class AtomicAgent:
             except ModelError as exc:
                 why += f", nor can its fallback {config.fallback!r} ({exc.message})"
         return load_model("offline"), [f"{why}; the offline model answered"]
+
+
+def _count(model: Model, prompt: Prompt, config: ModelConfig, agent: str,
+           warnings: list[str]) -> int | None:
+    """The provider's own count of the prompt's input tokens, if it offers one."""
+    count = getattr(model, "count_tokens", None)
+    if not callable(count):
+        return None
+    request = ModelRequest(model=getattr(model, "name", "custom"), system=prompt.system,
+                           messages=prompt.messages, max_output_tokens=config.max_output_tokens,
+                           agent=agent)
+    try:
+        return int(count(request))
+    except Exception as exc:  # the estimate still applies; say why it was used
+        warnings.append(f"the provider could not count the prompt's tokens ({type(exc).__name__}: "
+                        f"{keys.redact(str(exc))[:200]}); the estimate was used")
+        return None
 
 
 def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
@@ -179,13 +207,7 @@ class _Run:
     def reserve(self, model: Model) -> bool:
         """Hold this run's most expensive outcome against the caps; False: skip the run."""
         name = getattr(model, "name", "custom")
-        tokens, counted = self.prompt.tokens, getattr(model, "count_tokens", None)
-        if callable(counted):
-            try:
-                tokens = int(counted(replace(self.request, model=name)))
-            except Exception as exc:  # the estimate still bounds the run; say why it was used
-                self.warnings.append(f"the provider could not count tokens ({type(exc).__name__}); "
-                                     "the estimate was used")
+        tokens = self.prompt.counted if self.prompt.counted is not None else self.prompt.tokens
         fallback = self.config.fallback
         with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
             self.budget = guardrails.reserve(

@@ -50,6 +50,7 @@ class Prompt:
     work_item: str
     budget: int
     cuts: list[dict[str, Any]] = field(default_factory=list)
+    counted: int | None = None  # the provider's own count of the input tokens, when it gave one
 
     @property
     def system(self) -> list[dict[str, Any]]:
@@ -80,6 +81,7 @@ class Prompt:
                           "tokens": estimate_tokens(self.work_item)},
             "cuts": self.cuts,
             "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
+            **({"tokens_counted": self.counted} if self.counted is not None else {}),
         }
 
 

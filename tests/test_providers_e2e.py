@@ -30,7 +30,7 @@ max_output_tokens: 500
 providers: {{anthropic: {{base_url: "{stub.url}", timeout_s: 5}}}}
 retries: {{attempts: 3, base_delay_s: 0.01, max_delay_s: 0.1}}
 cost_guardrails: {{enabled: true, daily_cap_usd: 5.0}}""")
-    stub.reply(body={"input_tokens": 2345})  # count_tokens, for the reservation
+    stub.reply(body={"input_tokens": 2345})  # count_tokens: the budget check and the reservation
     stub.reply(status=429, body=anthropic_error("rate_limit_error", "slow down"), headers={"retry-after": "0"})
     stub.reply(body=anthropic_message("Noted the decision.", tool_inputs=(NOTE,), model="claude-sonnet-4-6",
                                       input_tokens=400, output_tokens=60, cache_read=1800, cache_write=200))
@@ -44,6 +44,7 @@ cost_guardrails: {{enabled: true, daily_cap_usd: 5.0}}""")
     assert record["cost_usd"] == pytest.approx((400 * 3 + 60 * 15 + 1800 * 0.30 + 200 * 3.75) / 1e6)
     assert (record["cache_read_tokens"], record["cache_write_tokens"]) == (1800, 200)
     assert record["guardrail"]["estimate_usd"] == pytest.approx((2345 * 3.75 + 500 * 15) / 1e6)
+    assert record["manifest"]["tokens_counted"] == 2345
     assert record["captures"][0]["status"] == "written"
     folder = open_agent("atlas", vault)
     assert (folder.memory / "decision_use_dagster_for_kestrel.md").is_file()
@@ -63,6 +64,7 @@ fallback: ollama:llama3.1
 providers:
   anthropic: {{base_url: "{stub.url}", timeout_s: 5}}
   ollama: {{base_url: "{stub.url}/v1", timeout_s: 5}}""")
+    stub.reply(body={"input_tokens": 1200})  # count_tokens: the provider's count of the prompt
     stub.reply(status=400, body=anthropic_error("invalid_request_error", "prompt is too long"))
     stub.reply(body=openai_completion("Local answer.", model="llama3.1", prompt_tokens=900, completion_tokens=40))
     result = AtomicAgent("atlas", root=vault).call("Summarise.")
@@ -104,3 +106,25 @@ def test_a_missing_key_fails_before_anything_is_written_when_no_fallback_can_ans
 def test_unknown_provider_lists_the_known_ones(vault):
     with pytest.raises(ModelError, match="anthropic.*ollama.*openai"):
         AtomicAgent("atlas", root=vault, model="nosuch:model").call("Hello.")
+
+
+class Dense:
+    """A model whose own token count is three times the estimate."""
+
+    name = "test:dense"
+
+    def count_tokens(self, request):
+        return 3 * sum(len(block["text"]) // 4 for block in request.system)
+
+    def complete(self, request):
+        from atomic_vault.models import ModelResponse
+        return ModelResponse(text="ok", input_tokens=self.count_tokens(request), output_tokens=1,
+                             cost_usd=0.0, model=self.name)
+
+
+def test_the_providers_count_decides_the_budget(vault):
+    model_md(vault, "model: offline\nmax_input_tokens: 3000")
+    result = AtomicAgent("atlas", root=vault, model=Dense()).call("Plan the week.")
+    manifest = result.manifest
+    assert manifest["tokens_counted"] <= 3000 < 3 * 3000
+    assert manifest["budget"] < 3000 and manifest["cuts"]
