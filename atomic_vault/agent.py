@@ -91,7 +91,7 @@ class AtomicAgent:
                 cost = run.settle(done)
                 lease.check()
                 self.journal.append(self.folder, started, journal.section(
-                    started, trigger=self.trigger, run_id=run.id, work_item=work_item,
+                    started, trigger=self.trigger, run_id=run.id, work_item=keys.redact(work_item),
                     answer=response.text if response else done.error, outcomes=outcomes,
                     status="error" if done.error else "ok"))
                 record = self.log.append(self.folder, run.record(done, cost, outcomes),
@@ -240,7 +240,7 @@ class _Run:
         agent, reason = self.agent, "; ".join(self.budget.reasons)
         with agent.lock.hold(agent.folder, agent.lock_timeout) as lease:
             agent.journal.append(agent.folder, self.started, journal.section(
-                self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
+                self.started, trigger=agent.trigger, run_id=self.id, work_item=keys.redact(self.prompt.work_item),
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped"))
             done = retries.Completion(None, None, model)
             record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",

@@ -88,7 +88,11 @@ def _try(model: Model, request: ModelRequest, policy: RetryPolicy,
             sleep(wait)
             continue
         entry.update(outcome="ok", ms=round((time.monotonic() - began) * 1000))
-        done.response, done.error = response, None
+        # What the model says is written to notes, the journal and the log: no key may
+        # reach them, even one the model repeats from the work item.
+        done.response = replace(response, text=redact(response.text),
+                                tool_captures=tuple(redact(str(raw)) for raw in response.tool_captures))
+        done.error = None
         return True
     return False
 

@@ -355,3 +355,23 @@ def test_doctor_names_where_keys_come_from_and_warns_about_unknown_prices(vault,
     assert "no price is known for openai:my-finetune" in out
     assert "the daily cap $2.00 is above the monthly cap $1.00" in out
     assert "anthropic:claude-haiku-4-5: $1 in / $5 out per million tokens" in out
+
+
+def test_a_key_pasted_into_the_work_item_or_echoed_by_the_model_is_never_written(vault, monkeypatch):
+    secret = "sk-ant-pasted-0123456789abcdef"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    set_model_md(vault)
+
+    class Echo(Metered):
+        def complete(self, request):
+            answer = super().complete(request)
+            block = ('```atomic_capture\n{"type": "reference", "name": "The key", "description": "d", '
+                     f'"confidence": "low", "sources": ["{secret}"], "body": "key is {secret}"}}\n```')
+            from dataclasses import replace
+            return replace(answer, text=f"Your key {secret}\n\n{block}", tool_captures=(block[18:-4],))
+
+    result = AtomicAgent("atlas", root=vault, model=Echo()).call(f"my key is {secret}, remember it")
+    assert secret not in result.text and [c["status"] for c in result.captures][0] == "written"
+    for path in Path(vault).rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
