@@ -201,18 +201,22 @@ class _Run:
         self.budget: guardrails.Budget | None = None
         self.vault_prices = load_vault_prices(agent.folder.root)
 
+    @property
+    def input_tokens(self) -> int:
+        """The provider's count of the prompt when it gave one, else the estimate."""
+        return self.prompt.counted if self.prompt.counted is not None else self.prompt.tokens
+
     def price(self, model_name: str):
         return pricing.price_for(model_name, self.vault_prices, self.config.prices)
 
     def reserve(self, model: Model) -> bool:
         """Hold this run's most expensive outcome against the caps; False: skip the run."""
         name = getattr(model, "name", "custom")
-        tokens = self.prompt.counted if self.prompt.counted is not None else self.prompt.tokens
         fallback = self.config.fallback
         with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
             self.budget = guardrails.reserve(
                 self.agent.folder, self.agent.log, self.config, self.started, model=name,
-                price=self.price(name), input_tokens=tokens, critical=self.critical,
+                price=self.price(name), input_tokens=self.input_tokens, critical=self.critical,
                 fallback=fallback, fallback_price=self.price(fallback) if fallback else None)
         if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
             self.warnings += self.budget.reasons
@@ -233,7 +237,7 @@ class _Run:
             return True
         price = self.price(self.config.fallback)
         return price is not None and (self.budget.estimate_usd is None or price.ceiling(
-            self.prompt.tokens, self.config.max_output_tokens) <= self.budget.estimate_usd)
+            self.input_tokens, self.config.max_output_tokens) <= self.budget.estimate_usd)
 
     def skipped(self, model: Model) -> RunResult:
         """Log (and journal) a run the guardrails stopped before any model was paid for."""
