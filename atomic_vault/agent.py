@@ -67,14 +67,16 @@ class AtomicAgent:
         self.journal: JournalBackend = open_backend("journal", journal, self.folder.root)
         self.lock_timeout = lock_timeout
 
-    def call(self, work_item: str, *, critical: bool = False) -> RunResult:
+    def call(self, work_item: str, *, critical: bool = False,
+             model: str | Model | None = None) -> RunResult:
         """Run one work item: assemble, reserve its cost, call the model (unlocked), then
-        write back locked. ``critical=True`` passes the cost caps and is recorded."""
+        write back locked. ``critical=True`` passes the cost caps and is recorded;
+        ``model`` overrides the agent's model for this call only."""
         work_item = _check_work_item(work_item)
         config = load_model_config(self.folder.model)
         started = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
         tools = load_tools_config(self.folder.tools)
-        model, warnings = self._choose_model(config)
+        model, warnings = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings)
@@ -100,7 +102,7 @@ class AtomicAgent:
             run.release()
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
-                             field="model", fix="check the provider, or run with --model offline")
+                             field="model", fix=done.fix or "check the provider, or run with --model offline")
         return _result(record, response, outcomes, prompt, run.warnings)
 
     def _check_log(self) -> None:
@@ -133,12 +135,13 @@ class AtomicAgent:
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 
-    def _choose_model(self, config: ModelConfig) -> tuple[Model, list[str]]:
-        """The model to call, and a warning when model.md's choice cannot be used."""
-        if self.model is not None and not isinstance(self.model, str):
-            return self.model, []
-        if self.model:
-            return load_model(self.model, config.options_for(self.model)), []
+    def _choose_model(self, config: ModelConfig, chosen: str | Model | None) -> tuple[Model, list[str]]:
+        """The model to call, and a warning when model.md's choice cannot be used. A model
+        chosen by the caller (argument, --model) must load: no silent substitute."""
+        if chosen is not None and not isinstance(chosen, str):
+            return chosen, []
+        if chosen:
+            return load_model(chosen, config.options_for(chosen)), []
         try:
             return load_model(config.model, config.options_for(config.model)), []
         except ModelError as exc:

@@ -1,7 +1,8 @@
 """Crash-safe file primitives: atomic replace, whole-line appends, torn-line tolerant reads.
 
 Every durable write in atomic_vault goes through this module, so the crash guarantees of
-spec/02 are kept in one place. ``FSYNCS`` counts fsync calls for the benchmarks.
+spec/02 are kept in one place. ``FSYNCS`` counts fsync calls for the benchmarks;
+``fault_hook`` lets tests fail or kill a write at a named step.
 """
 
 from __future__ import annotations
@@ -11,11 +12,34 @@ import os
 import stat as stat_module
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import LogError
 
 FSYNCS = 0
 TEMP_SUFFIX = ".avtmp"
+
+# The fault-injection seam (tests and bench/torture.py only). When set, it is called as
+# ``fault_hook(point, path)`` at each step below, with the file being written: raising
+# there makes that step fail, killing the process there is a crash at that instant. Unset
+# (None), a step costs one global lookup.
+fault_hook: Callable[[str, Path], None] | None = None
+FAULT_POINTS = (
+    "atomic_write:before_temp",    # nothing written yet
+    "atomic_write:before_rename",  # temp file complete and synced; the target still old
+    "atomic_write:after_rename",   # the target is new; its folder not yet synced
+    "append:before_write",         # nothing appended yet
+    "append:before_fsync",         # the bytes are in the file, not yet synced
+    "create_new:before_link",      # temp file complete and synced; the name not yet there
+)
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The error of a write names the file it was for: ``os.write`` on a descriptor
+    reports "No space left on device" without saying where."""
+    if exc.filename is None:
+        exc.filename = str(path)
+    return exc
 
 
 def _fsync(fd: int) -> None:
@@ -64,15 +88,23 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool
         with open(path, "rb") as existing:
             if existing.read() == raw:
                 return False
+    try:
+        _replace(path, raw, st, durable)
+    except OSError as exc:
+        raise _named(exc, path)
+    return True
+
+
+def _replace(path: Path, raw: bytes, st: os.stat_result | None, durable: bool) -> None:
+    if fault_hook is not None:
+        fault_hook("atomic_write:before_temp", path)
     make_dirs(path.parent)
     temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         if st is not None:
             os.fchmod(fd, st.st_mode & 0o7777)
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, raw)
         if durable:
             _fsync(fd)
     except BaseException:
@@ -81,56 +113,97 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True) -> bool
         raise
     os.close(fd)
     try:
+        if fault_hook is not None:
+            fault_hook("atomic_write:before_rename", path)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    if fault_hook is not None:
+        fault_hook("atomic_write:after_rename", path)
     if durable:
         fsync_dir(path.parent)
-    return True
+
+
+def _write_all(fd: int, raw: bytes) -> None:
+    view = memoryview(raw)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def append_text(path: Path, text: str) -> None:
     """Append ``text`` with one write call, then fsync; the file and its folder are created
-    as needed. A reader sees the whole text or, after a crash mid-write, a torn tail."""
+    as needed. If any step fails, the bytes already written are cut off again and the
+    error propagates, so a failed append leaves the file as it was (a crash mid-write
+    may still leave a torn tail, which readers detect)."""
     raw = text.encode("utf-8")
-    make_dirs(path.parent)
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
+        make_dirs(path.parent)
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise _named(exc, path)
+    written = 0
+    try:
+        if fault_hook is not None:
+            fault_hook("append:before_write", path)
         written = os.write(fd, raw)
-        if written != len(raw):  # only on a full disk or a signal; finish, then report
-            view = memoryview(raw)[written:]
-            while view:
-                view = view[os.write(fd, view):]
+        while written < len(raw):  # only on a full disk or a signal; finish, then report
+            written += os.write(fd, memoryview(raw)[written:])
+        if fault_hook is not None:
+            fault_hook("append:before_fsync", path)
         _fsync(fd)
+        if created:
+            fsync_dir(path.parent)
+    except BaseException as exc:
+        if written:
+            _cut_back(fd, written)
+        if isinstance(exc, OSError):
+            raise _named(exc, path)
+        raise
     finally:
         os.close(fd)
-    if created:
-        fsync_dir(path.parent)
+
+
+def _cut_back(fd: int, written: int) -> None:
+    """Undo a failed append: truncate to where it began, unless someone appended after it
+    (then its bytes stay, as a torn line that readers report). Best effort: this runs
+    while another error is already on its way up."""
+    try:
+        end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: just after this call's bytes
+        if os.fstat(fd).st_size == end:
+            os.ftruncate(fd, end - written)
+            _fsync(fd)
+    except OSError:
+        pass
 
 
 def create_new(path: Path, text: str) -> bool:
     """Create ``path`` holding ``text`` unless it exists (then False): the content is
     complete before the name appears (hard link of a synced temp file), so concurrent
     creators never see, or add to, a half-made file."""
-    make_dirs(path.parent)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.write(fd, text.encode("utf-8"))
-        _fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(temp, path)
-        created = True
-    except FileExistsError:
-        created = False
-    finally:
-        os.unlink(temp)
-    if created:
-        fsync_dir(path.parent)
+        make_dirs(path.parent)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            try:
+                _write_all(fd, text.encode("utf-8"))
+                _fsync(fd)
+            finally:
+                os.close(fd)
+            if fault_hook is not None:
+                fault_hook("create_new:before_link", path)
+            os.link(temp, path)
+            created = True
+        except FileExistsError:
+            created = False
+        finally:
+            temp.unlink(missing_ok=True)
+        if created:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        raise _named(exc, path)
     return created
 
 

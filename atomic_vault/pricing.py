@@ -142,3 +142,9 @@ def run_cost(price: Price | None, response: Any) -> float | None:
         return float(reported) if isinstance(reported, (int, float)) and not isinstance(reported, bool) else None
     return price.cost(response.input_tokens, response.output_tokens,
                       getattr(response, "cache_read_tokens", 0), getattr(response, "cache_write_tokens", 0))
+
+
+def known_models(provider: str) -> list[str]:
+    """The models of ``provider`` the built-in table prices (for "did you mean" fixes)."""
+    return sorted(key.partition(":")[2] for key in BUILTIN
+                  if key.startswith(provider + ":") and not key.endswith(":*"))

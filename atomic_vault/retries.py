@@ -28,6 +28,7 @@ class Completion:
     model: Model | None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     fallback_from: str | None = None
+    fix: str | None = None  # what the provider advised about the last failure
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,
@@ -77,6 +78,7 @@ def _try(model: Model, request: ModelRequest, policy: RetryPolicy,
             retryable = isinstance(exc, ModelError) and exc.retryable
             message = exc.message if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
             done.error = _short(message)
+            done.fix = redact(exc.fix) if isinstance(exc, ModelError) and exc.fix else None
             entry.update(outcome="error", error=done.error, retryable=retryable,
                          ms=round((time.monotonic() - began) * 1000))
             if isinstance(exc, ModelError) and exc.status is not None:

@@ -128,3 +128,18 @@ def test_the_providers_count_decides_the_budget(vault):
     manifest = result.manifest
     assert manifest["tokens_counted"] <= 3000 < 3 * 3000
     assert manifest["budget"] < 3000 and manifest["cuts"]
+
+
+def test_an_unknown_model_fails_with_the_known_ones_and_a_per_call_override_wins(vault, stub, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    model_md(vault, f"""model: offline
+providers: {{anthropic: {{base_url: "{stub.url}"}}}}""")
+    stub.reply(body={"input_tokens": 10})
+    stub.reply(status=404, body=anthropic_error("not_found_error", "model: claude-nope"))
+    agent = AtomicAgent("atlas", root=vault)
+    with pytest.raises(ModelError) as raised:
+        agent.call("Hello.", model="anthropic:claude-nope")
+    assert "known anthropic models: claude-3-5-haiku" in raised.value.fix
+    attempt = last_record(vault)["attempts"][0]
+    assert attempt["status"] == 404 and "not_found_error" in attempt["error"]
+    assert agent.call("Hello again.").model == "offline"  # the override was for one call only

@@ -58,6 +58,14 @@ def http_fix(status: int, key_source: str, refused: str) -> str:
     return refused
 
 
+def model_fix(provider: str, fix: str) -> str:
+    """``fix`` plus the models this provider is known to serve, when the table knows any."""
+    from ..pricing import known_models
+
+    known = known_models(provider)
+    return f"{fix}; known {provider} models: {', '.join(known)}" if known else fix
+
+
 def sdk_error(sdk: Any, exc: Exception, *, provider: str, base_url: Any, timeout_s: float,
               key_source: str, refused: str) -> ModelError:
     """A ModelError for an exception of an official SDK (both name their errors alike):
@@ -87,4 +95,5 @@ def sdk_error(sdk: Any, exc: Exception, *, provider: str, base_url: Any, timeout
     return ModelError(redact(f"{provider}: HTTP {status} {detail}")[:500], field="model",
                       status=status, retryable=retryable(status),
                       retry_after=retry_after(exc.response.headers),
-                      fix=http_fix(status, key_source, refused))
+                      fix=model_fix(provider, http_fix(status, key_source, refused))
+                      if status in (400, 404) else http_fix(status, key_source, refused))
