@@ -86,6 +86,7 @@ def choice(kind: str, root: Path) -> tuple[str, str | None, str]:
 def open_backend(kind: str, value: Any, root: Path) -> Any:
     """The backend for ``kind``: ``value`` may be an object implementing the Protocol, a
     backend name, or None to follow the environment, then the vault config, then files."""
+    root = Path(root)
     if value is not None and not isinstance(value, str):
         missing = [m for m in _METHODS[kind] if not callable(getattr(value, m, None))]
         if missing:
