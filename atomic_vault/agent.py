@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -59,7 +60,7 @@ class AtomicAgent:
                  lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT):
         self.folder = open_agent(name, root)
         self.name = name
-        self.trigger = trigger
+        self.trigger = _check_trigger(trigger)
         self.model = model
         self.memory: MemoryBackend = open_backend("memory", memory, self.folder.root)
         self.log: LogBackend = open_backend("log", log, self.folder.root)
@@ -86,16 +87,17 @@ class AtomicAgent:
             done = retries.complete(run.candidates(model), run.request, config.retries)
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
+            found = [captures.Capture(**keys.redact_all(asdict(c))) for c in found]  # keys spelled in JSON escapes
             with self.lock.hold(self.folder, self.lock_timeout) as lease:
                 self.log.ready(self.folder)  # checked again under the lock, before any note is written
                 outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
                                           lease) + rejected
                 cost = run.settle(done)
                 lease.check()
-                self.journal.append(self.folder, started, journal.section(
-                    started, trigger=self.trigger, run_id=run.id, work_item=keys.redact(work_item),
+                self.journal.append(self.folder, started, keys.redact(journal.section(
+                    started, trigger=self.trigger, run_id=run.id, work_item=work_item,
                     answer=response.text if response else done.error, outcomes=outcomes,
-                    status="error" if done.error else "ok"))
+                    status="error" if done.error else "ok")))
                 record = self.log.append(self.folder, run.record(done, cost, outcomes),
                                          fence=_fence(self.lock, lease))
         finally:
@@ -180,10 +182,29 @@ def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
     return (lock.name, lease.token) if getattr(lease, "fenced", True) else None
 
 
+TRIGGER = re.compile(r"[^\x00-\x1f\x7f]{1,64}\Z")
+
+
+def _check_trigger(trigger: Any) -> str:
+    """The trigger is a label in journal headings and log queries: one short line."""
+    if not isinstance(trigger, str) or not TRIGGER.match(trigger):
+        raise ConfigError(f"trigger {str(trigger)[:80]!r} is not one line of 1 to 64 characters",
+                          field="trigger", fix="use a short label such as cron, manual or script")
+    return trigger
+
+
 def _check_work_item(work_item: Any) -> str:
-    if not isinstance(work_item, str) or not work_item.strip():
+    if not isinstance(work_item, str):
+        raise ConfigError(f"the work item is a {type(work_item).__name__}, not text", field="work item",
+                          fix="pass the work item as a string")
+    if not work_item.strip():
         raise ConfigError("the work item is empty", field="work item",
                           fix="say what the agent should do, e.g. run NAME \"summarise today\"")
+    try:
+        work_item.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"the work item is not valid Unicode text (a lone surrogate at character {exc.start})",
+                          field="work item", fix="pass text decoded from UTF-8") from None
     if "\x00" in work_item or len(work_item) > MAX_WORK_ITEM:
         raise ConfigError(f"the work item is binary or longer than {MAX_WORK_ITEM} characters",
                           field="work item", fix="pass plain text, or put large material in wiki/")
@@ -246,9 +267,9 @@ class _Run:
         """Log (and journal) a run the guardrails stopped before any model was paid for."""
         agent, reason = self.agent, "; ".join(self.budget.reasons)
         with agent.lock.hold(agent.folder, agent.lock_timeout) as lease:
-            agent.journal.append(agent.folder, self.started, journal.section(
-                self.started, trigger=agent.trigger, run_id=self.id, work_item=keys.redact(self.prompt.work_item),
-                answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped"))
+            agent.journal.append(agent.folder, self.started, keys.redact(journal.section(
+                self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
+                answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
             done = retries.Completion(None, None, model)
             record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
                                                      "summary": f"skipped: {journal.shorten(reason, 180)}"},
@@ -286,8 +307,9 @@ class _Run:
 
     def record(self, done: retries.Completion, cost: float | None,
                outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        """The run's log record, with every key that could have slipped into it redacted."""
         response, agent = done.response, self.agent
-        return {
+        return keys.redact_all({
             "kind": "run",
             "ts": self.started.isoformat(timespec="milliseconds"),
             "finished": datetime.now(self.started.tzinfo).isoformat(timespec="milliseconds"),
@@ -311,11 +333,12 @@ class _Run:
             **({"guardrail": self.budget.as_record()} if self.budget else {}),
             "warnings": self.warnings,
             "error": done.error,
-        }
+        })
 
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],
             prompt: Prompt, warnings: list[str]) -> RunResult:
+    warnings = keys.redact_all(warnings)
     return RunResult(text=response.text if response else "", status=record["status"],
                      run_id=record["run_id"], model=record["model"],
                      input_tokens=record["input_tokens"], output_tokens=record["output_tokens"],

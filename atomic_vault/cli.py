@@ -22,6 +22,66 @@ def _fail(exc: Exception) -> None:
     sys.exit(EXIT_BUSY if isinstance(exc, LockTimeout) else EXIT_ERROR)
 
 
+# Argument checks. Text that reaches the files must be valid Unicode (an argument holding
+# bytes that are not UTF-8 arrives as lone surrogates, which cannot be written), and text
+# that lands inside a line of the journal (trigger, operator, role) must be one line.
+_BREAKS = set(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]))
+
+
+def _unicode_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL byte"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid UTF-8 text (character {exc.start})"
+    return None
+
+
+def _text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Any text argument: valid Unicode, no NUL."""
+    for item in value if isinstance(value, tuple) else [value]:
+        problem = _unicode_problem(item) if isinstance(item, str) else None
+        if problem:
+            raise click.BadParameter(f"{problem}; pass plain UTF-8 text")
+    return value
+
+
+def _line(limit: int):
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return value
+        _text(ctx, param, value)
+        if not value.strip() or len(value) > limit or _BREAKS.intersection(value):
+            raise click.BadParameter(f"must be one line of 1 to {limit} characters without "
+                                     "control characters")
+        return value
+    return check
+
+
+def _model_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from .config import MODEL_NAME
+
+    if value is not None and not MODEL_NAME.match(value):
+        raise click.BadParameter(f"{value!r} is not a model name; write provider:model, e.g. offline")
+    return value
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not 0 <= value < float("inf"):  # also refuses nan
+        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
+    return value
+
+
+class _Path(click.Path):
+    """click.Path that reports a NUL byte as a bad value (click's own check crashes on it)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail("contains a NUL byte; pass a folder path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _folder(ctx: click.Context, name: str):
     from .vault import open_agent
 
@@ -29,7 +89,7 @@ def _folder(ctx: click.Context, name: str):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="ATOMIC_VAULT_ROOT", type=click.Path(file_okay=False),
+@click.option("--root", envvar="ATOMIC_VAULT_ROOT", type=_Path(file_okay=False),
               help="Vault folder holding the agents [env ATOMIC_VAULT_ROOT; default ~/agents].")
 @click.version_option(package_name="atomic-vault")
 @click.pass_context
@@ -43,12 +103,12 @@ def cli(ctx: click.Context, root: str | None) -> None:
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--model", default="offline", show_default=True,
+@click.argument("name", callback=_text)
+@click.option("--model", default="offline", show_default=True, callback=_text,
               help="Model written into model.md (provider:model).")
-@click.option("--operator", default="the operator", show_default=True,
+@click.option("--operator", default="the operator", show_default=True, callback=_line(200),
               help="Who the agent works for, written into persona/USER.md.")
-@click.option("--role", default="a careful personal assistant", show_default=True,
+@click.option("--role", default="a careful personal assistant", show_default=True, callback=_line(200),
               help="What the agent is, written into persona/IDENTITY.md.")
 @click.pass_context
 def init(ctx: click.Context, name: str, model: str, operator: str, role: str) -> None:
@@ -65,15 +125,15 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str) ->
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("work_item")
-@click.option("--model", help="Override model.md for this run, e.g. offline.")
-@click.option("--trigger", default="manual", show_default=True,
+@click.argument("name", callback=_text)
+@click.argument("work_item", callback=_text)
+@click.option("--model", callback=_model_name, help="Override model.md for this run, e.g. offline.")
+@click.option("--trigger", default="manual", show_default=True, callback=_line(64),
               help="Recorded as the run's trigger (cron, manual, script...).")
 @click.option("--critical", is_flag=True,
               help="Let the run pass the cost caps of model.md; recorded in the log.")
 @click.option("--no-wait", is_flag=True, help="Exit 4 at once if another run holds the lock.")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
               help="Seconds to wait for the agent's lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
 @click.pass_context
@@ -86,7 +146,7 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
     from .errors import AtomicVaultError
 
     if work_item == "-":
-        work_item = sys.stdin.read()
+        work_item = _stdin_text()
     try:
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
@@ -112,6 +172,19 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         for item in rejected:
             click.echo(f"rejected capture {item.get('name') or ''}: {item['reason']}", err=True)
     sys.exit(EXIT_SKIPPED if result.status == "skipped" else EXIT_OK)
+
+
+def _stdin_text() -> str:
+    """Standard input as UTF-8 text, whatever the locale says (every vault file is UTF-8)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:
+        return _text(None, None, sys.stdin.read())  # type: ignore[arg-type]
+    data = raw.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"standard input is not valid UTF-8 (byte {exc.start})",
+                                 param_hint="WORK_ITEM") from None
 
 
 @cli.command()
@@ -435,7 +508,7 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("-o", "--out", "out_dir", required=True, metavar="DIR", type=click.Path(file_okay=False),
+@click.option("-o", "--out", "out_dir", required=True, metavar="DIR", type=_Path(file_okay=False),
               help="Folder to write the pages into (created when missing).")
 @click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="Last day shown [the day of the newest log record].")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,19 @@ import yaml
 from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import keys
 from .errors import ConfigError
 from .notes import StrictLoader
 from .pricing import parse_prices
 
 _LOADER = StrictLoader
 _FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})\s*(yaml|yml)\s*$")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+# \Z, not $: "$" also matches before a final newline, and "offline\n" is not a model name.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+# Where a path leaves the agent folder on some system: /x, ~, \\server, C:, or a .. part.
+_ABSOLUTE = re.compile(r"^([/\\~]|[A-Za-z]:)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CAP_ACTIONS = ("skip", "fallback", "alert")
 
 
@@ -101,6 +108,9 @@ def yaml_blocks(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
         source = "\n".join(lines[i + 1:close])
         try:
             value = yaml.load(source, Loader=_LOADER)  # noqa: S506 - safe loader
+        except RecursionError:
+            raise ConfigError("invalid YAML: nested too deeply", path=path, field=f"line {start}",
+                              fix="correct the YAML block (indentation, colons, quotes)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = start + mark.line if mark is not None else start
@@ -145,11 +155,12 @@ def _section_value(text: str, heading: str) -> str | None:
     return None
 
 
-def _int(data: dict[str, Any], key: str, default: int, low: int, high: int, path: Path) -> int:
+def _int(data: dict[str, Any], key: str, default: int, low: int, high: int, path: Path,
+         within: str = "") -> int:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{value!r} is not a whole number from {low} to {high}", path=path,
-                          field=key, fix=f"set {key}: {default}")
+                          field=within + key, fix=f"set {key}: {default}")
     return value
 
 
@@ -188,6 +199,15 @@ def _providers(value: Any, path: Path) -> dict[str, dict[str, Any]]:
             for k, v in value.items()):
         raise ConfigError("must map provider names to their settings", path=path, field="providers",
                           fix="write e.g.  providers: {ollama: {base_url: 'http://127.0.0.1:11434/v1'}}")
+    for name, settings in value.items():
+        env = (settings or {}).get("api_key_env")
+        if env is None:
+            continue
+        if not isinstance(env, str) or not ENV_NAME.match(env):
+            raise ConfigError(f"{env!r} is not an environment variable name", path=path,
+                              field=f"providers.{name}.api_key_env",
+                              fix="name the variable that holds the key, e.g. api_key_env: CORP_LLM_KEY")
+        keys.watch(env)  # its value is a key: redacted from whatever is written, from now on
     return {name: dict(settings or {}) for name, settings in value.items()}
 
 
@@ -197,7 +217,7 @@ def _retries(value: Any, path: Path) -> RetryPolicy:
     if not isinstance(value, dict) or set(value) - {"attempts", "base_delay_s", "max_delay_s"}:
         raise ConfigError("must be a mapping of attempts, base_delay_s, max_delay_s", path=path,
                           field="retries", fix="write e.g.  retries: {attempts: 3, base_delay_s: 1, max_delay_s: 30}")
-    attempts = _int(value, "attempts", 3, 1, 10, path)
+    attempts = _int(value, "attempts", 3, 1, 10, path, within="retries.")
     delays = {}
     for key, default in (("base_delay_s", 1.0), ("max_delay_s", 30.0)):
         number = value.get(key, default)
@@ -229,8 +249,11 @@ _CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
 def _cached(path: Path, parse):
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return parse(None)
+    if not stat.S_ISREG(st.st_mode):  # a folder, or a FIFO that would block the run forever
+        raise ConfigError("is not a regular file", path=path,
+                          fix="replace it with a Markdown file (or remove it to use the defaults)")
     key = (st.st_mtime_ns, st.st_size)
     hit = _CACHE.get(path)
     if hit is not None and hit[0] == key:
@@ -240,6 +263,9 @@ def _cached(path: Path, parse):
     except UnicodeDecodeError as exc:
         raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                           fix="re-save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read ({exc.strerror})", path=path,
+                          fix="check the file's permissions") from None
     value = parse(text)
     _CACHE[path] = (key, value)
     return value
@@ -293,9 +319,14 @@ def load_tools_config(path: Path) -> ToolsConfig:
                                   fix=f"write e.g. {key}: [memory/]")
             if key != "tools":
                 for item in items:
-                    if item.startswith(("/", "~")) or ".." in Path(item).parts:
+                    # Judged as on any system: a vault may be synced to Windows, where
+                    # '\\' separates folders and 'C:' starts an absolute path.
+                    if _ABSOLUTE.match(item.strip()) or ".." in re.split(r"[/\\]", item):
                         raise ConfigError(f"{item!r} leaves the agent folder", path=path, field=key,
                                           fix="use paths relative to the agent folder, e.g. memory/")
+                    if _CONTROL.search(item):
+                        raise ConfigError(f"{item!r} holds a control character", path=path, field=key,
+                                          fix="write plain folder names, e.g. memory/")
             values[key] = tuple(items)
         return ToolsConfig(**values)
     return _cached(path, parse)
@@ -310,6 +341,9 @@ def load_vault_prices(root: Path) -> dict[str, Any]:
             return {}
         try:
             data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - safe loader
+        except RecursionError:
+            raise ConfigError("invalid YAML: nested too deeply", path=path,
+                              fix="correct the YAML syntax") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", path=path,
                               fix="correct the YAML syntax") from None

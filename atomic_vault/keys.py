@@ -3,8 +3,8 @@
 The keys file is JSON, ``{"anthropic": "sk-...", "openai": "sk-..."}``, at
 ``$ATOMIC_VAULT_KEYS_FILE``, else ``$XDG_CONFIG_HOME/atomic_vault/keys.json``, else
 ``~/.config/atomic_vault/keys.json``. It is refused unless its mode is 0600 (or stricter).
-A key is never written anywhere: ``redact`` removes every key this process has seen from
-text that is about to be logged.
+A key is never written anywhere: ``redact`` removes every key it knows of from text that
+is about to be journaled, logged or shown (see its docstring for which keys those are).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
 KEYS_FILE_ENV = "ATOMIC_VAULT_KEYS_FILE"
 _SEEN: set[str] = set()
+_WATCHED: set[str] = set()  # variables that model.md names in api_key_env
+_FILE_SECRETS: tuple[Any, frozenset[str]] = (None, frozenset())
 _MIN_SECRET = 8  # shorter values (e.g. "none" for a local server) are not worth hiding
 
 
@@ -46,6 +49,9 @@ def _file_keys(path: Path) -> dict[str, str]:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    if not stat.S_ISREG(st.st_mode):  # a folder, or a FIFO that would block every run
+        raise ConfigError("is not a regular file", path=path,
+                          fix=f'make {path} a JSON file: {{"anthropic": "sk-...", "openai": "sk-..."}}')
     if os.name == "posix" and stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(f"holds API keys but is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
                           path=path, fix=f"chmod 600 {path}")
@@ -83,15 +89,76 @@ def _remember(value: str) -> None:
         _SEEN.add(value)
 
 
-def redact(text: str) -> str:
-    """``text`` without any key this process has read, nor any value of an environment
-    variable whose name says it is a key or token."""
-    secrets = set(_SEEN)
+def watch(env_name: str) -> None:
+    """Treat variable ``env_name`` as holding a key (model.md names it in ``api_key_env``),
+    so that ``redact`` hides its value even in a run that never reads it."""
+    _WATCHED.add(env_name)
+
+
+def _is_key_name(name: str) -> bool:
+    upper = name.upper()
+    return ("API_KEY" in upper or "APIKEY" in upper or name in _WATCHED
+            or upper.endswith(("_TOKEN", "_SECRET", "_KEY", "_PASSWORD")))
+
+
+def _keys_file_values() -> frozenset[str]:
+    """The keys in the keys file, re-read when the file changes; nothing if unreadable.
+    A key pasted from there must be hidden even in a run whose model never read it."""
+    global _FILE_SECRETS
+    path = keys_file()
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return frozenset()
+    if not stat.S_ISREG(st.st_mode):
+        return frozenset()
+    signature = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    if _FILE_SECRETS[0] != signature:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        values = data.values() if isinstance(data, dict) else ()
+        _FILE_SECRETS = (signature, frozenset(v for v in values
+                                              if isinstance(v, str) and len(v) >= _MIN_SECRET))
+    return _FILE_SECRETS[1]
+
+
+def _secrets() -> list[str]:
+    found = set(_SEEN) | _keys_file_values()
     for name, value in os.environ.items():
-        upper = name.upper()
-        if len(value) >= _MIN_SECRET and ("API_KEY" in upper or upper.endswith(("_TOKEN", "_SECRET"))):
-            secrets.add(value)
-    for secret in sorted(secrets, key=len, reverse=True):
+        if len(value) >= _MIN_SECRET and _is_key_name(name):
+            found.add(value)
+    return sorted(found, key=len, reverse=True)  # a key containing another goes first
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def redact(text: str) -> str:
+    """``text`` with every key it knows of replaced by ``***``: each key this process read
+    (``find_key``), each key in the keys file, and the value of each environment variable
+    named by model.md's ``api_key_env`` or whose name says it holds a secret (containing
+    ``API_KEY``, or ending in ``_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD``). Values
+    shorter than 8 characters are left alone."""
+    return _scrub(text, _secrets())
+
+
+def redact_all(value: Any) -> Any:
+    """``value`` (a log record, an outcome: dicts, lists and strings, keys included) with
+    ``redact`` applied to every string in it."""
+    secrets = _secrets()
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _scrub(item, secrets)
+        if isinstance(item, dict):
+            return {walk(k): walk(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(walk(v) for v in item)
+        return item
+    return walk(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,12 +21,28 @@ REQUIRED = ("schema_version", "name", "description", "type", "captured", "last_s
 OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived")
 MAX_NAME = 200
 MAX_DESCRIPTION = 300
-FILENAME = re.compile(r"^(user|feedback|project|decision|reference)_([^\W_]|_)+\.md$")
+# \Z, not $: "$" also matches before a final newline, and "x.md\n" must not pass.
+FILENAME = re.compile(r"^(user|feedback|project|decision|reference)_([^\W_]|_)+\.md\Z")
 
 
 class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Safe YAML loading (libyaml when installed) that refuses a key set twice in one
     mapping, instead of silently keeping the last value."""
+
+    def construct_object(self, node, deep=False):
+        # A value that matches a YAML type but cannot be built (a date 2026-02-30, a tagged
+        # `!!int abc`) raises ValueError and friends, not YAMLError: report it as YAML at
+        # the value's line instead of letting it escape as a crash.
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = str(node.tag).rpartition(":")[2] or "value"
+            shown = repr(node.value) if isinstance(node.value, str) else "this value"
+            detail = f" ({exc})" if isinstance(exc, ValueError) and str(exc) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown} is not a valid {kind}{detail}", node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -71,7 +87,9 @@ def slugify(name: str) -> str:
     Anything else (slashes, dots, control characters, spaces) becomes a separator, so a
     slug can never name a path outside memory/.
     """
-    text = unicodedata.normalize("NFKC", name).casefold()
+    # lower() after casefold(): case folding maps a few letters (Cherokee) to capitals,
+    # and file names must be lower case (spec/03) or the note would not validate.
+    text = unicodedata.normalize("NFKC", name).casefold().lower()
     slug = re.sub(r"[\W_]+", "_", text).strip("_")[:80].rstrip("_")
     return slug
 
@@ -85,7 +103,10 @@ def note_filename(note_type: str, name: str) -> str:
 
 
 def iso_day(value: Any) -> str | None:
-    """'YYYY-MM-DD' for a YAML date or a string in that form; None for anything else."""
+    """'YYYY-MM-DD' for a YAML date or a string in that form; None for anything else.
+    A YAML timestamp with a time of day counts as its date."""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, str):
@@ -125,6 +146,9 @@ def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
                         fix="end the frontmatter with a line holding only '---'") from None
     try:
         meta = _HANDLER.load(fm)
+    except RecursionError:
+        raise NoteError("frontmatter is not valid YAML: it is nested too deeply", path=path,
+                        field="frontmatter", fix="correct the YAML between the '---' lines") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "frontmatter"
@@ -144,7 +168,7 @@ def validate(meta: dict[str, Any], path: Path) -> None:
 
     if not FILENAME.match(path.name) or path.name != path.name.lower():
         fail("file name", f"{path.name!r} is not <type>_<snake_case_topic>.md",
-             f"rename it, e.g. to {note_filename(meta.get('type') if meta.get('type') in NOTE_TYPES else 'reference', str(meta.get('name') or path.stem))}")
+             f"rename it, e.g. to {_suggested_name(meta, path)}")
     for key in REQUIRED:
         if key not in meta or meta[key] is None:
             fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
@@ -179,6 +203,15 @@ def validate(meta: dict[str, Any], path: Path) -> None:
         value = meta.get(key)
         if value is not None and not (isinstance(value, str) and FILENAME.match(value)):
             fail(key, f"{value!r} is not a note file name", "name the other note's file, e.g. decision_x.md")
+
+
+def _suggested_name(meta: dict[str, Any], path: Path) -> str:
+    """A valid file name for a misnamed note, from its type and name (or its file stem)."""
+    note_type = meta.get("type") if meta.get("type") in NOTE_TYPES else "reference"
+    for source in (meta.get("name"), path.stem):
+        if isinstance(source, str) and slugify(source):
+            return note_filename(note_type, source)
+    return f"{note_type}_note.md"
 
 
 def summarize(meta: dict[str, Any], filename: str) -> dict[str, Any]:
@@ -239,7 +272,36 @@ def update_frontmatter(text: str, updates: dict[str, Any], path: Path | None = N
         while stop < len(head) and (head[stop].startswith((" ", "\t", "- ")) or head[stop] == "-"):
             stop += 1
         head[start:stop] = new
+    _check_edit(lines[1:end], head, updates, path)
     return "\n".join([lines[0], *head, *lines[end:]])
+
+
+def _check_edit(old: list[str], new: list[str], updates: dict[str, Any], path: Path | None) -> None:
+    """The line edit must mean exactly the update: keys written in a form the line rules do
+    not see (quoted, `key : value`, a {…} mapping) would otherwise end up set twice or
+    lost, leaving a broken note behind."""
+    def load(head: list[str]) -> Any:
+        return yaml.load("\n".join(head), Loader=_YAML_LOADER)  # noqa: S506 - safe loader
+
+    try:
+        before, after = load(old), load(new)
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = f"the edit would not be valid YAML ({getattr(exc, 'problem', None) or exc})"
+    else:
+        wanted = {**before, **updates} if isinstance(before, dict) else None
+        if wanted is not None:
+            wanted = {k: v for k, v in wanted.items() if v is not None or k not in updates}
+        try:
+            same = after == wanted
+        except RecursionError:  # a value that contains itself (a YAML alias loop)
+            same = False
+        same = same or repr(after) == repr(wanted)  # repr: NaN is not equal to itself
+        problem = None if same else "the edited fields do not read back as written"
+    if problem:
+        raise NoteError(f"its frontmatter cannot be edited in place: {problem}", path=path,
+                        field="frontmatter",
+                        fix="write one plain 'key: value' line per field (no quoted keys, "
+                            "no {…} mapping), as notes written by the runtime are")
 
 
 def matching(summaries: Iterable[dict[str, Any]], *, type: str | None = None,

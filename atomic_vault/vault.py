@@ -13,14 +13,18 @@ from .errors import AgentNotFound, ConfigError
 
 ROOT_ENV = "ATOMIC_VAULT_ROOT"
 DEFAULT_ROOT = "~/agents"
-MONTH = re.compile(r"^\d{4}-\d{2}$")
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# \Z, not $ ("$" also matches before a final newline); [0-9], not \d (any script's digits).
+MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}\Z")
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 PERSONA_FILES = ("IDENTITY.md", "SOUL.md", "USER.md")
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
     """The vault root: the argument, else ``$ATOMIC_VAULT_ROOT``, else ``~/agents``."""
     chosen = root if root not in (None, "") else os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    if "\x00" in os.fspath(chosen):
+        raise ConfigError("the vault root contains a NUL byte", field="root",
+                          fix="pass the vault folder's path (--root, ATOMIC_VAULT_ROOT or root=)")
     return Path(chosen).expanduser().absolute()
 
 
@@ -98,7 +102,13 @@ class AgentFolder:
         return path.relative_to(self.path).as_posix()
 
     def ensure_state_dir(self) -> Path:
-        """Create ``.atomic_vault/`` with a .gitignore so derived state never shows in git."""
+        """Create ``.atomic_vault/`` with a .gitignore so derived state never shows in git.
+        A link there is refused: the lock, caches and reservations must not be written
+        outside the agent folder."""
+        if self.state.is_symlink() or (self.state.exists() and not self.state.is_dir()):
+            raise ConfigError(".atomic_vault is a link or not a folder; derived state is kept "
+                              "only inside the agent folder", path=self.state,
+                              fix="remove it: it holds only derived state, rebuilt on the next run")
         if not self.state.is_dir():
             self.state.mkdir(parents=True, exist_ok=True)
             (self.state / ".gitignore").write_text("*\n", encoding="utf-8")
