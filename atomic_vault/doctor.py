@@ -2,7 +2,8 @@
 
 Checks never write. Repairs only restore invariants that the files themselves define:
 INDEX from the notes, HEAD from a verified log, torn lines moved aside (never deleted),
-leftover temp files removed. A note's content and the chain are never rewritten.
+leftover temp files and the cost reservations of dead runs removed. A note's content and
+the chain are never rewritten.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from . import index, runlog
 from . import guardrails, pricing
 from .config import load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, LockTimeout, ModelError
-from .fileio import TEMP_SUFFIX, _fsync, ends_torn, fsync_dir
+from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
 from .backends.files import FileLog
 from .locks import holder_pid, pid_alive
 from .models import load_model
 from .notes import FILENAME, is_current
-from .vault import PERSONA_FILES, AgentFolder
+from .vault import MONTH, PERSONA_FILES, AgentFolder
 
 
 @dataclass
@@ -61,10 +62,13 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
     else:
         _check_backend(folder, "log", log, add)
         _check_disagreement(folder, log, add)
+    if backends["journal"].name == "files":
+        _check_journal(folder, add)
     if backends["lock"].name == "files":
         _check_lock(folder, add)
     else:
         _check_backend(folder, "lock", backends["lock"], add)
+    _check_reservations(folder, add)
     temps = _temp_files(folder)
     if temps:
         add("temp files", "warn", f"{len(temps)} leftover temp file(s) from an interrupted write",
@@ -325,6 +329,56 @@ def _check_lock(folder: AgentFolder, add) -> None:
                 None if alive else "if no run is in progress on another host, delete the lock file")
 
 
+def _journal_days(folder: AgentFolder) -> list[Path]:
+    if not folder.journal.is_dir():
+        return []
+    return [path for month in sorted(folder.journal.iterdir()) if month.is_dir() and MONTH.match(month.name)
+            for path in sorted(month.glob("????-??-??.md"))]
+
+
+def _cut_mid_character(raw: bytes) -> bool | None:
+    """None when ``raw`` is UTF-8; True when only its torn tail (the bytes after the last
+    newline: a crash inside a long write) is not; False when earlier bytes are not."""
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeDecodeError as exc:
+        return exc.start >= raw.rfind(b"\n") + 1
+
+
+def _check_journal(folder: AgentFolder, add) -> None:
+    """Journal days must be UTF-8: a run reads the recent ones and stops on bad bytes. A
+    torn section that is valid text is harmless (the next one starts on its own line)."""
+    for path in _journal_days(folder):
+        raw = path.read_bytes()
+        torn = _cut_mid_character(raw)
+        if torn:
+            add("journal", "error", f"{folder.relative(path)} ends with a section torn inside a character "
+                "(a crash during a write?): runs that read it stop", path,
+                "`doctor --repair` moves the torn bytes aside into a .torn file")
+        elif torn is False:
+            add("journal", "error", f"{folder.relative(path)} is not valid UTF-8", path, "re-save it as UTF-8")
+
+
+def _stale_reservations(folder: AgentFolder) -> list[str]:
+    """Cost reservations of runs that are gone (dead processes on this host, or too old):
+    the caps already ignore them; they are clutter left by a killed run."""
+    try:
+        names = os.listdir(folder.state / guardrails.RESERVATIONS)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    live = guardrails.in_flight(folder, prune=False)
+    return sorted(name for name in names if name not in live)
+
+
+def _check_reservations(folder: AgentFolder, add) -> None:
+    stale = _stale_reservations(folder)
+    if stale:
+        add("lock", "warn", f"{len(stale)} cost reservation(s) left by runs that are no longer running "
+            "(not counted against the caps)", folder.state / guardrails.RESERVATIONS / stale[0],
+            "`doctor --repair` removes them (so does the next run with cost guardrails)")
+
+
 def _temp_files(folder: AgentFolder) -> list[Path]:
     found = []
     for directory, _, files in os.walk(folder.path):
@@ -336,15 +390,30 @@ def repair(folder: AgentFolder, timeout: float | None = 60.0,
            backends: dict[str, Any] | None = None) -> list[str]:
     """Fix what is safe to fix, holding the agent's lock; returns one line per action taken."""
     backends = _with_defaults(backends)
-    with backends["lock"].hold(folder, timeout):
-        return _repair(folder, backends["memory"], backends["log"])
+    lock = backends["lock"]
+    try:
+        with lock.hold(folder, timeout):
+            return _repair(folder, backends["memory"], backends["log"], backends["journal"])
+    except LockTimeout as exc:
+        pid = holder_pid(folder) if lock.name == "files" else None
+        if pid is None or pid_alive(pid):
+            raise
+        raise LockTimeout(f"{exc.message}; pid {pid} is not running on this host, so the lock is held "
+                          "from another host or container; nothing was repaired", path=exc.path,
+                          fix="stop the run holding it there; if there is none, delete the lock file "
+                              "and repair again") from None
 
 
-def _repair(folder: AgentFolder, memory: Any, log: Any) -> list[str]:
+def _repair(folder: AgentFolder, memory: Any, log: Any, journal: Any) -> list[str]:
     actions: list[str] = []
     for temp in _temp_files(folder):
         temp.unlink(missing_ok=True)
         actions.append(f"removed leftover temp file {folder.relative(temp)}")
+    reservations = folder.state / guardrails.RESERVATIONS
+    for name in _stale_reservations(folder):  # the caps ignore them already: only clutter
+        (reservations / name).unlink(missing_ok=True)
+        actions.append(f"removed a stale cost reservation {folder.relative(reservations / name)} "
+                       "(its run is no longer running)")
     if memory.name not in ("files", "sqlite") or folder.memory.is_dir():
         notes, _ = memory.scan(folder)
         changes = index_changes(folder, memory, notes)
@@ -354,6 +423,12 @@ def _repair(folder: AgentFolder, memory: Any, log: Any) -> list[str]:
             actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
     if log.name == "files":
         actions += _repair_files_log(folder)
+    if journal.name == "files":
+        for path in _journal_days(folder):
+            if _cut_mid_character(path.read_bytes()):
+                count, torn = move_torn_tail(path)
+                actions.append(f"moved a torn journal tail ({count} bytes) from {folder.relative(path)} "
+                               f"to {folder.relative(torn)}")
     if actions and log.verify(folder).ok:
         now = datetime.now(timezone.utc).astimezone()
         log.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),
@@ -367,7 +442,9 @@ def _repair_files_log(folder: AgentFolder) -> list[str]:
     actions = []
     files = runlog.day_files(folder)
     if files and ends_torn(files[-1]):
-        actions.append(_move_torn_tail(folder, files[-1]))
+        count, torn = move_torn_tail(files[-1])
+        actions.append(f"moved a torn line ({count} bytes) from {folder.relative(files[-1])} "
+                       f"to {folder.relative(torn)}")
     result = runlog.verify(folder)
     reason = (result.first_bad or {}).get("reason", "")
     head_unusable = reason.startswith("log/HEAD")
@@ -382,22 +459,6 @@ def _repair_files_log(folder: AgentFolder) -> list[str]:
         runlog.write_head(folder, seq, digest, fence)
         actions.append(f"set log/HEAD to the verified tail (seq {seq})")
     return actions
-
-
-def _move_torn_tail(folder: AgentFolder, path: Path) -> str:
-    """Append the torn bytes to <file>.torn, then cut them from the log file."""
-    raw = path.read_bytes()
-    keep = raw.rfind(b"\n") + 1
-    torn = path.with_name(path.name + ".torn")
-    with open(torn, "ab") as handle:
-        handle.write(raw[keep:] + b"\n")
-        handle.flush()
-        _fsync(handle.fileno())
-    with open(path, "r+b") as handle:
-        handle.truncate(keep)
-        _fsync(handle.fileno())
-    fsync_dir(path.parent)
-    return f"moved a torn line ({len(raw) - keep} bytes) from {folder.relative(path)} to {folder.relative(torn)}"
 
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:

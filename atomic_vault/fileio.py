@@ -26,11 +26,12 @@ TEMP_SUFFIX = ".avtmp"
 fault_hook: Callable[[str, Path], None] | None = None
 FAULT_POINTS = (
     "atomic_write:before_temp",    # nothing written yet
-    "atomic_write:before_rename",  # temp file complete and synced; the target still old
+    "temp:complete",               # temp file written (and synced), not yet renamed or linked
+                                   # over the target, which is untouched
     "atomic_write:after_rename",   # the target is new; its folder not yet synced
     "append:before_write",         # nothing appended yet
     "append:before_fsync",         # the bytes are in the file, not yet synced
-    "create_new:before_link",      # temp file complete and synced; the name not yet there
+    "torn:before_truncate",        # torn bytes saved in the .torn file, still in the file
 )
 
 
@@ -99,22 +100,8 @@ def _replace(path: Path, raw: bytes, st: os.stat_result | None, durable: bool) -
     if fault_hook is not None:
         fault_hook("atomic_write:before_temp", path)
     make_dirs(path.parent)
-    temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    temp = synced_temp(path, raw, st.st_mode & 0o7777 if st is not None else None, durable=durable)
     try:
-        if st is not None:
-            os.fchmod(fd, st.st_mode & 0o7777)
-        _write_all(fd, raw)
-        if durable:
-            _fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        if fault_hook is not None:
-            fault_hook("atomic_write:before_rename", path)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -123,6 +110,35 @@ def _replace(path: Path, raw: bytes, st: os.stat_result | None, durable: bool) -
         fault_hook("atomic_write:after_rename", path)
     if durable:
         fsync_dir(path.parent)
+
+
+def synced_temp(path: Path, raw: bytes, mode: int | None = None, *, durable: bool = True) -> Path:
+    """Steps 4-6 of an atomic write: a new temp file beside ``path`` holding ``raw``, with
+    permission bits ``mode`` (None: those of ``path`` if it exists, else the umask's),
+    written whole and fsynced, ready to be renamed or linked over ``path``, which is not
+    touched. On failure it is removed."""
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            pass
+    temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            _write_all(fd, raw)
+            if durable:
+                _fsync(fd)
+        finally:
+            os.close(fd)
+        if fault_hook is not None:
+            fault_hook("temp:complete", path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
 
 
 def _write_all(fd: int, raw: bytes) -> None:
@@ -184,16 +200,8 @@ def create_new(path: Path, text: str) -> bool:
     creators never see, or add to, a half-made file."""
     try:
         make_dirs(path.parent)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        temp = synced_temp(path, text.encode("utf-8"))
         try:
-            try:
-                _write_all(fd, text.encode("utf-8"))
-                _fsync(fd)
-            finally:
-                os.close(fd)
-            if fault_hook is not None:
-                fault_hook("create_new:before_link", path)
             os.link(temp, path)
             created = True
         except FileExistsError:
@@ -228,6 +236,41 @@ def ends_torn(path: Path) -> bool:
             return handle.read(1) != b"\n"
     except FileNotFoundError:
         return False
+
+
+def move_torn_tail(path: Path) -> tuple[int, Path]:
+    """Move the bytes after the last newline into ``<file>.torn`` (appended, plus a
+    newline, and synced), then cut them from the file: kept, never deleted. Returns their
+    count and the .torn file. Safe to repeat after a crash between the two steps: bytes
+    identical to the .torn file's last line are not saved twice."""
+    raw = path.read_bytes()
+    keep = raw.rfind(b"\n") + 1
+    tail = raw[keep:]
+    torn = path.with_name(path.name + ".torn")
+    if not tail:
+        return 0, torn
+    try:
+        previous = torn.read_bytes()
+    except FileNotFoundError:
+        previous = b""
+    line = tail + b"\n"
+    if not (previous == line or previous.endswith(b"\n" + line)):
+        fd = os.open(torn, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            _write_all(fd, line)
+            _fsync(fd)
+        finally:
+            os.close(fd)
+    if fault_hook is not None:
+        fault_hook("torn:before_truncate", path)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, keep)
+        _fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+    return len(tail), torn
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:

@@ -155,6 +155,10 @@ def append(folder: AgentFolder, record: dict[str, Any],
         kept = [fence[0], fence[1]]
     chained = {**record, "seq": seq + 1, "prev": prev}
     chained["hash"] = record_hash(chained)
+    if head is None and seq == 0:
+        # Before the first chained record, HEAD says seq 0: a crash between the append and
+        # HEAD's rewrite then leaves HEAD behind (a warning), not missing (a broken chain).
+        write_head(folder, 0, None, kept)
     path = folder.log_file(_day_of(record))
     if newest is not None and newest.name > path.name:
         path = newest  # the clock went back: never append before the chain's end
