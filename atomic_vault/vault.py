@@ -111,7 +111,10 @@ class AgentFolder:
                               fix="remove it: it holds only derived state, rebuilt on the next run")
         if not self.state.is_dir():
             self.state.mkdir(parents=True, exist_ok=True)
-            (self.state / ".gitignore").write_text("*\n", encoding="utf-8")
+        ignore = self.state / ".gitignore"
+        if not ignore.exists():  # also when a crash came between the mkdir and this write
+            from .fileio import atomic_write
+            atomic_write(ignore, "*\n", durable=False)
         return self.state
 
 

@@ -260,3 +260,11 @@ def test_a_repair_killed_at_any_step_is_completed_by_the_next(tmp_path):
         if child.exitcode == 0:  # the repair finished before reaching this step: all covered
             break
     assert steps > 5
+
+
+def test_a_state_folder_left_without_its_gitignore_gets_one(tmp_path):
+    from atomic_vault.testing import make_agent
+    folder = make_agent(tmp_path / "vault")
+    folder.state.mkdir()  # as a run killed between creating the folder and its .gitignore leaves it
+    folder.ensure_state_dir()
+    assert (folder.state / ".gitignore").read_text() == "*\n"
