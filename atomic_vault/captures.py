@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import PurePath
 from typing import Any
 
 from . import index
 from .config import ToolsConfig
 from .errors import CaptureError, NoteError
-from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, iso_day, note_filename,
-                    parse_note_text, render_note, summarize, update_frontmatter)
-from .protocols import MemoryBackend
+from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, is_current, iso_day,
+                    note_filename, parse_note_text, render_note, summarize, update_frontmatter)
+from .protocols import MemoryBackend, NoteChanged
 from .vault import AgentFolder
 
 _BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*\r?$", re.MULTILINE | re.DOTALL)
@@ -27,6 +29,7 @@ REQUIRED = ("type", "name", "description", "confidence", "sources", "body")
 OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags")
 LIMITS = {"name": 200, "description": 300, "body": 32_000, "source": 500, "tag": 64, "items": 32}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+INDEX_TRIES = 5  # INDEX.md changed by hand this many times in a row mid-update: give up
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,14 @@ def parse(raw: str) -> Capture:
         data = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise CaptureError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise CaptureError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise CaptureError(f"invalid JSON: {exc}") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CaptureError("invalid JSON: a \\u escape names half of a character (a lone surrogate)") from None
     if not isinstance(data, dict):
         raise CaptureError("the block must hold one JSON object")
     unknown = sorted(set(data) - set(REQUIRED) - set(OPTIONAL))
@@ -168,13 +179,19 @@ def parse(raw: str) -> Capture:
 
 class _Writer:
     """Applies captures through the MemoryBackend and gathers the INDEX changes to write
-    once at the end. Notes are named by file name; the backend refuses anything else."""
+    once at the end. Notes are named by file name; the backend refuses anything else.
+
+    Every write is a compare-and-swap against the text the decision was made on, so a note
+    edited by hand meanwhile is never overwritten: the capture is applied once more from a
+    fresh read, and rejected if the note changes again (spec/05)."""
 
     def __init__(self, folder: AgentFolder, memory: MemoryBackend, today: date):
         self.folder = folder
         self.memory = memory
         self.today = today
         self.index_changes: dict[str, tuple[str, str] | None] = {}
+        self.ensure_listed: dict[str, tuple[str, str]] = {}  # lines to add only where missing
+        self._created: list[tuple[str, str]] = []  # (file, text) made by the current attempt
 
     def _text(self, file: str) -> str | None:
         if not FILENAME.match(file):
@@ -189,6 +206,7 @@ class _Writer:
         return file
 
     def _load(self, file: str) -> tuple[str, dict[str, Any], str]:
+        """(text as read, frontmatter, body): the text is what a later write expects."""
         where = self.folder.memory / file
         try:
             text = self._text(file)
@@ -218,40 +236,50 @@ class _Writer:
 
     def _write_new(self, file: str, capture: Capture, supersedes: str | None) -> None:
         fields = self._fields(capture, supersedes)
-        self.memory.put(self.folder, file, render_note(fields, capture.body))
+        text = render_note(fields, capture.body)
+        self.memory.put(self.folder, file, text, expected=None)  # never over a note made meanwhile
+        self._created.append((file, text))
         summary = summarize({**fields, "superseded_by": None}, file)
         self.index_changes[file] = (index.SECTIONS[capture.type], index.entry_line(summary))
 
-    def _supersede(self, old: str, new: str, capture: Capture) -> None:
+    def _supersede(self, old: str, loaded: tuple[str, dict[str, Any], str], new: str,
+                   capture: Capture) -> None:
         """Write ``new`` and mark ``old`` superseded by it; the old note is checked first so
         that a note that cannot be updated stops the capture before anything is written."""
-        text, meta, _ = self._load(old)
+        text, meta, _ = loaded
         retired = update_frontmatter(text, {"superseded_by": new}, self.folder.memory / old)
         self._write_new(new, capture, old)
-        self.memory.put(self.folder, old, retired)
+        self.memory.put(self.folder, old, retired, expected=text)
         summary = summarize({**meta, "superseded_by": new}, old)
         self.index_changes[old] = (index.ARCHIVE, index.entry_line(summary))
 
-    def _refresh(self, file: str, capture: Capture, extra_body: str | None) -> None:
-        text, meta, _ = self._load(file)
+    def _refresh(self, file: str, loaded: tuple[str, dict[str, Any], str], capture: Capture,
+                 extra_body: str | None) -> None:
+        text, meta, _ = loaded
         sources = list(meta.get("sources") or [])
         sources += [s for s in capture.sources if s not in sources]
         updated = update_frontmatter(text, {"last_seen": self.today, "sources": sources},
                                      self.folder.memory / file)
         if extra_body:
             updated = updated.rstrip("\n") + f"\n\nUpdate {self.today.isoformat()}: {extra_body}\n"
-        self.memory.put(self.folder, file, updated)
+        if updated != text:  # an unchanged note is not rewritten
+            self.memory.put(self.folder, file, updated, expected=text)
+        # A note missing from INDEX (its line lost with a failed INDEX write, say) gets it
+        # back; a line that is there, perhaps edited by hand, is left as it is.
+        summary = summarize({**meta, "last_seen": self.today, "sources": sources}, file)
+        self.ensure_listed[file] = (index.section_for(summary, is_current(summary)), index.entry_line(summary))
 
-    def _current(self, file: str) -> str:
-        """Follow superseded_by links to the version of a note that is current now."""
+    def _current(self, file: str) -> tuple[str, tuple[str, dict[str, Any], str]]:
+        """Follow superseded_by links to the version of a note that is current now; returns
+        it with its loaded text."""
         seen = {file}
         while True:
-            _, meta, _ = self._load(file)
-            successor = meta.get("superseded_by")
+            loaded = self._load(file)
+            successor = loaded[1].get("superseded_by")
             if not (isinstance(successor, str) and FILENAME.match(successor)) or successor in seen:
-                return file
+                return file, loaded
             if self._text(successor) is None:
-                return file
+                return file, loaded
             seen.add(successor)
             file = successor
 
@@ -264,28 +292,57 @@ class _Writer:
         raise CaptureError(f"too many versions of memory/{file}")
 
     def apply(self, capture: Capture) -> dict[str, Any]:
+        """Apply one capture, all or nothing: a failed attempt takes back the note it made.
+        A note that changed meanwhile gets one more attempt from a fresh read."""
+        for attempt in (1, 2):
+            before, self._created = dict(self.index_changes), []
+            try:
+                return self._apply(capture)
+            except NoteChanged as exc:
+                self._take_back(before)
+                if attempt == 2:
+                    where = "memory/" + PurePath(exc.path or "").name
+                    raise CaptureError(f"{where} changed while being updated, twice (a hand edit "
+                                       "or another writer); that change was kept and this "
+                                       "capture was not applied") from None
+            except (CaptureError, NoteError):
+                self._take_back(before)
+                raise
+        raise AssertionError("unreachable")
+
+    def _take_back(self, index_before: dict[str, tuple[str, str] | None]) -> None:
+        """Remove the notes the failed attempt created, unless someone already edited one
+        (then it stays, with its INDEX line): a rejected capture leaves nothing behind."""
+        kept = {}
+        for file, text in reversed(self._created):
+            if self.memory.get(self.folder, file) == text:
+                self.memory.delete(self.folder, file)
+            else:
+                kept[file] = self.index_changes.get(file)
+        self.index_changes = {**index_before, **kept}
+        self._created = []
+
+    def _apply(self, capture: Capture) -> dict[str, Any]:
         outcome: dict[str, Any] = {"name": capture.name, "type": capture.type}
         if capture.merge_into:
-            target = self._current(self._ref(capture.merge_into, capture.type))
-            _, _, body = self._load(target)
-            same = capture.body.strip() in body
-            self._refresh(target, capture, None if same else capture.body.strip())
+            target, loaded = self._current(self._ref(capture.merge_into, capture.type))
+            same = capture.body.strip() in loaded[2]
+            self._refresh(target, loaded, capture, None if same else capture.body.strip())
             return {**outcome, "status": "merged", "file": target}
         file = note_filename(capture.type, capture.name)
         exists = self._text(file) is not None
         if capture.supersedes:
             old = self._ref(capture.supersedes, capture.type)
             new = self._free_version(file) if exists else file  # never overwrite a note
-            self._supersede(old, new, capture)
+            self._supersede(old, self._load(old), new, capture)
             return {**outcome, "status": "written", "file": new, "supersedes": old}
         if exists:
-            current = self._current(file)
-            _, _, body = self._load(current)
-            if body.strip() == capture.body.strip():
-                self._refresh(current, capture, None)
+            current, loaded = self._current(file)
+            if loaded[2].strip() == capture.body.strip():
+                self._refresh(current, loaded, capture, None)
                 return {**outcome, "status": "refreshed", "file": current}
             new = self._free_version(file)
-            self._supersede(current, new, capture)
+            self._supersede(current, loaded, new, capture)
             return {**outcome, "status": "written", "file": new, "supersedes": current,
                     "note": f"memory/{current} had the same name and another body; "
                             "the new note supersedes it and both are kept"}
@@ -313,9 +370,35 @@ def write(folder: AgentFolder, memory: MemoryBackend, tools: ToolsConfig, captur
         except (CaptureError, NoteError) as exc:
             outcomes.append({"name": capture.name, "type": capture.type, "status": "rejected",
                              "reason": getattr(exc, "message", str(exc))})
-    if writer.index_changes:
+    if writer.index_changes or writer.ensure_listed:
+        _write_index(folder, memory, writer.index_changes, writer.ensure_listed, outcomes, lease)
+    return outcomes
+
+
+def _write_index(folder: AgentFolder, memory: MemoryBackend,
+                 changes: dict[str, tuple[str, str] | None], missing: dict[str, tuple[str, str]],
+                 outcomes: list[dict[str, Any]], lease: Any) -> None:
+    """Upsert this run's lines into INDEX.md as a compare-and-swap. When INDEX.md changed
+    since it was read (a hand edit), the upsert is applied again to the new text, so the
+    edit is kept; after INDEX_TRIES changes in a row the written notes carry a warning."""
+    for attempt in range(INDEX_TRIES):
+        if attempt > 1:
+            time.sleep(0.005 * (attempt - 1))  # 5, 10, 15 ms: an editor's save may be half done
         if lease is not None:
             lease.check()
-        current = memory.get_index(folder) or ""
-        memory.put_index(folder, index.upsert(current, writer.index_changes))
-    return outcomes
+        current = memory.get_index(folder)
+        listed = index.listed(current or "")
+        wanted = {**{file: line for file, line in missing.items() if file not in listed}, **changes}
+        if not wanted:
+            return
+        try:
+            memory.put_index(folder, index.upsert(current or "", wanted), expected=current)
+            return
+        except NoteChanged:
+            continue
+    warning = (f"memory/INDEX.md changed while being updated, {INDEX_TRIES} times in a row; "
+               f"this note's line was not written (fix: run `atomic-vault doctor {folder.name} "
+               "--repair`)")
+    for outcome in outcomes:
+        if outcome.get("status") == "written":
+            outcome["warning"] = warning

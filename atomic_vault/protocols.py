@@ -19,6 +19,34 @@ from .vault import AgentFolder
 Progress = Callable[[int], None]  # called with how many more items are done
 
 
+class _Unchecked:
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED: Any = _Unchecked()
+"""The default ``expected`` of ``MemoryBackend.put`` / ``put_index``: replace whatever is
+stored, without comparing. (None is not the default because None is what ``get`` returns
+for a missing note: passing back what was read must always be the safe choice.)"""
+
+
+class NoteChanged(NoteError):
+    """A conditional ``put`` / ``put_index`` found something other than ``expected`` stored:
+    a hand edit or another writer changed (or created, or removed) it since it was read.
+    Nothing was written; read it again and re-apply the change."""
+
+
+def note_changed(path: Any, expected: str | None) -> NoteChanged:
+    """The error every memory backend raises for a failed compare-and-swap."""
+    if expected is None:
+        return NoteChanged("appeared while being created (someone else wrote it since it was "
+                           "read as missing); nothing was written", path=path,
+                           fix="read it again and re-apply the change (a hand edit or another run made it)")
+    return NoteChanged("changed while being updated (it no longer holds the text that was read); "
+                       "nothing was written", path=path,
+                       fix="read it again and re-apply the change (a hand edit or another run changed it)")
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One search result: the note, a relevance score (higher is better) and a snippet
@@ -87,21 +115,26 @@ class MemoryBackend(Protocol):
         """A note's text, or None when there is no such note."""
         ...
 
-    def put(self, folder: AgentFolder, file: str, text: str) -> None:
-        """Create or replace a note, all or nothing."""
+    def put(self, folder: AgentFolder, file: str, text: str, *,
+            expected: str | None = UNCHECKED) -> None:
+        """Create or replace a note, all or nothing. With ``expected`` (the text the caller
+        read, or None when it read no note) it is a compare-and-swap: when the stored note
+        differs, nothing is written and ``NoteChanged`` names the file."""
         ...
 
     def delete(self, folder: AgentFolder, file: str) -> bool:
-        """Remove a note; False when there was none. (The runtime never deletes: it archives
-        and supersedes. This is for operators and migrations.)"""
+        """Remove a note; False when there was none. (The runtime archives and supersedes;
+        it deletes only a note it created a moment before for a capture it then rejects.
+        This is for operators and migrations.)"""
         ...
 
     def get_index(self, folder: AgentFolder) -> str | None:
         """INDEX.md's text, or None when there is none yet."""
         ...
 
-    def put_index(self, folder: AgentFolder, text: str) -> None:
-        """Replace INDEX.md, all or nothing."""
+    def put_index(self, folder: AgentFolder, text: str, *,
+                  expected: str | None = UNCHECKED) -> None:
+        """Replace INDEX.md, all or nothing; ``expected`` as for ``put``."""
         ...
 
     def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:

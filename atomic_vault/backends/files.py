@@ -6,21 +6,23 @@ rules (atomic replace, whole-line appends) live in ``fileio``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import sys
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import catalog, runlog
-from ..errors import LockLost, LogError, NoteError
+from .. import catalog, fileio, runlog
+from ..errors import ConfigError, LockLost, LogError, NoteError
 from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dirs,
                       read_jsonl, read_text_cached)
 from ..notes import FILENAME, matching
-from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..vault import MONTH, AgentFolder
 
 WORD = re.compile(r"\w+")
@@ -78,11 +80,15 @@ class FileMemory:
             raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                             fix="re-save the note as UTF-8") from None
 
-    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+    def put(self, folder: AgentFolder, file: str, text: str, *,
+            expected: str | None = UNCHECKED) -> None:
         path = note_path(folder, file)
         _refuse_links(folder, path)
         make_dirs(folder.memory)
-        atomic_write(path, text)
+        if expected is UNCHECKED:
+            atomic_write(path, text)
+        else:
+            replace_if(folder, path, text, expected)
 
     def delete(self, folder: AgentFolder, file: str) -> bool:
         path = note_path(folder, file)
@@ -95,16 +101,23 @@ class FileMemory:
         return True
 
     def get_index(self, folder: AgentFolder) -> str | None:
+        if folder.index.is_symlink() or (folder.index.exists() and not folder.index.is_file()):
+            raise NoteError("is a link or not a regular file", path=folder.index,
+                            fix="move it away; `doctor --repair` then rebuilds INDEX.md from the notes")
         try:
             return read_text_cached(folder.index)
         except UnicodeDecodeError as exc:
             raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=folder.index,
                             fix="re-save INDEX.md as UTF-8, or `doctor --repair` to rebuild it") from None
 
-    def put_index(self, folder: AgentFolder, text: str) -> None:
+    def put_index(self, folder: AgentFolder, text: str, *,
+                  expected: str | None = UNCHECKED) -> None:
         _refuse_links(folder, folder.index)
         make_dirs(folder.memory)
-        atomic_write(folder.index, text)
+        if expected is UNCHECKED:
+            atomic_write(folder.index, text)
+        else:
+            replace_if(folder, folder.index, text, expected)
 
     def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
         terms = words(query)
@@ -133,6 +146,16 @@ class FileMemory:
         return len(notes)
 
 
+def refuse_linked_folders(folder: AgentFolder, path: Path) -> None:
+    """Every folder from the agent folder down to ``path`` must be a real folder: a link
+    among them would carry a journal or log write out of the agent folder."""
+    for parent in reversed(path.relative_to(folder.path).parents[:-1]):
+        where = folder.path / parent
+        if where.is_symlink() or (where.exists() and not where.is_dir()):
+            raise NoteError(f"{parent.as_posix()}/ is a link or not a folder; nothing was written",
+                            path=where, fix=f"make {parent.as_posix()}/ a plain folder inside the agent folder")
+
+
 def _refuse_links(folder: AgentFolder, path: Path) -> None:
     """memory/ and the note itself must be real files inside the agent folder."""
     memory = folder.memory
@@ -142,6 +165,136 @@ def _refuse_links(folder: AgentFolder, path: Path) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise NoteError("exists but is not a regular file; nothing was written", path=path,
                         fix="move it away; notes are plain Markdown files")
+
+
+def replace_if(folder: AgentFolder, path: Path, text: str, expected: str | None) -> bool:
+    """Compare-and-swap of one file: write ``text`` only while ``path`` holds exactly
+    ``expected`` (None: only while it does not exist); otherwise raise NoteChanged and
+    leave the file alone. Returns False when it already held ``text``.
+
+    Creation is exact: a hard link never replaces a file. A replacement compares the file
+    again once the new text is safely on disk, then swaps (see ``_swap``). Replacements
+    hold ``.atomic_vault/memory.lock`` from that check to the swap, so writers that go
+    through here never lose each other's updates.
+    """
+    raw = text.encode("utf-8")
+    want = None if expected is None else expected.encode("utf-8")
+    current, _ = _read_signed(path)
+    if current != want:  # stale already: spare the temporary file and its fsync
+        raise note_changed(path, expected)
+    if current == raw:
+        return False
+    temp = fileio.synced_temp(path, raw)
+    renamed = False
+    try:
+        if want is None:
+            try:
+                os.link(temp, path)  # fails if anything took the name meanwhile
+            except FileExistsError:
+                raise note_changed(path, expected) from None
+            renamed = True
+        else:
+            with _memory_lock(folder):
+                renamed = True  # from here on names may move: even a refusal syncs the folder
+                _swap(path, temp, want, raw, expected)
+    finally:
+        temp.unlink(missing_ok=True)  # after a swap: the replaced file
+        if renamed:
+            fsync_dir(path.parent)
+    return True
+
+
+def _swap(path: Path, temp: Path, want: bytes, raw: bytes, expected: str) -> None:
+    """Move ``temp`` (holding ``raw``) to ``path`` if ``path`` holds ``want``.
+
+    POSIX has no compare-and-rename. Where the system can exchange two names atomically
+    (Linux), the file that was replaced is checked after the exchange and put back if it
+    was not the one expected, so an editor's save is never lost, whenever it lands. Elsewhere
+    the check comes just before the rename, and an edit landing in between is lost (spec/11).
+    """
+    current, signature = _read_signed(path)  # again: the fsync took milliseconds
+    if current != want or _signature(path) != signature:
+        raise note_changed(path, expected)
+    try:
+        exchanged = _exchange(temp, path)
+    except FileNotFoundError:  # removed since the check
+        raise note_changed(path, expected) from None
+    if not exchanged:
+        os.replace(temp, path)
+        return
+    if _read_signed(temp)[0] == want:  # temp now names exactly the file that was replaced
+        return
+    _exchange(temp, path)  # it changed after the check: put that change back
+    if _read_signed(temp)[0] != raw:  # saved once more meanwhile: the newest save stays
+        _exchange(temp, path)
+    raise note_changed(path, expected)
+
+
+_RENAMEAT2: Any = None  # the C function once looked up, False where there is none
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two names atomically (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or the file system cannot."""
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        _RENAMEAT2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes  # only here: most runs never replace a note
+
+            _RENAMEAT2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+    if not _RENAMEAT2:
+        return False
+    import ctypes
+
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if _RENAMEAT2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False  # this file system cannot exchange: check, then rename
+    raise OSError(error, os.strerror(error), str(second))
+
+
+def _read_signed(path: Path) -> tuple[bytes | None, tuple | None]:
+    """(bytes, stat signature of the file read) or (None, None) when there is no file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None, None
+    try:
+        signature = _signed(os.fstat(fd))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), signature
+    finally:
+        os.close(fd)
+
+
+def _signature(path: Path) -> tuple | None:
+    try:
+        return _signed(os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return None
+
+
+def _signed(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@contextmanager
+def _memory_lock(folder: AgentFolder) -> Iterator[None]:
+    """Serialises the check-and-rename of every conditional write of an agent's memory."""
+    import portalocker  # imported here: slow to import, and only writers need it
+
+    path = folder.ensure_state_dir() / "memory.lock"
+    with open(path, "a", encoding="utf-8") as handle:
+        portalocker.lock(handle, portalocker.LOCK_EX)
+        try:
+            yield
+        finally:
+            portalocker.unlock(handle)
 
 
 class FileLog:
@@ -156,10 +309,12 @@ class FileLog:
         self.url = url
 
     def ready(self, folder: AgentFolder) -> None:
+        refuse_linked_folders(folder, folder.head)
         runlog.ready(folder)
 
     def append(self, folder: AgentFolder, record: dict[str, Any],
                fence: tuple[str, int] | None = None) -> dict[str, Any]:
+        refuse_linked_folders(folder, folder.log_file(_record_day(record)))
         with _log_lock(folder):
             chained = runlog.append(folder, record, fence=fence)
             # Keep the rollups of this month's day files on disk, so that the next run's
@@ -338,9 +493,12 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
         out.append(entry["days"])
     _ROLLUPS[cache_path] = saved
     if worth_saving and persist and folder.path.is_dir():
-        folder.ensure_state_dir()
-        atomic_write(cache_path, json.dumps(saved, separators=(",", ":")), durable=False)
-        _ON_DISK[cache_path] = {key: entry.get("read") for key, entry in saved.items()}
+        try:  # derived: failing to save it must not fail the append that already happened
+            folder.ensure_state_dir()
+            atomic_write(cache_path, json.dumps(saved, separators=(",", ":")), durable=False)
+            _ON_DISK[cache_path] = {key: entry.get("read") for key, entry in saved.items()}
+        except (OSError, NoteError, ConfigError):
+            pass
     return out
 
 
@@ -410,11 +568,13 @@ class FileJournal:
 
     def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
         path = folder.journal_file(when.date())
+        refuse_linked_folders(folder, path)
         if not path.exists():
             create_new(path, f"# {when:%Y-%m-%d}\n")  # the heading, once, even when racing
         append_text(path, section)
 
     def recent(self, folder: AgentFolder, days: int) -> list[tuple[str, str]]:
+        refuse_linked_folders(folder, folder.journal / "day")  # refused before the model is paid
         out = []
         for path in recent_journal_days(folder, days):
             try:

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from .. import runlog
 from ..errors import BackendError, LockLost, LogError, NoteError
 from ..notes import matching, parse_note_text, summarize, validate
-from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..vault import AgentFolder
 from . import redact, rows
 from .files import note_path, words
@@ -373,7 +373,8 @@ class PostgresMemory:
             row = conn.execute("SELECT text FROM notes WHERE agent=%s AND file=%s", (folder.name, file)).fetchone()
         return row[0] if row else None
 
-    def put(self, folder: AgentFolder, file: str, text: str) -> None:
+    def put(self, folder: AgentFolder, file: str, text: str, *,
+            expected: str | None = UNCHECKED) -> None:
         where = note_path(folder, file)
         summary, error, body = None, None, text
         try:
@@ -383,21 +384,30 @@ class PostgresMemory:
         except NoteError as exc:
             error = {"message": exc.message, "path": exc.path, "field": exc.field, "fix": exc.fix}
             meta = {}
-        fields = {"name": str(meta.get("name", "")), "description": str(meta.get("description", "")),
-                  "body": body}
+        row = {"agent": folder.name, "file": file, "text": text,
+               "expected": expected if isinstance(expected, str) else None,
+               "summary": Jsonb(summary) if summary else None,
+               "error": Jsonb(error) if error else None,
+               "type": summary and summary["type"], "pinned": summary and summary["pinned"],
+               "current": bool(summary) and not (summary["archived"] or summary["superseded_by"]),
+               "last_seen": summary and summary["last_seen"],
+               "name": str(meta.get("name", "")), "description": str(meta.get("description", "")),
+               "body": body}
+        columns = "text, summary, error, type, pinned, current, last_seen, tsv"
+        values = (f"%(text)s, %(summary)s, %(error)s, %(type)s, %(pinned)s, %(current)s, "
+                  f"%(last_seen)s, {_TSV}")
+        insert = f"INSERT INTO notes (agent, file, {columns}) VALUES (%(agent)s, %(file)s, {values})"
+        if expected is UNCHECKED:
+            sql = (f"{insert} ON CONFLICT (agent, file) DO UPDATE SET "
+                   + ", ".join(f"{c}=excluded.{c}" for c in columns.split(", ")))
+        elif expected is None:
+            sql = f"{insert} ON CONFLICT (agent, file) DO NOTHING"
+        else:  # compare-and-swap in one statement: the row is updated only if unchanged
+            sql = (f"UPDATE notes SET ({columns}) = ({values}) "
+                   "WHERE agent=%(agent)s AND file=%(file)s AND text=%(expected)s")
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO notes (agent, file, text, summary, error, type, pinned, current, last_seen, tsv) "
-                f"VALUES (%(agent)s, %(file)s, %(text)s, %(summary)s, %(error)s, %(type)s, %(pinned)s, "
-                f"%(current)s, %(last_seen)s, {_TSV}) ON CONFLICT (agent, file) DO UPDATE SET "
-                "text=excluded.text, summary=excluded.summary, error=excluded.error, type=excluded.type, "
-                "pinned=excluded.pinned, current=excluded.current, last_seen=excluded.last_seen, tsv=excluded.tsv",
-                {"agent": folder.name, "file": file, "text": text,
-                 "summary": Jsonb(summary) if summary else None,
-                 "error": Jsonb(error) if error else None,
-                 "type": summary and summary["type"], "pinned": summary and summary["pinned"],
-                 "current": bool(summary) and not (summary["archived"] or summary["superseded_by"]),
-                 "last_seen": summary and summary["last_seen"], **fields})
+            if conn.execute(sql, row).rowcount == 0:
+                raise note_changed(where, expected)
 
     def delete(self, folder: AgentFolder, file: str) -> bool:
         note_path(folder, file)
@@ -410,10 +420,20 @@ class PostgresMemory:
             row = conn.execute("SELECT text FROM memory_index WHERE agent=%s", (folder.name,)).fetchone()
         return row[0] if row else None
 
-    def put_index(self, folder: AgentFolder, text: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("INSERT INTO memory_index VALUES (%s, %s) ON CONFLICT (agent) DO UPDATE "
+    def put_index(self, folder: AgentFolder, text: str, *,
+                  expected: str | None = UNCHECKED) -> None:
+        if expected is UNCHECKED:
+            sql, args = ("INSERT INTO memory_index VALUES (%s, %s) ON CONFLICT (agent) DO UPDATE "
                          "SET text=excluded.text", (folder.name, text))
+        elif expected is None:
+            sql, args = ("INSERT INTO memory_index VALUES (%s, %s) ON CONFLICT (agent) DO NOTHING",
+                         (folder.name, text))
+        else:
+            sql, args = ("UPDATE memory_index SET text=%s WHERE agent=%s AND text=%s",
+                         (text, folder.name, expected))
+        with self.db.transaction() as conn:
+            if conn.execute(sql, args).rowcount == 0:
+                raise note_changed(folder.index, expected)
 
     def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
         terms = words(query)

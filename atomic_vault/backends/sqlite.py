@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 from .. import runlog
 from ..errors import BackendError, LockLost, LogError, NoteError
 from ..notes import parse_note_text
-from ..protocols import CostRow, LogQuery, Progress, SearchHit
+from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit
 from ..vault import AgentFolder
 from .. import catalog
 from . import rows
@@ -366,8 +366,9 @@ Porter stemming; CJK characters indexed one by one)."""
         return conn
 
     # -- writes keep the index current
-    def put(self, folder: AgentFolder, file: str, text: str) -> None:
-        super().put(folder, file, text)
+    def put(self, folder: AgentFolder, file: str, text: str, *,
+            expected: str | None = UNCHECKED) -> None:
+        super().put(folder, file, text, expected=expected)  # a refused swap indexes nothing
         self._index_one(folder, file, text)
 
     def delete(self, folder: AgentFolder, file: str) -> bool:

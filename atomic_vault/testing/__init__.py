@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -32,12 +33,13 @@ import pytest
 
 from ..errors import AtomicVaultError, LockLost, LockTimeout, LogError, NoteError
 from ..notes import render_note
-from ..protocols import JournalBackend, LockBackend, LogBackend, LogQuery, MemoryBackend
+from ..protocols import (JournalBackend, LockBackend, LogBackend, LogQuery, MemoryBackend,
+                         NoteChanged)
 from ..runlog import record_hash
 from ..vault import AgentFolder
 
 __all__ = ["MemoryBackendSuite", "LogBackendSuite", "LockBackendSuite", "JournalBackendSuite",
-           "make_agent", "note_text"]
+           "make_agent", "note_text", "many_writers", "check_many_writers"]
 
 _FORK = multiprocessing.get_context("fork")
 
@@ -78,6 +80,23 @@ class _Suite:
 def _put_notes(i: int, memory: MemoryBackend, folder: AgentFolder, per: int) -> None:
     for n in range(per):
         memory.put(folder, f"project_w{i}_{n}.md", note_text(f"w{i} {n}", f"writer {i} note {n}"))
+
+
+def _swap_in_lines(i: int, memory: MemoryBackend, folder: AgentFolder, per: int) -> None:
+    """Add lines to INDEX.md and to one note by read, change, compare-and-swap, retrying
+    on NoteChanged, as the runtime does: no line may be lost."""
+    for n in range(per):
+        for get, put in ((lambda: memory.get_index(folder),
+                          lambda text, seen: memory.put_index(folder, text, expected=seen)),
+                         (lambda: memory.get(folder, "project_shared.md"),
+                          lambda text, seen: memory.put(folder, "project_shared.md", text, expected=seen))):
+            while True:
+                seen = get()
+                try:
+                    put(seen + f"- w{i} {n}\n", seen)
+                    break
+                except NoteChanged:
+                    continue
 
 
 class MemoryBackendSuite(_Suite):
@@ -209,6 +228,73 @@ class MemoryBackendSuite(_Suite):
         _run_children(_put_notes, 4, memory, agent, 10)
         notes, errors = memory.scan(agent)
         assert not errors and len(notes) == 40
+
+    # -- compare-and-swap: ``expected`` is the text the caller read (None: no note)
+
+    def test_put_with_expected_replaces_only_the_text_that_was_read(self, memory, agent):
+        memory.put(agent, "project_a.md", note_text("a", "first"), expected=None)
+        seen = memory.get(agent, "project_a.md")
+        by_hand = note_text("edited by hand", "first, and a hand edit")
+        memory.put(agent, "project_a.md", by_hand)  # someone else, between read and write
+        with pytest.raises(NoteChanged) as caught:
+            memory.put(agent, "project_a.md", note_text("a", "zucchini from the run"), expected=seen)
+        assert isinstance(caught.value, NoteError)
+        assert "project_a.md" in str(caught.value)
+        assert "changed while being updated" in caught.value.message and caught.value.fix
+        assert memory.get(agent, "project_a.md") == by_hand
+        assert memory.scan(agent)[0]["project_a.md"]["name"] == "edited by hand"
+        assert memory.search(agent, "zucchini") == []
+        memory.put(agent, "project_a.md", note_text("a", "zucchini, re-applied"), expected=by_hand)
+        assert "re-applied" in memory.get(agent, "project_a.md")
+        assert [h.file for h in memory.search(agent, "zucchini")] == ["project_a.md"]
+
+    def test_put_expecting_no_note_never_replaces_one(self, memory, agent):
+        memory.put(agent, "project_a.md", note_text("a", "there first"))
+        with pytest.raises(NoteChanged) as caught:
+            memory.put(agent, "project_a.md", note_text("a", "mine"), expected=None)
+        assert "project_a.md" in str(caught.value)
+        assert "there first" in memory.get(agent, "project_a.md")
+
+    def test_put_expecting_a_note_that_was_removed_is_refused(self, memory, agent):
+        text = note_text("a", "short-lived")
+        memory.put(agent, "project_a.md", text)
+        memory.delete(agent, "project_a.md")
+        with pytest.raises(NoteChanged):
+            memory.put(agent, "project_a.md", note_text("a", "revived"), expected=text)
+        assert memory.get(agent, "project_a.md") is None
+        assert "project_a.md" not in memory.scan(agent)[0]
+
+    def test_put_with_the_text_already_stored_succeeds(self, memory, agent):
+        text = note_text("a", "steady")
+        memory.put(agent, "project_a.md", text)
+        memory.put(agent, "project_a.md", text, expected=text)
+        assert memory.get(agent, "project_a.md") == text
+
+    def test_put_index_with_expected_is_a_compare_and_swap(self, memory, agent):
+        with pytest.raises(NoteChanged):
+            memory.put_index(agent, "# Memory Index\n", expected="# an index never stored\n")
+        assert memory.get_index(agent) is None
+        first = "# Memory Index\n\n## Active Projects\n- [a](project_a.md) — a\n"
+        memory.put_index(agent, first, expected=None)
+        with pytest.raises(NoteChanged):
+            memory.put_index(agent, "# Memory Index\n", expected=None)
+        by_hand = first + "- [b](project_b.md) — added by hand\n"
+        memory.put_index(agent, by_hand)
+        with pytest.raises(NoteChanged) as caught:
+            memory.put_index(agent, first + "- [c](project_c.md) — c\n", expected=first)
+        assert "INDEX.md" in str(caught.value)
+        assert memory.get_index(agent) == by_hand
+        memory.put_index(agent, by_hand + "- [c](project_c.md) — c\n", expected=by_hand)
+        assert memory.get_index(agent) == by_hand + "- [c](project_c.md) — c\n"
+
+    def test_concurrent_compare_and_swaps_lose_no_update(self, memory, agent):
+        memory.put_index(agent, "# lines\n")
+        memory.put(agent, "project_shared.md", note_text("shared", "lines:") + "\n")
+        _run_children(_swap_in_lines, 4, memory, agent, 12)
+        expected = sorted(f"- w{i} {n}" for i in range(4) for n in range(12))
+        assert sorted(memory.get_index(agent).splitlines()[1:]) == expected
+        note = memory.get(agent, "project_shared.md")
+        assert sorted(line for line in note.splitlines() if line.startswith("- w")) == expected
 
 
 # ---------------------------------------------------------------- log
@@ -500,3 +586,72 @@ class JournalBackendSuite(_Suite):
         for i in range(4):
             for n in range(10):
                 assert f"## writer {i} entry {n}\n\ntext\n" in text
+
+
+# ---------------------------------------------------------------- whole runs, many processes
+
+def _calls(worker: int, root: str, name: str, calls: int, backends: dict[str, Any]) -> None:
+    from ..agent import AtomicAgent  # here: the suites above need no runtime
+
+    agent = AtomicAgent(name, root=root, trigger=f"w{worker}", model="offline",
+                        lock_timeout=300, **backends)
+    for i in range(calls):
+        agent.call(f"Run {worker}-{i}\nremember: project: worker {worker} item {i}")
+
+
+def many_writers(root: Path, name: str, *, workers: int = 8, calls: int = 50,
+                 timeout: float = 600, **backends: Any) -> float:
+    """Run ``workers`` processes x ``calls`` calls of one agent at once, each call capturing
+    one note, then check that nothing was lost; returns the seconds the calls took.
+
+    ``backends`` are the agent's ``memory``, ``log``, ``lock`` and ``journal`` choices (names,
+    with URLs from ``ATOMIC_VAULT_<KIND>_URL``, or objects that survive a fork). The agent's
+    log must start empty. Checked: exactly one record per call, ``seq`` 1..N without a gap,
+    the chain verifies, every capture was written and is listed in INDEX.md (read through
+    the memory backend), and the journal holds exactly one section per run.
+    """
+    started = time.perf_counter()
+    children = [_FORK.Process(target=_calls, args=(w, str(root), name, calls, backends))
+                for w in range(workers)]
+    for child in children:
+        child.start()
+    deadline = started + timeout
+    for child in children:
+        child.join(max(deadline - time.perf_counter(), 0))
+    hung = [child for child in children if child.is_alive()]
+    for child in hung:
+        child.kill()
+        child.join()
+    assert not hung, f"{len(hung)} writer processes still ran after {timeout} s"
+    failed = [child.exitcode for child in children if child.exitcode != 0]
+    assert not failed, f"writer processes failed (exit codes {failed})"
+    seconds = time.perf_counter() - started
+    check_many_writers(root, name, workers=workers, calls=calls, **backends)
+    return seconds
+
+
+def check_many_writers(root: Path, name: str, *, workers: int, calls: int, **backends: Any) -> None:
+    """The checks of ``many_writers`` on an agent it has run; AssertionError names what
+    was lost."""
+    from .. import index
+    from ..agent import AtomicAgent
+
+    agent = AtomicAgent(name, root=str(root), **backends)
+    folder, total = agent.folder, workers * calls
+    records = list(agent.log.records(folder))
+    assert len(records) == total, f"{len(records)} log records for {total} calls"
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(1, total + 1)), f"seq is not 1..{total} without a gap: {seqs[:20]}…"
+    verified = agent.log.verify(folder)
+    assert verified.ok, f"the chain does not verify: {verified.first_bad}"
+    wanted = {f"project_worker_{w}_item_{i}.md" for w in range(workers) for i in range(calls)}
+    written = {c.get("file") for r in records for c in r.get("captures", []) if c.get("status") == "written"}
+    assert written == wanted, f"captures not written: {sorted(wanted - written)[:10]}"
+    listed = index.listed(agent.memory.get_index(folder) or "")
+    missing = sorted(f for f in wanted if listed.get(f) != index.SECTIONS["project"])
+    assert not missing, f"{len(missing)} captures are not in INDEX.md, e.g. {missing[:5]}"
+    journal = "".join(text for _, text in agent.journal.recent(folder, 10_000))
+    sections = re.findall(r"^## .* · run (\S+)", journal, re.MULTILINE)
+    runs = sorted(r["run_id"] for r in records)
+    assert sorted(s for s in sections if s in set(runs)) == runs, \
+        f"{len(sections)} journal sections for {total} runs (one each expected)"
