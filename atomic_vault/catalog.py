@@ -90,7 +90,8 @@ def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
     most of a call's cost."""
     relative = os.stat in os.supports_dir_fd
     try:
-        directory = os.open(memory, os.O_RDONLY) if relative else None
+        # O_DIRECTORY: a memory/ that is a file fails here, before a descriptor exists
+        directory = os.open(memory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if relative else None
         names = os.listdir(directory if relative else memory)
     except (FileNotFoundError, NotADirectoryError):
         return

@@ -419,7 +419,8 @@ def _repair(folder: AgentFolder, memory: Any, log: Any, journal: Any) -> list[st
         changes = index_changes(folder, memory, notes)
         current = memory.get_index(folder)
         if changes or current is None:
-            memory.put_index(folder, index.upsert(current or "", changes))
+            # expected: a hand edit landing during the repair is not overwritten
+            memory.put_index(folder, index.upsert(current or "", changes), expected=current)
             actions.append(f"updated memory/INDEX.md ({len(changes)} line(s) added, moved or removed)")
     if log.name == "files":
         actions += _repair_files_log(folder)

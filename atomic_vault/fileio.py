@@ -7,6 +7,7 @@ spec/02 are kept in one place. ``FSYNCS`` counts fsync calls for the benchmarks;
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat as stat_module
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import LogError
+from .errors import ConfigError, LogError
 
 FSYNCS = 0
 TEMP_SUFFIX = ".avtmp"
@@ -156,8 +157,13 @@ def append_text(path: Path, text: str) -> None:
     try:
         make_dirs(path.parent)
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a day file that is a link must not carry an append out of the folder
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError("is a link; journal and log files are written only inside the agent "
+                              "folder, and nothing was appended", path=path,
+                              fix="replace the link with the plain file it points to") from None
         raise _named(exc, path)
     written = 0
     try:

@@ -290,9 +290,6 @@ def test_a_failure_between_the_new_and_the_old_note_of_a_supersession(vault):
     assert (folder.memory / "project_release_date_is_may.md").read_bytes() == old_text
 
 
-@pytest.mark.xfail(strict=True, reason="a retried capture finds its note unchanged and says 'refreshed' "
-                   "without adding the INDEX line a failed run never wrote; proposed: "
-                   "captures._Writer._refresh records the note's INDEX line like _write_new")
 def test_retrying_the_work_item_after_a_failed_index_write_restores_index(vault):
     failing = AtomicAgent("atlas", root=vault, memory=FailingMemory(FileMemory(), "put_index"))
     with pytest.raises(OSError):
@@ -302,18 +299,12 @@ def test_retrying_the_work_item_after_a_failed_index_write_restores_index(vault)
     assert problems(open_agent("atlas", vault)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="FileLog.append lets an OSError from saving the derived cost "
-                   "rollup escape after the record and HEAD are written, so a logged run raises; "
-                   "proposed: backends/files.py _rollups ignores OSError when persisting, as catalog._save does")
 def test_a_full_disk_while_saving_a_derived_cache_does_not_fail_a_logged_run(vault, fail_at):
     fired = fail_at("temp:complete", named("cost-rollup.json"))
     result = AtomicAgent("atlas", root=vault).call("one")
     assert fired and result.seq == 1
 
 
-@pytest.mark.xfail(strict=True, reason="backends/files.py replace_if writes notes and INDEX.md through "
-                   "a temp file of its own, outside fileio, so the seam (and bench/torture.py's step "
-                   "kills) never see them; proposed: build the temp with fileio.synced_temp")
 def test_every_durable_write_of_a_run_passes_through_the_seam(vault, monkeypatch):
     seen = set()
     monkeypatch.setattr(fileio, "fault_hook", lambda point, path: seen.add(path.name))

@@ -630,27 +630,20 @@ def test_cherokee_capture_writes_a_note_that_validates_and_later_runs_work(home)
     assert call(home, "second run").status == "ok"
 
 
-# ---- known bugs in files this harness does not own (strict xfail until fixed) -------------
+# ---- bugs this harness found in captures, catalog and the file layer (fixed) ------------
 
-@pytest.mark.xfail(strict=True, reason="captures.parse lets RecursionError escape: a deeply nested "
-                                       "block crashes the run after the model was paid, nothing logged")
 def test_deeply_nested_json_is_rejected_not_crashed(home):
     case("capture", "fenced", "json:deep-nesting")
     outcome, _ = run_capture(home, '{"tags": ' + "[" * 100_000 + "]" * 100_000 + "}", "fenced")
     assert outcome["status"] == "rejected"
 
 
-@pytest.mark.xfail(strict=True, reason="captures.parse lets ValueError escape: an integer of more than "
-                                       "4300 digits crashes the run after the model was paid")
 def test_a_huge_integer_literal_is_rejected_not_crashed(home):
     case("capture", "fenced", "json:huge-integer")
     outcome, _ = run_capture(home, cap().replace('"body"', '"pinned": ' + "9" * 5000 + ', "body"'), "fenced")
     assert outcome["status"] == "rejected"
 
 
-@pytest.mark.xfail(strict=True, reason="captures.parse accepts lone surrogates (\\ud800 escapes); the note "
-                                       "write then fails mid-run: earlier notes written, INDEX, journal and "
-                                       "log not (a partial write)")
 @pytest.mark.parametrize("field", ["name", "body", "sources"])
 def test_lone_surrogates_are_rejected_before_anything_is_written(home, field):
     case("capture", "fenced", "surrogate", field)
@@ -869,9 +862,6 @@ def test_memory_as_a_file_refuses_captures(home):
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
-@pytest.mark.xfail(strict=True, reason="catalog._note_stats opens memory/ with os.open before listing it; "
-                                       "when memory/ is a file the listing fails and the descriptor is never "
-                                       "closed (one leaked per scan)")
 def test_memory_as_a_file_leaks_no_file_descriptor(home):
     case("layout", "memory-is-a-file:descriptors")
     folder = folder_of(home)
@@ -911,9 +901,6 @@ def test_a_vault_root_with_a_nul_byte_is_a_config_error(home):
     assert caught.value.field == "root" and caught.value.fix
 
 
-@pytest.mark.xfail(strict=True, reason="FileMemory.get_index treats an INDEX.md that is a folder or a link "
-                                       "as missing: the note is written, then put_index raises, so the run "
-                                       "ends with an orphan note and no journal or log record")
 @pytest.mark.parametrize("kind", ["folder", "link"])
 def test_index_that_is_not_a_regular_file_refuses_the_run_before_writing(home, kind):
     case("layout", "index-not-regular", kind)
@@ -929,9 +916,6 @@ def test_index_that_is_not_a_regular_file_refuses_the_run_before_writing(home, k
     assert changed(before, tree(home)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="appends follow links: a journal or log day file (or folder) that is "
-                                       "a link makes the run write outside the agent folder (fileio.append_text "
-                                       "opens without O_NOFOLLOW; FileJournal/FileLog do not refuse linked folders)")
 @pytest.mark.parametrize("kind", ["journal-day", "journal-folder", "log-day", "log-folder"])
 def test_journal_and_log_links_out_of_the_agent_folder_are_never_written_through(home, kind):
     case("layout", "append-link", kind)
@@ -1209,10 +1193,10 @@ WORK_ITEMS = [
     ("empty", "", "the work item is empty"),
     ("spaces", "   ", "the work item is empty"),
     ("whitespace", "\n\t\r\x0b\x0c", "the work item is empty"),
-    ("none", None, "the work item is empty"),
-    ("int", 123, "the work item is empty"),
-    ("bytes", b"do it", "the work item is empty"),
-    ("list", ["do it"], "the work item is empty"),
+    ("none", None, "the work item is a NoneType, not text"),
+    ("int", 123, "the work item is a int, not text"),
+    ("bytes", b"do it", "the work item is a bytes, not text"),
+    ("list", ["do it"], "the work item is a list, not text"),
     ("nul", "do\x00it", "binary or longer than 200000 characters"),
     ("too-long", "x" * 200_001, "binary or longer than 200000 characters"),
 ]
