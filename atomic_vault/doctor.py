@@ -20,7 +20,7 @@ from .config import load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, LockTimeout, ModelError
 from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
 from .backends.files import FileLog
-from .locks import holder_pid, pid_alive
+from .locks import holder_pid, os_locks, pid_alive
 from .models import load_model
 from .notes import FILENAME, is_current
 from .vault import MONTH, PERSONA_FILES, AgentFolder
@@ -314,7 +314,7 @@ def _check_lock(folder: AgentFolder, add) -> None:
     path = folder.state / "lock"
     if not path.exists():
         return
-    import portalocker
+    portalocker = os_locks()  # imported here: only writers need it
 
     with open(path, encoding="utf-8") as handle:
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -165,6 +164,11 @@ def settle(folder: AgentFolder, log: LogBackend, config: ModelConfig, budget: Bu
     return warnings
 
 
+def _host() -> str:
+    """This machine's name (as socket.gethostname() gives it, without importing socket)."""
+    return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
+
+
 def release(folder: AgentFolder, reservation: str | None) -> None:
     """Forget a reservation (a run that ended, in any way). Call under the agent's lock."""
     if reservation is not None:
@@ -174,13 +178,13 @@ def release(folder: AgentFolder, reservation: str | None) -> None:
 def _hold(folder: AgentFolder, usd: float) -> str:
     """One small file per reservation: creating and unlinking it is cheaper than rewriting
     a shared file, and a run killed mid-write leaves at most one unreadable (ignored) file."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", _host())
     key = f"{host}_{os.getpid()}_{os.urandom(4).hex()}.json"
     directory = folder.ensure_state_dir() / RESERVATIONS
     directory.mkdir(exist_ok=True)
     fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"usd": usd, "host": socket.gethostname(), "pid": os.getpid(),
+        handle.write(json.dumps({"usd": usd, "host": _host(), "pid": os.getpid(),
                                  "at": time.time()}))
     return key
 
@@ -193,7 +197,7 @@ def in_flight(folder: AgentFolder, prune: bool = True) -> dict[str, float]:
         names = os.listdir(folder.state / RESERVATIONS)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    host, now, out = socket.gethostname(), time.time(), {}
+    host, now, out = _host(), time.time(), {}
     for name in names:
         path = folder.state / RESERVATIONS / name
         try:

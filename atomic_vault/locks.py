@@ -8,6 +8,7 @@ leaves the agent locked; the holder's pid is written into the file for diagnosti
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,17 @@ from .errors import LockTimeout
 from .vault import AgentFolder
 
 POLL_SECONDS = 0.005
+
+
+def os_locks():
+    """portalocker, imported on first use, without its optional Redis lock: when the redis
+    package is installed (our [redis] extra), portalocker's package import loads it, about
+    0.14 s per process for a lock atomic_vault never uses (it has its own Redis backend).
+    A process that wants ``portalocker.RedisLock`` itself must import portalocker first."""
+    if "portalocker" not in sys.modules:
+        sys.modules.setdefault("portalocker.redis", None)  # None: that import fails, quietly
+    import portalocker
+    return portalocker
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,7 @@ class FileLock:
 
     @contextmanager
     def hold(self, folder: AgentFolder, timeout: float | None) -> Iterator[FileLease]:
-        import portalocker  # imported here: it is slow to import and only the write-back needs it
+        portalocker = os_locks()  # imported here: only the write-back needs it
 
         path = folder.ensure_state_dir() / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -6,7 +6,6 @@ attempt is recorded for the run's log record, with any key redacted.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -32,11 +31,14 @@ class Completion:
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,
-            jitter: Callable[[], float] = random.random) -> float:
+            jitter: Callable[[], float] | None = None) -> float:
     """Seconds to wait before try ``attempt + 1``: the provider's retry-after when given,
     else base * 2^(attempt-1) scaled by a random factor in [0.5, 1); never over the cap."""
     if retry_after is not None and retry_after >= 0:
         return min(retry_after, policy.max_delay_s)
+    if jitter is None:
+        import random  # only a retry needs it
+        jitter = random.random
     return min(policy.base_delay_s * 2 ** (attempt - 1), policy.max_delay_s) * (0.5 + jitter() / 2)
 
 

@@ -23,6 +23,7 @@ from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dir
                       read_jsonl, read_text_cached)
 from ..notes import FILENAME, matching
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
+from ..locks import os_locks
 from ..vault import MONTH, AgentFolder
 
 WORD = re.compile(r"\w+")
@@ -286,7 +287,7 @@ def _signed(st: os.stat_result) -> tuple:
 @contextmanager
 def _memory_lock(folder: AgentFolder) -> Iterator[None]:
     """Serialises the check-and-rename of every conditional write of an agent's memory."""
-    import portalocker  # imported here: slow to import, and only writers need it
+    portalocker = os_locks()  # imported here: only writers need it
 
     path = folder.ensure_state_dir() / "memory.lock"
     with open(path, "a", encoding="utf-8") as handle:
@@ -412,7 +413,7 @@ def _fence_of(head: dict[str, Any] | None) -> list | None:
 
 @contextmanager
 def _log_lock(folder: AgentFolder) -> Iterator[None]:
-    import portalocker  # imported here: slow to import, and only writers need it
+    portalocker = os_locks()  # imported here: only writers need it
 
     path = folder.ensure_state_dir() / "log.lock"
     with open(path, "a", encoding="utf-8") as handle:
