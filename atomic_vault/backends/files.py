@@ -284,18 +284,9 @@ def _signed(st: os.stat_result) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-@contextmanager
-def _memory_lock(folder: AgentFolder) -> Iterator[None]:
+def _memory_lock(folder: AgentFolder):
     """Serialises the check-and-rename of every conditional write of an agent's memory."""
-    portalocker = os_locks()  # imported here: only writers need it
-
-    path = folder.ensure_state_dir() / "memory.lock"
-    with open(path, "a", encoding="utf-8") as handle:
-        portalocker.lock(handle, portalocker.LOCK_EX)
-        try:
-            yield
-        finally:
-            portalocker.unlock(handle)
+    return _state_lock(folder, "memory.lock")
 
 
 class FileLog:
@@ -411,11 +402,17 @@ def _fence_of(head: dict[str, Any] | None) -> list | None:
     return head.get("fence") if head else None
 
 
+def _log_lock(folder: AgentFolder):
+    """Serialises appends to the files log, whatever lock backend the runs use."""
+    return _state_lock(folder, "log.lock")
+
+
 @contextmanager
-def _log_lock(folder: AgentFolder) -> Iterator[None]:
+def _state_lock(folder: AgentFolder, name: str) -> Iterator[None]:
+    """An OS lock on ``.atomic_vault/<name>``, held for the ``with`` block."""
     portalocker = os_locks()  # imported here: only writers need it
 
-    path = folder.ensure_state_dir() / "log.lock"
+    path = folder.ensure_state_dir() / name
     with open(path, "a", encoding="utf-8") as handle:
         portalocker.lock(handle, portalocker.LOCK_EX)
         try:
