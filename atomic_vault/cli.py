@@ -357,7 +357,10 @@ def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> 
         click.echo("\nno cost_guardrails in model.md: spend is not capped")
         return
     now = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
-    day, month = guardrails.spent(store, folder, now)
+    try:
+        day, month = guardrails.spent(store, folder, now)
+    except AtomicVaultError as exc:
+        _fail(exc)
     held = sum(guardrails.in_flight(folder, prune=False).values())
     standing = [f"{label} {_cost_text(spent)} of {_cost_text(limit) if limit is not None else 'no cap'}"
                 for label, spent, limit in (("today", day, rails.get("daily_cap_usd")),

@@ -17,7 +17,7 @@ from typing import Any
 from . import index, runlog
 from . import guardrails, pricing
 from .config import load_model_config, load_tools_config, load_vault_prices
-from .errors import AtomicVaultError, LockTimeout, ModelError
+from .errors import AtomicVaultError, LockTimeout
 from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
 from .backends.files import FileLog
 from .locks import holder_pid, os_locks, pid_alive

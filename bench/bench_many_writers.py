@@ -74,7 +74,7 @@ def main() -> None:
         rows.append({"backend": backend, "workers": args.workers, "calls": args.calls,
                      "seconds": round(seconds, 2), "calls_per_s": round(total / seconds, 1),
                      "ms_per_call": round(seconds / total * 1000, 1)})
-    print(f"| backend | processes x calls | seconds | calls/s | ms per call |\n|---|---|---|---|---|")
+    print("| backend | processes x calls | seconds | calls/s | ms per call |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['backend']} | {row['workers']} x {row['calls']} | {row['seconds']} | "
               f"{row['calls_per_s']} | {row['ms_per_call']} |")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from atomic_vault.models import ModelResponse
+from provider_stubs import stub  # noqa: F401  (the stub-server fixture, for every test module)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

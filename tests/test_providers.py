@@ -15,7 +15,7 @@ from atomic_vault.models import ModelRequest, estimate_tokens, load_model
 from atomic_vault.providers.anthropic import AnthropicModel
 from atomic_vault.providers.openai_compat import OpenAIModel, llamacpp, moonshot, ollama, vllm
 from provider_stubs import (anthropic_error, anthropic_message, openai_completion,
-                            openai_error, stub)  # noqa: F401  (stub is a fixture)
+                            openai_error)
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 OPENAI_KEY = "sk-proj-test-0123456789abcdef"

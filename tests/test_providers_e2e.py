@@ -1,14 +1,12 @@
 """Whole runs through the real SDKs against local stub servers: model.md picks the
 provider, the runtime retries, prices, reserves, captures and logs (spec/12)."""
 
-import json
-
 import pytest
 
 from atomic_vault import AtomicAgent, runlog
 from atomic_vault.errors import ModelError
 from atomic_vault.vault import open_agent
-from provider_stubs import anthropic_error, anthropic_message, openai_completion, stub  # noqa: F401
+from provider_stubs import anthropic_error, anthropic_message, openai_completion
 
 KEY = "sk-ant-e2e-0123456789abcdef"
 NOTE = {"type": "decision", "name": "Use Dagster for Kestrel", "description": "orchestrator choice",

@@ -20,7 +20,7 @@ from atomic_vault import AtomicAgent, keys, runlog
 from atomic_vault.errors import ConfigError, ModelError
 from atomic_vault.models import ModelResponse
 from atomic_vault.vault import AgentFolder
-from provider_stubs import anthropic_error, anthropic_message, openai_error, stub  # noqa: F401
+from provider_stubs import anthropic_error, anthropic_message, openai_error
 
 AGENT = "a"
 KEYS = {  # where each key lives; each is long enough for redact (8 characters or more)

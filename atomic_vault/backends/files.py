@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .. import catalog, fileio, runlog
-from ..errors import ConfigError, LockLost, LogError, NoteError
+from ..errors import ConfigError, LogError, NoteError
 from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dirs,
                       read_jsonl, read_text_cached)
 from ..notes import FILENAME, matching
