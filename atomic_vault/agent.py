@@ -87,14 +87,14 @@ class AtomicAgent:
             done = retries.complete(run.candidates(model), run.request, config.retries)
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
-            found = [captures.Capture(**keys.redact_all(asdict(c))) for c in found]  # keys spelled in JSON escapes
+            found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
             with self.lock.hold(self.folder, self.lock_timeout) as lease:
                 self.log.ready(self.folder)  # checked again under the lock, before any note is written
                 outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
                                           lease) + rejected
                 cost = run.settle(done)
                 lease.check()
-                self.journal.append(self.folder, started, keys.redact(journal.section(
+                self.journal.append(self.folder, started, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
                     answer=response.text if response else done.error, outcomes=outcomes,
                     status="error" if done.error else "ok")))
@@ -105,7 +105,7 @@ class AtomicAgent:
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
-        return _result(record, response, outcomes, prompt, run.warnings)
+        return _result(record, response, outcomes, prompt, run.redact.all(run.warnings))
 
     def _check_log(self) -> None:
         """Fail before the model is paid for when the log cannot take a record. Unlocked
@@ -223,6 +223,7 @@ class _Run:
         self.request = ModelRequest(model="", system=prompt.system, messages=prompt.messages,
                                     max_output_tokens=config.max_output_tokens, agent=agent.name)
         self.budget: guardrails.Budget | None = None
+        self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
 
     @property
@@ -267,15 +268,15 @@ class _Run:
         """Log (and journal) a run the guardrails stopped before any model was paid for."""
         agent, reason = self.agent, "; ".join(self.budget.reasons)
         with agent.lock.hold(agent.folder, agent.lock_timeout) as lease:
-            agent.journal.append(agent.folder, self.started, keys.redact(journal.section(
+            agent.journal.append(agent.folder, self.started, self.redact(journal.section(
                 self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
             done = retries.Completion(None, None, model)
             record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
-                                                     "summary": f"skipped: {journal.shorten(reason, 180)}"},
+                                                     "summary": self.redact(f"skipped: {journal.shorten(reason, 180)}")},
                                       fence=_fence(agent.lock, lease))
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
-        return _result(record, None, [], self.prompt, self.warnings)
+        return _result(record, None, [], self.prompt, self.redact.all(self.warnings))
 
     def settle(self, done: retries.Completion) -> float | None:
         """The run's cost; under the lock, drop its reservation and note thresholds crossed."""
@@ -309,7 +310,7 @@ class _Run:
                outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         """The run's log record, with every key that could have slipped into it redacted."""
         response, agent = done.response, self.agent
-        return keys.redact_all({
+        return self.redact.all({
             "kind": "run",
             "ts": self.started.isoformat(timespec="milliseconds"),
             "finished": datetime.now(self.started.tzinfo).isoformat(timespec="milliseconds"),
@@ -338,7 +339,6 @@ class _Run:
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],
             prompt: Prompt, warnings: list[str]) -> RunResult:
-    warnings = keys.redact_all(warnings)
     return RunResult(text=response.text if response else "", status=record["status"],
                      run_id=record["run_id"], model=record["model"],
                      input_tokens=record["input_tokens"], output_tokens=record["output_tokens"],

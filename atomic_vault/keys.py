@@ -139,26 +139,37 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+class Redactor:
+    """Redaction with the known keys gathered once: one run's writes share one, instead of
+    scanning the environment and the keys file for each text."""
+
+    def __init__(self) -> None:
+        self.secrets = _secrets()
+
+    def __call__(self, text: str) -> str:
+        return _scrub(text, self.secrets)
+
+    def all(self, value: Any) -> Any:
+        """``value`` (a log record, an outcome: dicts, lists and strings, keys included)
+        with every string in it redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.all(k): self.all(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.all(v) for v in value)
+        return value
+
+
 def redact(text: str) -> str:
     """``text`` with every key it knows of replaced by ``***``: each key this process read
     (``find_key``), each key in the keys file, and the value of each environment variable
     named by model.md's ``api_key_env`` or whose name says it holds a secret (containing
     ``API_KEY``, or ending in ``_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD``). Values
     shorter than 8 characters are left alone."""
-    return _scrub(text, _secrets())
+    return Redactor()(text)
 
 
 def redact_all(value: Any) -> Any:
-    """``value`` (a log record, an outcome: dicts, lists and strings, keys included) with
-    ``redact`` applied to every string in it."""
-    secrets = _secrets()
-
-    def walk(item: Any) -> Any:
-        if isinstance(item, str):
-            return _scrub(item, secrets)
-        if isinstance(item, dict):
-            return {walk(k): walk(v) for k, v in item.items()}
-        if isinstance(item, (list, tuple)):
-            return type(item)(walk(v) for v in item)
-        return item
-    return walk(value)
+    """``value`` with ``redact`` applied to every string in it."""
+    return Redactor().all(value)
