@@ -182,7 +182,7 @@ def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
     return (lock.name, lease.token) if getattr(lease, "fenced", True) else None
 
 
-TRIGGER = re.compile(r"[^\x00-\x1f\x7f]{1,64}\Z")
+TRIGGER = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,64}\Z")  # as the CLI's --trigger check
 
 
 def _check_trigger(trigger: Any) -> str:
