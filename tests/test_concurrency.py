@@ -43,22 +43,40 @@ def test_many_processes_lose_no_record_capture_or_index_line(vault):
 
 
 def test_the_lock_is_not_held_while_the_model_thinks(vault):
+    import threading
+
     from conftest import ScriptedModel
 
-    class Slow(ScriptedModel):
-        def complete(self, request):
-            time.sleep(0.5)
+    thinking, answer = threading.Event(), threading.Event()
+
+    class Thinking(ScriptedModel):
+        def complete(self, request):  # answers only once the test has taken the lock
+            thinking.set()
+            assert answer.wait(30)
             return super().complete(request)
 
     folder = open_agent("atlas", vault)
-    agent = AtomicAgent("atlas", root=vault, model=Slow())
-    import threading
-    thread = threading.Thread(target=agent.call, args=("slow",))
+    agent = AtomicAgent("atlas", root=vault, model=Thinking())
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = agent.call("slow")
+        except BaseException as exc:  # reported by the test, not lost with the thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.2)
-    with FileLock().hold(folder, timeout=0.1):  # free while the model is busy
-        pass
-    thread.join()
+    try:
+        assert thinking.wait(30)
+        with FileLock().hold(folder, timeout=0):  # free while the model is busy
+            pass
+    finally:
+        answer.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].status == "ok" and outcome["result"].text == "ok"
 
 
 def test_a_busy_agent_times_out_with_a_clear_error(vault):

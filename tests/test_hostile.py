@@ -1297,7 +1297,7 @@ def test_cli_refuses_bad_agent_names(home, command, cid, name):
     args = [part.replace("{}", name) for part in COMMANDS[command]]
     result = av(home, *args)
     if command == "doctor" and name == "":  # documented: doctor without a name checks every agent
-        assert_clean_exit(result, result.exit_code)
+        assert_clean_exit(result, 0)  # agent a is sound: warnings only
         assert f"{AGENT}: " in result.output
         return
     assert_clean_exit(result, 2 if name == "a\x00" and command in ("run", "init") else 1)
@@ -1418,15 +1418,15 @@ def test_any_agent_name_on_the_command_line_ends_cleanly_and_writes_nothing(tmp_
     before = tree(h)
     args = [command, name] + (["x"] if command == "run" else [])
     result = av(h, *args)
-    assert_clean_exit(result, result.exit_code)
-    assert result.exit_code in (0, 1, 2)
+    # the one agent there answers; a NUL byte is a usage error of run's argument (exit 2);
+    # any other name, invalid or of no agent, is an error naming it (exit 1)
+    assert_clean_exit(result, 0 if name == AGENT else 2 if command == "run" and "\x00" in name else 1)
     try:
         check_agent_name(name)
         valid = True
     except ConfigError:
         valid = False
     if name != AGENT:
-        assert result.exit_code in (1, 2)
         assert changed(before, tree(h)) == []
     case("property", "cli-name", command, "valid" if valid else "invalid", result.exit_code)
 
