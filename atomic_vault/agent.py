@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, guardrails, journal, keys, pricing, retries
+from . import captures, clock, guardrails, journal, keys, pricing, retries
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -75,7 +75,7 @@ class AtomicAgent:
         ``model`` overrides the agent's model for this call only."""
         work_item = _check_work_item(work_item)
         config = load_model_config(self.folder.model)
-        started = datetime.now(config.zone or timezone.utc).astimezone(config.zone)
+        started = clock.now(config.zone)
         tools = load_tools_config(self.folder.tools)
         model, warnings = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
@@ -313,7 +313,7 @@ class _Run:
         return self.redact.all({
             "kind": "run",
             "ts": self.started.isoformat(timespec="milliseconds"),
-            "finished": datetime.now(self.started.tzinfo).isoformat(timespec="milliseconds"),
+            "finished": clock.now(self.started.tzinfo).isoformat(timespec="milliseconds"),
             "run_id": self.id,
             "agent": agent.name,
             "trigger": agent.trigger,

@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from atomic_vault import AtomicAgent, runlog
+from atomic_vault import AtomicAgent, clock, runlog
 from atomic_vault.backends.files import FileLog
 from atomic_vault.config import RetryPolicy
 from atomic_vault.errors import ModelError
@@ -147,18 +148,34 @@ def test_per_run_maximum_uses_the_daily_action(vault):
     assert "max_run_usd" in records(vault)[-1]["guardrail"]["reasons"][0]
 
 
-def test_monthly_cap_counts_earlier_days_of_the_month(vault):
-    set_model_md(vault, monthly_cap_usd=5.0, monthly_cap_action="skip")
-    folder = open_agent("atlas", vault)
-    today = time.strftime("%Y-%m-%d")
-    earlier = today[:8] + "01"
-    if earlier == today:
-        pytest.skip("the first of the month has no earlier day")
-    FileLog().append(folder, {"kind": "run", "agent": "atlas", "ts": earlier + "T09:00:00.000+00:00",
-                              "cost_usd": 5.0, "status": "ok"})
+def run_at(monkeypatch, when: str) -> None:
+    """Runs start at ``when`` (ISO, UTC), whatever the real date."""
+    fixed = datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "now", lambda zone: fixed.astimezone(zone))
+
+
+def spent_on(vault, ts: str, usd: float) -> None:
+    FileLog().append(open_agent("atlas", vault), {"kind": "run", "agent": "atlas", "ts": ts,
+                                                  "cost_usd": usd, "status": "ok"})
+
+
+def test_monthly_cap_counts_earlier_days_of_the_month(vault, monkeypatch):
+    set_model_md(vault, monthly_cap_usd=5.0, monthly_cap_action="skip", top={"timezone": "UTC"})
+    run_at(monkeypatch, "2026-03-15T09:00:00")
+    spent_on(vault, "2026-03-01T09:00:00.000+00:00", 5.0)
     result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
     assert result.status == "skipped"
+    assert records(vault)[-1]["ts"].startswith("2026-03-15T09:00:00")
     assert "monthly cap $5.00" in records(vault)[-1]["guardrail"]["reasons"][0]
+
+
+def test_the_first_of_the_month_starts_a_new_monthly_budget(vault, monkeypatch):
+    set_model_md(vault, monthly_cap_usd=5.0, monthly_cap_action="skip", top={"timezone": "UTC"})
+    spent_on(vault, "2026-02-28T23:59:00.000+00:00", 5.0)
+    run_at(monkeypatch, "2026-03-01T00:01:00")
+    result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
+    assert result.status == "ok"
+    assert records(vault)[-1]["guardrail"]["spent_month_usd"] == 0.0
 
 
 def test_each_warning_threshold_fires_once_per_day(vault):

@@ -510,14 +510,30 @@ class LockBackendSuite(_Suite):
         child.start()
         try:
             assert ready.wait(30)
-            started = time.monotonic()
-            with pytest.raises(LockTimeout):
-                with lock.hold(agent, 0):
-                    pass
-            with pytest.raises(LockTimeout):
-                with lock.hold(agent, 0.3):
-                    pass
-            assert time.monotonic() - started >= 0.3
+            for timeout in (0, 0.3):
+                with pytest.raises(LockTimeout):
+                    with lock.hold(agent, timeout):
+                        pass
+                assert child.is_alive()  # given up on, the holder holds on: the lock is still its
+            import threading  # only this test needs a thread: a waiter in this process
+
+            waiting = threading.Event()
+            got: list[Any] = []
+
+            def wait_for_it() -> None:
+                waiting.set()
+                try:
+                    with lock.hold(agent, 30) as lease:
+                        got.append(lease.token)
+                except BaseException as exc:  # reported below, not lost with the thread
+                    got.append(exc)
+
+            waiter = threading.Thread(target=wait_for_it)
+            waiter.start()
+            assert waiting.wait(30)
+            release.set()  # a waiter within its timeout gets the lock once the holder lets go
+            waiter.join(60)
+            assert len(got) == 1 and isinstance(got[0], int), got
         finally:
             release.set()
             child.join(30)
