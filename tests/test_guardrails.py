@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from atomic_vault import AtomicAgent, clock, runlog
+from atomic_vault import AtomicAgent, clock, guardrails, runlog
 from atomic_vault.backends.files import FileLog
 from atomic_vault.config import RetryPolicy
 from atomic_vault.errors import ModelError
@@ -121,6 +121,32 @@ def test_fallback_without_a_fallback_model_skips(vault):
     result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
     assert result.status == "skipped"
     assert "names no fallback model" in records(vault)[-1]["guardrail"]["reasons"][-1]
+
+
+def test_a_fallback_of_unknown_price_is_not_the_way_out_of_a_cap(vault):
+    """spec/12: a fallback whose price is unknown cannot be shown to fit the cap: skip."""
+    set_model_md(vault, daily_cap_usd=0.0, daily_cap_action="fallback", top={"fallback": "test:unpriced"})
+    model = Metered()
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan the week.")
+    record = records(vault)[-1]
+    assert result.status == "skipped" and model.calls == 0
+    assert record["model"] == "test:metered" and record["fallback_from"] is None
+    assert record["guardrail"]["action"] == "skip"
+    assert record["guardrail"]["reasons"][-1] == ("no price is known for the fallback test:unpriced, "
+                                                  "so it cannot be shown to fit the cap")
+
+
+def test_a_fallback_that_would_pass_the_cap_too_is_not_used(vault):
+    one = run_cost(vault)
+    set_model_md(vault, daily_cap_usd=one * 1.5, daily_cap_action="fallback", top={"fallback": "test:dear"})
+    model = Metered()
+    result = AtomicAgent("atlas", root=vault, model=model).call("Plan the week.")  # one spent, one more passes
+    record = records(vault)[-1]
+    assert result.status == "skipped" and model.calls == 0
+    assert record["model"] == "test:metered" and record["fallback_from"] is None
+    assert record["guardrail"]["action"] == "skip"
+    assert record["guardrail"]["reasons"][-1] == "the fallback test:dear would pass the cap too"
+    assert guardrails.in_flight(open_agent("atlas", vault)) == {}  # nothing was reserved
 
 
 def test_alert_proceeds_and_records_a_warning(vault):
