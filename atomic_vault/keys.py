@@ -3,8 +3,9 @@
 The keys file is JSON, ``{"anthropic": "sk-...", "openai": "sk-..."}``, at
 ``$ATOMIC_VAULT_KEYS_FILE``, else ``$XDG_CONFIG_HOME/atomic_vault/keys.json``, else
 ``~/.config/atomic_vault/keys.json``. It is refused unless its mode is 0600 (or stricter).
-A key is never written anywhere: ``redact`` removes every key it knows of from text that
-is about to be journaled, logged or shown (see its docstring for which keys those are).
+A key is never written anywhere: ``redact`` removes every key it knows of, and every long
+enough fragment of one, from text that is about to be journaled, logged or shown (see its
+docstring for which keys those are).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ _SEEN: set[str] = set()
 _WATCHED: set[str] = set()  # variables that model.md names in api_key_env
 _FILE_SECRETS: tuple[Any, frozenset[str]] = (None, frozenset())
 _MIN_SECRET = 8  # shorter values (e.g. "none" for a local server) are not worth hiding
+# A run of this many characters of a known key is hidden wherever it appears (a key cut
+# short, or run on into other text). Shorter runs are left: 15 characters of a key do not
+# reveal it, and shorter runs would hide ordinary text (every Anthropic key begins with the
+# same 13 characters, "sk-ant-api03-").
+FRAGMENT_MIN = 16
+_ANCHOR = 8  # characters of a key searched for first (see Redactor)
 
 
 @dataclass(frozen=True)
@@ -145,9 +152,46 @@ class Redactor:
 
     def __init__(self) -> None:
         self.secrets = _secrets()
+        self._short = [secret for secret in self.secrets if len(secret) < FRAGMENT_MIN]
+        # Any FRAGMENT_MIN characters of a key contain one of its anchors (the _ANCHOR
+        # characters at every step-th offset), so a text is searched for the anchors alone
+        # (str.find, fast) and examined only around the few places where one occurs.
+        step = FRAGMENT_MIN - _ANCHOR + 1
+        self._anchors = [(secret[at:at + _ANCHOR], secret, at) for secret in self.secrets
+                         if len(secret) >= FRAGMENT_MIN
+                         for at in range(0, len(secret) - _ANCHOR + 1, step)]
 
     def __call__(self, text: str) -> str:
-        return _scrub(text, self.secrets)
+        # long keys first, whole or in part; then short keys, which may lie inside long ones
+        if self._anchors and len(text) >= FRAGMENT_MIN:
+            text = self._hide_fragments(text)
+        return _scrub(text, self._short)
+
+    def _hide_fragments(self, text: str) -> str:
+        """``text`` with each run of FRAGMENT_MIN or more characters of a long key, and
+        each run of such runs, replaced by one ``***``."""
+        spans = []
+        for anchor, secret, at in self._anchors:
+            found = text.find(anchor)
+            while found != -1:
+                left = 0  # how far text and key agree before and after the anchor
+                while left < min(found, at) and text[found - left - 1] == secret[at - left - 1]:
+                    left += 1
+                right = _ANCHOR
+                while (found + right < len(text) and at + right < len(secret)
+                       and text[found + right] == secret[at + right]):
+                    right += 1
+                if left + right >= FRAGMENT_MIN:
+                    spans.append((found - left, found + right))
+                found = text.find(anchor, found + 1)
+        if not spans:
+            return text
+        out, kept = [], 0
+        for start, end in sorted(spans):
+            if start > kept or not out:
+                out += [text[kept:start], "***"]
+            kept = max(kept, end)
+        return "".join(out) + text[kept:]
 
     def all(self, value: Any) -> Any:
         """``value`` (a log record, an outcome: dicts, lists and strings, keys included)
@@ -166,7 +210,8 @@ def redact(text: str) -> str:
     (``find_key``), each key in the keys file, and the value of each environment variable
     named by model.md's ``api_key_env`` or whose name says it holds a secret (containing
     ``API_KEY``, or ending in ``_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD``). Values
-    shorter than 8 characters are left alone."""
+    shorter than 8 characters are left alone. Any run of ``FRAGMENT_MIN`` (16) or more
+    characters of one of these keys is replaced too, so a key cut short is hidden."""
     return Redactor()(text)
 
 

@@ -133,11 +133,11 @@ def test_keys_file_keys_are_redacted_even_when_no_provider_read_them(vault):
 def test_a_custom_key_variable_is_redacted_once_model_md_names_it(vault, monkeypatch):
     """Regression: a variable named only in model.md's api_key_env was unknown to redact
     unless its provider had been built in this process."""
-    monkeypatch.setenv("CORP_OTHER_CRED", "corp-OTHERKEY-0123456789abcdef")
-    assert "corp-OTHERKEY" in keys.redact("corp-OTHERKEY-0123456789abcdef")  # not named anywhere yet
+    monkeypatch.setenv("CORP_OTHER_CRED", "corp-OTHERKEY-fedcba9876543210")  # no 16 characters of a known key
+    assert "corp-OTHERKEY" in keys.redact("corp-OTHERKEY-fedcba9876543210")  # not named anywhere yet
     model_md(vault, "providers: {corp2: {api_key_env: CORP_OTHER_CRED}}")
     AtomicAgent(AGENT, root=vault).call("first run reads model.md")
-    assert keys.redact("x corp-OTHERKEY-0123456789abcdef") == "x ***"
+    assert keys.redact("x corp-OTHERKEY-fedcba9876543210") == "x ***"
 
 
 def test_model_md_rejects_an_api_key_env_that_is_not_a_variable_name(vault):
@@ -232,6 +232,47 @@ def test_a_key_hidden_by_json_escapes_in_a_capture_is_redacted(vault):
            f'"sources": [], "body": "the key is {escaped}"}}')
     AtomicAgent(AGENT, root=vault, model=Leaky(key, answer=f"```atomic_capture\n{raw}\n```")).call("x")
     assert_no_key_anywhere(vault)
+
+
+# ---- fragments of keys ----------------------------------------------------------------------
+
+def fragments(key: str) -> dict[str, str]:
+    """Three pieces of ``key``, none of them the whole key, each long enough to be hidden."""
+    assert len(key) >= keys.FRAGMENT_MIN + 8
+    return {"prefix": key[:-6], "suffix": key[5:], "middle": key[3:3 + keys.FRAGMENT_MIN]}
+
+
+@pytest.mark.parametrize("where", ["anthropic-env", "keys-file"])
+@pytest.mark.parametrize("piece", ["prefix", "suffix", "middle"])
+def test_a_fragment_of_a_key_is_redacted_from_note_index_journal_and_log(vault, where, piece):
+    """Regression: only whole keys were hidden, so the first 44 of a key's 56 characters
+    reached the note, INDEX, the journal and the log."""
+    fragment = fragments(KEYS[where])[piece]
+    capture = {"type": "reference", "name": "Pasted credential", "description": f"starts {fragment}",
+               "confidence": "high", "sources": [f"chat {fragment}"], "body": f"It read {fragment}."}
+    answer = f"Noted {fragment}.\n```atomic_capture\n{json.dumps(capture)}\n```\n"
+    result = AtomicAgent(AGENT, root=vault, model=Leaky("unused", answer=answer)).call(f"keep {fragment} safe")
+    assert [c["status"] for c in result.captures] == ["written"]
+    agent = folder(vault)
+    note = (agent.memory / result.captures[0]["file"]).read_text(encoding="utf-8")
+    assert "It read ***." in note and "chat ***" in note
+    assert "starts ***" in agent.index.read_text(encoding="utf-8")
+    assert "keep *** safe" in agent.journal_file(date.today()).read_text(encoding="utf-8")
+    assert list(runlog.records(agent))[-1][2]["summary"].startswith("Noted ***.")
+    for path in vault.rglob("*"):
+        if path.is_file():
+            assert fragment.encode() not in path.read_bytes(), f"the {piece} of the {where} key is in {path}"
+
+
+def test_fragments_shorter_than_the_minimum_and_ordinary_words_are_kept(vault):
+    key = KEYS["anthropic-env"]
+    short = key[:keys.FRAGMENT_MIN - 1]
+    assert keys.redact(f"a {key[:keys.FRAGMENT_MIN]} b") == "a *** b"
+    assert keys.redact(f"a {short} b {key[-keys.FRAGMENT_MIN + 1:]}") == f"a {short} b {key[-keys.FRAGMENT_MIN + 1:]}"
+    prose = ("Internationalization and responsibilities of the counterrevolutionaries: "
+             "sk-ant-api03 keys, 0123456789 digits, abcdef letters, ENVKEY and FILEKEY.")
+    assert keys.redact(prose) == prose
+    assert keys.redact(f"{key}{key[:20]}") == "***"  # a key run on into a fragment: one span
 
 
 # ---- file modes -----------------------------------------------------------------------------
