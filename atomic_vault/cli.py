@@ -83,9 +83,30 @@ class _Path(click.Path):
 
 
 def _folder(ctx: click.Context, name: str):
-    from .vault import open_agent
+    """Agent NAME of the vault; a name that is no agent is a usage error naming close ones."""
+    from .vault import AgentFolder, check_agent_name, open_agent, resolve_root, similar_agents
 
-    return open_agent(name, ctx.obj["root"])
+    root = resolve_root(ctx.obj["root"])
+    if not AgentFolder(root, check_agent_name(name)).path.is_dir():
+        close = similar_agents(name, root)
+        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else \
+            "`atomic-vault agents` lists them; `init NAME` creates one"
+        raise click.UsageError(f"no agent {name!r} in {root}; {hint}")
+    return open_agent(name, root)
+
+
+def _set_root(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:
+        ctx.ensure_object(dict)["root"] = value
+    return value
+
+
+def _root_option(command: Any) -> Any:
+    """`--root` after the command name too (`atomic-vault run atlas x --root R`); it wins
+    over the one before the command."""
+    return click.option("--root", type=_Path(file_okay=False), expose_value=False,
+                        callback=_set_root, is_eager=True,
+                        help="Vault folder holding the agents (as before the command).")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +124,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
 
 
 @cli.command()
+@_root_option
 @click.argument("name", callback=_text)
 @click.option("--model", default="offline", show_default=True, callback=_text,
               help="Model written into model.md (provider:model).")
@@ -110,21 +132,51 @@ def cli(ctx: click.Context, root: str | None) -> None:
               help="Who the agent works for, written into persona/USER.md.")
 @click.option("--role", default="a careful personal assistant", show_default=True, callback=_line(200),
               help="What the agent is, written into persona/IDENTITY.md.")
+@click.option("--from", "source", metavar="PATH", type=_Path(file_okay=False),
+              help="Copy the agent folder at PATH (persona, config, memory, wiki, journal; not its log).")
+@click.option("--exist-ok", is_flag=True, help="An existing agent NAME is left as it is (exit 0).")
 @click.pass_context
-def init(ctx: click.Context, name: str, model: str, operator: str, role: str) -> None:
-    """Create agent NAME from the templates (non-interactive; needs no API key)."""
-    from .errors import AtomicVaultError
-    from .scaffold import create_agent
+def init(ctx: click.Context, name: str, model: str, operator: str, role: str, source: str | None,
+         exist_ok: bool) -> None:
+    """Create agent NAME from the templates, or as a copy of another agent (--from PATH).
 
+    Non-interactive; needs no API key. A copy starts its own log.
+
+    \b
+    Examples:
+      atomic-vault --root demo init atlas --from samples/atlas --exist-ok
+      atomic-vault init scout --model anthropic:claude-sonnet-4-5 --operator Sam
+    """
+    from .errors import AtomicVaultError
+    from .scaffold import copy_agent, create_agent
+    from .vault import AgentFolder, check_agent_name, resolve_root
+
+    if source is not None and any(ctx.get_parameter_source(option) != click.core.ParameterSource.DEFAULT
+                                  for option in ("model", "operator", "role")):
+        raise click.UsageError("--from copies the agent as it is; --model, --operator and --role "
+                               "apply only to a new agent from the templates")
     try:
-        folder = create_agent(ctx.obj["root"], name, model=model, operator=operator, role=role)
+        existing = AgentFolder(resolve_root(ctx.obj["root"]), check_agent_name(name))
+        if exist_ok and (existing.persona / "IDENTITY.md").is_file():
+            click.echo(f"exists {existing.path}: left as it is")
+            return
+        if existing.path.exists() or existing.path.is_symlink():
+            click.echo(f"error: {existing.path}: already exists; init never overwrites an agent "
+                       "(fix: choose another name, remove the folder, or pass --exist-ok to keep it)",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+        if source is not None:
+            folder = copy_agent(ctx.obj["root"], name, source)
+        else:
+            folder = create_agent(ctx.obj["root"], name, model=model, operator=operator, role=role)
     except AtomicVaultError as exc:
         _fail(exc)
-    click.echo(f"created {folder.path}")
+    click.echo(f"created {folder.path}" + (f" (a copy of {source}, with a new log)" if source else ""))
     click.echo(f"next: atomic-vault --root {folder.root} run {name} \"say hello\"")
 
 
 @cli.command()
+@_root_option
 @click.argument("name", callback=_text)
 @click.argument("work_item", callback=_text)
 @click.option("--model", callback=_model_name, help="Override model.md for this run, e.g. offline.")
@@ -147,7 +199,11 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
 
     if work_item == "-":
         work_item = _stdin_text()
+    if not work_item.strip():
+        raise click.UsageError("the work item is empty; pass the text to work on, or '-' to "
+                               "read it from standard input")
     try:
+        _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
         result = agent.call(work_item, critical=critical)
@@ -188,6 +244,7 @@ def _stdin_text() -> str:
 
 
 @cli.command()
+@_root_option
 @click.argument("name", required=False)
 @click.option("--repair", is_flag=True, help="Fix what is safe to fix and say what was done.")
 @click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
@@ -232,6 +289,7 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.option("--anchor", metavar="SEQ:HASH", help="Also check the log against a HEAD kept elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
@@ -281,6 +339,7 @@ def _cost_text(cost: Any) -> str:
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.argument("action", default="runs", type=click.Choice(["runs", "cost"]))
 @click.option("-n", "--limit", default=20, show_default=True, help="How many recent records (runs).")
@@ -371,6 +430,7 @@ def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> 
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.argument("action", default="list", type=click.Choice(["list", "show", "search"]))
 @click.argument("words", nargs=-1)
@@ -435,6 +495,7 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.pass_context
 def reindex(ctx: click.Context, name: str) -> None:
@@ -454,6 +515,7 @@ def reindex(ctx: click.Context, name: str) -> None:
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.option("--what", type=click.Choice(["log", "memory", "all"]), default="log", show_default=True,
               help="What to copy.")
@@ -510,6 +572,7 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
 
 
 @cli.command()
+@_root_option
 @click.argument("name", required=False)
 @click.option("-o", "--out", "out_dir", required=True, metavar="DIR", type=_Path(file_okay=False),
               help="Folder to write the pages into (created when missing).")

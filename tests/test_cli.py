@@ -27,7 +27,33 @@ def test_init_scaffolds_a_working_agent_without_any_key(tmp_path, monkeypatch):
     assert run.exit_code == 0 and "Offline answer for scout" in run.output
     doctor = av(tmp_path, "doctor", "scout")
     assert doctor.exit_code == 0, doctor.output
-    assert av(tmp_path, "init", "scout").exit_code == 1  # never overwrites
+    again = av(tmp_path, "init", "scout")
+    assert again.exit_code == 2 and "already exists" in again.output  # never overwrites
+    kept = av(tmp_path, "init", "scout", "--exist-ok")
+    assert kept.exit_code == 0 and "left as it is" in kept.output
+
+
+def test_init_from_copies_an_agent_with_a_log_of_its_own(vault, tmp_path, snap):
+    av(vault, "run", "atlas", "first\nremember: user: likes tea")
+    before = snap(vault)
+    copy = tmp_path / "demo"
+    made = CliRunner().invoke(cli, ["init", "scout", "--from", str(vault / "atlas"), "--root", str(copy)])
+    assert made.exit_code == 0, made.output
+    assert snap(vault) == before  # the source is only read
+    copied = snap(copy / "scout")
+    original = {path: digest for path, digest in before.items() if path.startswith("atlas/")}
+    assert copied == {path[len("atlas/"):]: digest for path, digest in original.items()
+                      if not path.startswith("atlas/log/")}
+    assert (copy / "scout" / "log").is_dir() and not list((copy / "scout" / "log").iterdir())
+    assert not (copy / "scout" / ".atomic_vault").exists()
+    assert av(copy, "run", "scout", "hello").exit_code == 0
+    assert av(copy, "verify", "scout").stdout.startswith("ok: 1 records verify")
+    refused = av(copy, "init", "scout", "--from", str(vault / "atlas"))
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert av(copy, "init", "other", "--from", str(tmp_path)).exit_code == 1  # not an agent
+    (vault / "atlas" / "memory" / "escape.md").symlink_to(tmp_path / "outside.md")
+    linked = av(copy, "init", "third", "--from", str(vault / "atlas"))
+    assert linked.exit_code == 1 and "escape.md" in linked.output and not (copy / "third").exists()
 
 
 def test_run_reads_stdin_and_prints_json(vault):
@@ -40,8 +66,10 @@ def test_run_reads_stdin_and_prints_json(vault):
 
 
 def test_exit_codes_for_cron(vault):
-    assert av(vault, "run", "atlas", "  ").exit_code == 1
-    assert av(vault, "run", "ghost", "x").exit_code == 1
+    assert av(vault, "run", "atlas", "  ").exit_code == 2
+    assert av(vault, "run", "atlas", "-", input="\n").exit_code == 2
+    ghost = av(vault, "run", "atlsa", "x")
+    assert ghost.exit_code == 2 and "did you mean 'atlas'?" in ghost.output
     assert av(vault, "run").exit_code == 2
     folder = open_agent("atlas", vault)
     with FileLock().hold(folder, timeout=0):
