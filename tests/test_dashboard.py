@@ -232,7 +232,7 @@ def test_the_command_prints_the_pages_it_wrote(logged, tmp_path):
     assert one.exit_code == 0
     assert one.stdout.split() == [str(tmp_path / "one" / page) for page in ("index.html", "scout.html")]
     missing = av(logged, "dashboard", "ghost", "-o", str(out))
-    assert missing.exit_code == 1 and "no agent folder 'ghost'" in missing.output
+    assert missing.exit_code == 2 and "no agent 'ghost'" in missing.stderr
     assert av(logged, "dashboard", "-o", str(out), "--today", "20/11/2026").exit_code == 2
     assert av(logged, "dashboard").exit_code == 2  # -o is required
     assert av(tmp_path / "empty", "dashboard", "-o", str(out)).exit_code == 1

@@ -1316,7 +1316,7 @@ def test_windows_reserved_agent_names_are_documented_as_accepted(home, name):
     """Documented (spec/01): names are ASCII letters, digits, '-', '_', '.'; Windows device
     names are valid on the systems the runtime supports and are not refused."""
     case("cli-name", "reserved", name)
-    assert_clean_exit(av(home, "run", name, "x"), 1)
+    assert_clean_exit(av(home, "run", name, "x"), 2)  # valid, but no such agent yet
     result = av(home, "init", name)
     assert_clean_exit(result, 0)
     assert (home / "vault" / name / "persona" / "IDENTITY.md").is_file()
