@@ -582,18 +582,22 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
       atomic-vault notes atlas search verdemar thursday --json
     """
     from .errors import AtomicVaultError
+    from .notes import FILENAME
 
     try:
         folder = _folder(ctx, name)
         memory = _backend(ctx, "memory")
         if action == "show":
             if len(words) != 1:
-                raise click.UsageError("show takes one note: a file name (project_x.md, or without "
-                                       ".md) or a note's name")
+                raise click.UsageError("show takes one note file name (project_x.md, with or without "
+                                       ".md) or one note's name")
             file = _note_file(memory, folder, words[0])
             text = memory.get(folder, file) if file else None
             if text is None:
-                raise click.ClickException(f"no note {words[0]!r}; see `atomic-vault notes {name} list`")
+                shaped = next((f for f in (words[0], words[0] + ".md") if FILENAME.match(f)), None)
+                raise click.ClickException(
+                    (f"no note {shaped!r}" if shaped else f"{words[0]!r} is not a note file name, nor "
+                     "the name of a note") + f"; see `atomic-vault notes {name} list`")
             click.echo(text, nl=False)
             return
         if action == "search":

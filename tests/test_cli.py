@@ -227,7 +227,8 @@ def test_notes_show_takes_a_name_with_or_without_md_or_the_notes_name(vault):
     assert av(vault, "notes", "atlas", "show", "project_meetup_talk").stdout == whole
     assert av(vault, "notes", "atlas", "show", "meetup talk on boring PIPELINES").stdout == whole
     missing = av(vault, "notes", "atlas", "show", "no such note")
-    assert missing.exit_code == 1 and "no note 'no such note'" in missing.stderr
+    assert missing.exit_code == 1 and "'no such note' is not a note file name, nor the name" in missing.stderr
+    assert "no note 'project_nothing.md'" in av(vault, "notes", "atlas", "show", "project_nothing").stderr
     folder = open_agent("atlas", vault)
     twin = (folder.memory / "project_meetup_talk.md").read_text().replace("type: project", "type: reference")
     (folder.memory / "reference_meetup_talk_on_boring_pipelines.md").write_text(twin)
