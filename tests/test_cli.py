@@ -53,6 +53,8 @@ def test_init_from_copies_an_agent_with_a_log_of_its_own(vault, tmp_path, snap):
     refused = av(copy, "init", "scout", "--from", str(vault / "atlas"))
     assert refused.exit_code == 2 and "already exists" in refused.output
     assert av(copy, "init", "other", "--from", str(tmp_path)).exit_code == 1  # not an agent
+    mixed = av(copy, "init", "other", "--from", str(vault / "atlas"), "--model", "offline")
+    assert mixed.exit_code == 2 and "--from copies the agent as it is" in mixed.stderr
     (vault / "atlas" / "memory" / "escape.md").symlink_to(tmp_path / "outside.md")
     linked = av(copy, "init", "third", "--from", str(vault / "atlas"))
     assert linked.exit_code == 1 and "escape.md" in linked.output and not (copy / "third").exists()
