@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -83,9 +84,30 @@ class _Path(click.Path):
 
 
 def _folder(ctx: click.Context, name: str):
-    from .vault import open_agent
+    """Agent NAME of the vault; a name that is no agent is a usage error naming close ones."""
+    from .vault import AgentFolder, check_agent_name, open_agent, resolve_root, similar_agents
 
-    return open_agent(name, ctx.obj["root"])
+    root = resolve_root(ctx.obj["root"])
+    if not AgentFolder(root, check_agent_name(name)).path.is_dir():
+        close = similar_agents(name, root)
+        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else \
+            "`atomic-vault agents` lists them; `init NAME` creates one"
+        raise click.UsageError(f"no agent {name!r} in {root}; {hint}")
+    return open_agent(name, root)
+
+
+def _set_root(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:
+        ctx.ensure_object(dict)["root"] = value
+    return value
+
+
+def _root_option(command: Any) -> Any:
+    """`--root` after the command name too (`atomic-vault run atlas x --root R`); it wins
+    over the one before the command."""
+    return click.option("--root", type=_Path(file_okay=False), expose_value=False,
+                        callback=_set_root, is_eager=True,
+                        help="Vault folder holding the agents (as before the command).")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +125,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
 
 
 @cli.command()
+@_root_option
 @click.argument("name", callback=_text)
 @click.option("--model", default="offline", show_default=True, callback=_text,
               help="Model written into model.md (provider:model).")
@@ -110,21 +133,51 @@ def cli(ctx: click.Context, root: str | None) -> None:
               help="Who the agent works for, written into persona/USER.md.")
 @click.option("--role", default="a careful personal assistant", show_default=True, callback=_line(200),
               help="What the agent is, written into persona/IDENTITY.md.")
+@click.option("--from", "source", metavar="PATH", type=_Path(file_okay=False),
+              help="Copy the agent folder at PATH (persona, config, memory, wiki, journal; not its log).")
+@click.option("--exist-ok", is_flag=True, help="An existing agent NAME is left as it is (exit 0).")
 @click.pass_context
-def init(ctx: click.Context, name: str, model: str, operator: str, role: str) -> None:
-    """Create agent NAME from the templates (non-interactive; needs no API key)."""
-    from .errors import AtomicVaultError
-    from .scaffold import create_agent
+def init(ctx: click.Context, name: str, model: str, operator: str, role: str, source: str | None,
+         exist_ok: bool) -> None:
+    """Create agent NAME from the templates, or as a copy of another agent (--from PATH).
 
+    Non-interactive; needs no API key. A copy starts its own log.
+
+    \b
+    Examples:
+      atomic-vault --root demo init atlas --from samples/atlas --exist-ok
+      atomic-vault init scout --model anthropic:claude-sonnet-4-5 --operator Sam
+    """
+    from .errors import AtomicVaultError
+    from .scaffold import copy_agent, create_agent
+    from .vault import AgentFolder, check_agent_name, resolve_root
+
+    if source is not None and any(ctx.get_parameter_source(option) != click.core.ParameterSource.DEFAULT
+                                  for option in ("model", "operator", "role")):
+        raise click.UsageError("--from copies the agent as it is; --model, --operator and --role "
+                               "apply only to a new agent from the templates")
     try:
-        folder = create_agent(ctx.obj["root"], name, model=model, operator=operator, role=role)
+        existing = AgentFolder(resolve_root(ctx.obj["root"]), check_agent_name(name))
+        if exist_ok and (existing.persona / "IDENTITY.md").is_file():
+            click.echo(f"exists {existing.path}: left as it is")
+            return
+        if existing.path.exists() or existing.path.is_symlink():
+            click.echo(f"error: {existing.path}: already exists; init never overwrites an agent "
+                       "(fix: choose another name, remove the folder, or pass --exist-ok to keep it)",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+        if source is not None:
+            folder = copy_agent(ctx.obj["root"], name, source)
+        else:
+            folder = create_agent(ctx.obj["root"], name, model=model, operator=operator, role=role)
     except AtomicVaultError as exc:
         _fail(exc)
-    click.echo(f"created {folder.path}")
+    click.echo(f"created {folder.path}" + (f" (a copy of {source}, with a new log)" if source else ""))
     click.echo(f"next: atomic-vault --root {folder.root} run {name} \"say hello\"")
 
 
 @cli.command()
+@_root_option
 @click.argument("name", callback=_text)
 @click.argument("work_item", callback=_text)
 @click.option("--model", callback=_model_name, help="Override model.md for this run, e.g. offline.")
@@ -147,7 +200,11 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
 
     if work_item == "-":
         work_item = _stdin_text()
+    if not work_item.strip():
+        raise click.UsageError("the work item is empty; pass the text to work on, or '-' to "
+                               "read it from standard input")
     try:
+        _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
         result = agent.call(work_item, critical=critical)
@@ -188,9 +245,75 @@ def _stdin_text() -> str:
 
 
 @cli.command()
+@_root_option
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one agent per line.")
+@click.pass_context
+def agents(ctx: click.Context, as_json: bool) -> None:
+    """List the vault's agents: last run, its status, and today's spend.
+
+    "Today" is the day in the agent's model.md time zone, as for its caps. An agent
+    whose model.md or log cannot be read is listed with `?` and its error, and the
+    command exits 1.
+    """
+    from .vault import list_agents, resolve_root
+
+    names = list_agents(ctx.obj["root"])
+    if not names:
+        click.echo(f"no agents in {resolve_root(ctx.obj['root'])}; create one with "
+                   "`atomic-vault init NAME`", err=True)
+        return
+    rows = [_agent_row(ctx, agent_name) for agent_name in names]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        click.echo(f"{'agent':<20} {'last run':<19} {'status':<7} {'spent today':>11} {'runs today':>10}")
+        for row in rows:
+            today = "?" if row["error"] else _cost_text(row["today_usd"])
+            unknown = f" + {row['today_unknown']} unknown" if row["today_unknown"] else ""
+            click.echo(f"{row['agent']:<20} {(row['last_run'] or '-')[:19]:<19} "
+                       f"{row['status'] or ('?' if row['error'] else '-'):<7} {today:>11} "
+                       f"{'?' if row['error'] else row['today_runs']:>10}{unknown}")
+        for row in rows:
+            if row["error"]:
+                click.echo(f"error: {row['agent']}: {row['error']}", err=True)
+    sys.exit(EXIT_ERROR if any(row["error"] for row in rows) else EXIT_OK)
+
+
+def _agent_row(ctx: click.Context, agent_name: str) -> dict[str, Any]:
+    """One line of `agents`: the newest run record and today's spend in the agent's zone."""
+    from datetime import datetime, timezone
+
+    from .config import load_model_config
+    from .errors import AtomicVaultError
+    from .protocols import LogQuery
+
+    row: dict[str, Any] = {"agent": agent_name, "last_run": None, "run_id": None, "status": None,
+                           "model": None, "today_usd": None, "today_runs": None,
+                           "today_unknown": None, "error": None}
+    try:
+        folder = _folder(ctx, agent_name)
+        store = _backend(ctx, "log")
+        config = load_model_config(folder.model)
+        runs = [r for r in store.query(folder, LogQuery(limit=50)) if r.get("kind", "run") == "run"]
+        if runs:
+            last = runs[-1]
+            row.update(last_run=last.get("ts"), run_id=last.get("run_id"), status=last.get("status"),
+                       model=last.get("model"))
+        day = datetime.now(config.zone or timezone.utc).date().isoformat()
+        today = [r for r in store.cost(folder, "day", since=day, until=day) if r.period == day]
+        row.update(today_usd=sum(r.cost_usd for r in today), today_runs=sum(r.runs for r in today),
+                   today_unknown=sum(r.unknown_cost for r in today))
+    except (AtomicVaultError, click.UsageError) as exc:
+        row["error"] = str(exc)
+    return row
+
+
+@cli.command()
+@_root_option
 @click.argument("name", required=False)
 @click.option("--repair", is_flag=True, help="Fix what is safe to fix and say what was done.")
-@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one finding (or repair) per line.")
 @click.pass_context
 def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) -> None:
     """Check one agent (or every agent in the vault): layout, notes, INDEX, log, chain, locks."""
@@ -217,8 +340,11 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
         except AtomicVaultError as exc:
             findings.append(checks.Finding(agent_name, "agent", "error", exc.message, exc.path, exc.fix))
     errors = sum(f.level == "error" for f in findings)
-    if as_json:
-        _dump({"ok": errors == 0, "findings": checks.as_dicts(findings), "repairs": actions})
+    if as_json:  # JSON Lines: what --repair did, then one finding a line
+        done = [checks.Finding(agent_name, "repair", "ok", action, None, None)
+                for agent_name, acts in actions.items() for action in acts]
+        for item in checks.as_dicts(done + findings):
+            click.echo(json.dumps(item, ensure_ascii=False, default=str))
     else:
         for agent_name, done in actions.items():
             for action in done or ["nothing to repair"]:
@@ -232,6 +358,7 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.option("--anchor", metavar="SEQ:HASH", help="Also check the log against a HEAD kept elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
@@ -244,8 +371,12 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
         result = _backend(ctx, "log").verify(_folder(ctx, name), anchor)
     except AtomicVaultError as exc:
         _fail(exc)
+    from .runlog import copied_from, copied_remedy
+
+    source = copied_from(result.first_bad)
+    remedy = copied_remedy(name, source) if source else None
     if as_json:
-        _dump(result.as_dict())
+        _dump({**result.as_dict(), **({"fix": remedy} if remedy else {})})
     else:
         legacy = f" ({result.legacy} legacy records before the chain)" if result.legacy else ""
         if result.ok:
@@ -255,6 +386,8 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
         else:
             bad = result.first_bad
             click.echo(f"BROKEN at {bad['file']}:{bad['line']} (seq {bad['seq']}): {bad['reason']}")
+            if remedy:
+                click.echo(f"fix: {remedy}")
         for warning in result.warnings:
             click.echo(f"warning: {warning}")
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
@@ -280,17 +413,47 @@ def _cost_text(cost: Any) -> str:
     return f"${cost:.4f}" if isinstance(cost, (int, float)) and not isinstance(cost, bool) else "?"
 
 
+def _when(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A --since/--until value: an ISO date or a date and time with `T`, which the log
+    compares as a prefix of each record's `ts`."""
+    from datetime import datetime
+
+    if value is None:
+        return value
+    if WHEN.match(value):
+        try:
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{value!r} is not a date; write YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], "
+                             "e.g. 2026-11-01")
+
+
+WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?\Z")
+
+
+def _gist(record: dict, width: int = 60) -> str:
+    """The summary column: the start of the answer (or of the error) on one line."""
+    text = record.get("summary") or record.get("error") or ""
+    if not isinstance(text, str):
+        text = str(text)
+    flat = " ".join(text.replace("```atomic_capture", " ").split())
+    return flat if len(flat) <= width else flat[:width - 1].rstrip() + "…"
+
+
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.argument("action", default="runs", type=click.Choice(["runs", "cost"]))
 @click.option("-n", "--limit", default=20, show_default=True, help="How many recent records (runs).")
-@click.option("--since", metavar="DATE", help="From this ISO date or time on (inclusive).")
-@click.option("--until", metavar="DATE", help="Up to this ISO date or time (inclusive).")
-@click.option("--status", help="Only runs with this status (ok, error, skipped).")
-@click.option("--trigger", help="Only runs with this trigger (cron, manual...).")
+@click.option("--since", metavar="DATE", callback=_when, help="From this ISO date or time on (inclusive).")
+@click.option("--until", metavar="DATE", callback=_when, help="Up to this ISO date or time (inclusive).")
+@click.option("--status", type=click.Choice(["ok", "error", "skipped"]), help="Only runs with this status.")
+@click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
-@click.option("--json", "as_json", is_flag=True, help="JSON: one record per line (runs), or a list (cost).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")
 @click.pass_context
 def log(ctx: click.Context, name: str, action: str, limit: int, since: str | None, until: str | None,
         status: str | None, trigger: str | None, by: str, as_json: bool) -> None:
@@ -315,19 +478,25 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
     except AtomicVaultError as exc:
         _fail(exc)
     if action == "cost":
-        _print_cost(folder, store, rows, by, as_json)
+        _print_cost(folder, store, rows, by, as_json, filtered=since is not None or until is not None)
         return
+    if not found:
+        filtered = any(v is not None for v in (since, until, status, trigger)) or limit <= 0
+        click.echo("no runs match" if filtered else f"no runs yet: {name}'s log is empty", err=True)
+        return
+    if not as_json:
+        click.echo(f"{'seq':>5} {'time':<19} {'status':<7} {'trigger':<8} {'model':<12} {'cost':>9}  summary")
     for record in found:
         if as_json:
             click.echo(json.dumps(record, ensure_ascii=False))
             continue
-        seq, ts, status_, trigger_, model, summary = (str(record.get(key, "-")) for key in (
-            "seq", "ts", "status", "trigger", "model", "summary"))
+        seq, ts, status_, trigger_, model = (str(record.get(key, "-")) for key in (
+            "seq", "ts", "status", "trigger", "model"))
         click.echo(f"{seq:>5} {ts[:19]:<19} {status_:<7} {trigger_:<8} {model:<12} "
-                   f"{_cost_text(record.get('cost_usd')):>9}  {' '.join(summary.split())[:60]}")
+                   f"{_cost_text(record.get('cost_usd')):>9}  {_gist(record)}")
 
 
-def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> None:
+def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool, filtered: bool) -> None:
     """Spend rows against the cap of their period (model.md), then today's and this
     month's standing, with what runs in flight have reserved."""
     from datetime import datetime, timezone
@@ -343,8 +512,11 @@ def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> 
     rails = config.cost_guardrails
     cap = rails.get("daily_cap_usd" if by == "day" else "monthly_cap_usd")
     if as_json:
-        _dump([{**row.as_dict(), "cap_usd": cap} for row in rows])
+        for row in rows:
+            click.echo(json.dumps({**row.as_dict(), "cap_usd": cap}, ensure_ascii=False))
         return
+    if not rows:
+        click.echo("no runs match" if filtered else f"no runs yet: {folder.name}'s log is empty", err=True)
     click.echo(f"{by:<10} {'runs':>6} {'input':>10} {'output':>10} {'cost':>11} {'of cap':>7}")
     for row in rows:
         unknown = f"  ({row.unknown_cost} of unknown cost)" if row.unknown_cost else ""
@@ -370,19 +542,38 @@ def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool) -> 
                f"{_cost_text(held)}; guardrails {state}")
 
 
+def _note_file(memory: Any, folder: Any, word: str) -> str | None:
+    """The note file that `notes NAME show WORD` means: a file name, the same without
+    `.md`, or a note's name when exactly one current or archived note has it."""
+    from .notes import FILENAME
+
+    for file in (word, word + ".md"):
+        if FILENAME.match(file) and memory.get(folder, file) is not None:
+            return file
+    wanted = " ".join(word.split()).casefold()
+    matches = sorted(row["file"] for row in memory.list(folder)
+                     if " ".join(str(row.get("name", "")).split()).casefold() == wanted)
+    if len(matches) > 1:
+        raise click.UsageError(f"{word!r} names {len(matches)} notes: {', '.join(matches)}; "
+                               "show one by its file name")
+    return matches[0] if matches else None
+
+
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.argument("action", default="list", type=click.Choice(["list", "show", "search"]))
 @click.argument("words", nargs=-1)
 @click.option("--type", "note_type", help="list: only notes of this type.")
 @click.option("--archived/--current", default=None, help="list: only archived or superseded notes / only current ones.")
 @click.option("-n", "--limit", type=int, help="list: the most recently seen N; search: at most N results [10].")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one note (list) or result (search) per line.")
 @click.pass_context
 def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], note_type: str | None,
           archived: bool | None, limit: int | None, as_json: bool) -> None:
-    """List agent NAME's notes, `show NOTE` (a file name such as project_x.md), or
-    `search WORDS...` (plain words, best match first, with a snippet).
+    """List agent NAME's notes, `show NOTE` (a file name such as project_x.md, with or
+    without .md, or a note's name), or `search WORDS...` (plain words, best match
+    first, with a snippet).
 
     \b
     Examples:
@@ -391,16 +582,22 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
       atomic-vault notes atlas search verdemar thursday --json
     """
     from .errors import AtomicVaultError
+    from .notes import FILENAME
 
     try:
         folder = _folder(ctx, name)
         memory = _backend(ctx, "memory")
         if action == "show":
             if len(words) != 1:
-                raise click.UsageError("show takes one note file name, e.g. project_x.md")
-            text = memory.get(folder, words[0])
+                raise click.UsageError("show takes one note file name (project_x.md, with or without "
+                                       ".md) or one note's name")
+            file = _note_file(memory, folder, words[0])
+            text = memory.get(folder, file) if file else None
             if text is None:
-                raise click.ClickException(f"no note {words[0]!r}; see `atomic-vault notes {name} list`")
+                shaped = next((f for f in (words[0], words[0] + ".md") if FILENAME.match(f)), None)
+                raise click.ClickException(
+                    (f"no note {shaped!r}" if shaped else f"{words[0]!r} is not a note file name, nor "
+                     "the name of a note") + f"; see `atomic-vault notes {name} list`")
             click.echo(text, nl=False)
             return
         if action == "search":
@@ -408,12 +605,13 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
             if not query.strip():
                 raise click.UsageError("search needs words, e.g. notes NAME search verdemar launch")
             hits = memory.search(folder, query, limit=10 if limit is None else limit)
-            if as_json:
-                _dump({"query": query, "results": [hit.as_dict() for hit in hits]})
-            elif not hits:
+            if not hits:
                 click.echo(f"no note matches {query!r}", err=True)
-            for rank, hit in enumerate(hits if not as_json else [], start=1):
-                click.echo(f"{rank:>3}. {hit.file}  ({hit.type}, score {hit.score:.3g})\n     {hit.snippet}")
+            for rank, hit in enumerate(hits, start=1):
+                if as_json:
+                    click.echo(json.dumps(hit.as_dict(), ensure_ascii=False))
+                else:
+                    click.echo(f"{rank:>3}. {hit.file}  ({hit.type}, score {hit.score:.3g})\n     {hit.snippet}")
             return
         if words:
             raise click.UsageError("list takes no arguments; use --type, --archived or -n")
@@ -423,18 +621,21 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
         raise
     except AtomicVaultError as exc:
         _fail(exc)
-    if as_json:
-        _dump({"notes": rows, "invalid": {file: str(error) for file, error in broken.items()}})
-        return
-    for s in rows:
+    if not rows:
+        click.echo("no notes match" if note_type or archived is not None else f"no notes yet: {name}'s "
+                   "memory is empty", err=True)
+    for s in rows if not as_json else []:
         flags = "".join(["P" if s["pinned"] else " ", "S" if s["superseded_by"] else " ",
                          "A" if s["archived"] else " "])
         click.echo(f"{flags} {s['last_seen']}  {s['file']:<48} {s['description'][:70]}")
+    for s in rows if as_json else []:
+        click.echo(json.dumps(s, ensure_ascii=False, default=str))
     for file, error in sorted(broken.items()):
         click.echo(f"!   invalid     {file}: {error}", err=True)
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.pass_context
 def reindex(ctx: click.Context, name: str) -> None:
@@ -454,6 +655,7 @@ def reindex(ctx: click.Context, name: str) -> None:
 
 
 @cli.command()
+@_root_option
 @click.argument("name")
 @click.option("--what", type=click.Choice(["log", "memory", "all"]), default="log", show_default=True,
               help="What to copy.")
@@ -510,6 +712,7 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
 
 
 @cli.command()
+@_root_option
 @click.argument("name", required=False)
 @click.option("-o", "--out", "out_dir", required=True, metavar="DIR", type=_Path(file_okay=False),
               help="Folder to write the pages into (created when missing).")
@@ -538,6 +741,8 @@ def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) ->
     if not names:
         _fail(click.ClickException(f"no agents in {resolve_root(ctx.obj['root'])}"))
     try:
+        if name:
+            _folder(ctx, name)
         written = render(ctx.obj["root"], names, out_dir, log_backend=_backend(ctx, "log"),
                          today=today.date() if today else None)
     except (AtomicVaultError, OSError) as exc:

@@ -88,6 +88,8 @@ class AgentFigures:
     fallbacks: int = 0
     events: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     expensive: list[dict[str, Any]] = field(default_factory=list)
+    first_day: str | None = None  # the days of the first and last run counted: the pages
+    last_day: str | None = None   # name the period the runs cover, not only the window
 
     @property
     def today(self) -> Tally:
@@ -155,6 +157,8 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
                   _int(record.get("cache_read_tokens")), _int(record.get("cache_write_tokens")))
         month.add(cost, tokens)
         figures.period.add(cost, tokens)
+        figures.first_day = min(figures.first_day or ts[:10], ts[:10])
+        figures.last_day = max(figures.last_day or ts[:10], ts[:10])
         if ts[:10] in figures.days:
             figures.days[ts[:10]].add(cost, tokens)
         figures.statuses[str(record.get("status") or "unknown")] += 1
@@ -265,6 +269,18 @@ def count(value: int) -> str:
     return f"{value:,}"
 
 
+def plural(value: int, word: str, words: str | None = None) -> str:
+    """`1 run`, `2 runs`: a count with its noun agreeing."""
+    return f"{value:,} {word if value == 1 else words or word + 's'}"
+
+
+def span(first: str | None, last: str | None) -> str:
+    """The days the runs counted fall on, in words ("" when there are none)."""
+    if not first or not last:
+        return ""
+    return f"on {first}" if first == last else f"from {first} to {last}"
+
+
 def _short_count(value: float) -> str:
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= size:
@@ -355,6 +371,7 @@ def agent_view(figures: AgentFigures) -> dict[str, Any]:
     statuses = Counter({"ok": 0, "error": 0, "skipped": 0})
     statuses.update(figures.statuses)
     return {"agent": figures, "statuses": sorted(statuses.items(), key=_status_order),
+            "period_words": span(figures.first_day, figures.last_day),
             "events": list(reversed(figures.events)),
             "daily_chart": bar_chart(daily, cap=caps["daily"], cap_label="daily cap", label_every=7),
             "monthly_chart": bar_chart(monthly, cap=caps["monthly"], cap_label="monthly cap",
@@ -381,7 +398,11 @@ def vault_view(figures: list[AgentFigures]) -> dict[str, Any]:
     for f in figures:
         period.include(f.period)
         month.include(f.month)
+    firsts = [f.first_day for f in figures if f.first_day]
+    lasts = [f.last_day for f in figures if f.last_day]
     return {"rows": rows, "daily_totals": totals, "period": period, "month": month,
+            "period_words": span(min(firsts, default=None), max(lasts, default=None)),
+            "first_day": min(firsts, default=None),
             "month_name": next(reversed(figures[0].months)) if figures else "",
             "errors": sum(f.statuses["error"] for f in figures),
             "daily_chart": bar_chart(columns, label_every=7)}
@@ -408,5 +429,6 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.PackageLoader(TEMPLATE_PACKAGE, "dashboard"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(usd=usd, spend=spend, known_spend=known_spend, percent=percent, count=count)
+    env.filters.update(usd=usd, spend=spend, known_spend=known_spend, percent=percent, count=count,
+                       plural=plural)
     return env

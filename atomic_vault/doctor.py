@@ -304,8 +304,10 @@ def _check_log(folder: AgentFolder, add) -> None:
         add("chain", "ok", f"{result.records} chained records verify{legacy}")
     else:
         bad = result.first_bad
+        source = runlog.copied_from(bad)
         fix = ("`doctor --repair` rebuilds HEAD from the verified log"
                if bad["reason"].startswith("log/HEAD") else
+               runlog.copied_remedy(folder.name, source) if source else
                "restore the log from git or a backup; `atomic-vault verify` shows details")
         add("chain", "error", f"seq {bad['seq']} at line {bad['line']}: {bad['reason']}", bad["file"], fix)
 

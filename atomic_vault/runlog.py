@@ -315,3 +315,19 @@ def _file_entries(folder: AgentFolder) -> Iterator[tuple[Path, int, dict[str, An
             merged.append((number, None, problem))
         for number, record, problem in sorted(merged, key=lambda item: item[0]):
             yield path, number, record, problem
+
+
+def copied_from(first_bad: dict[str, Any] | None) -> str | None:
+    """The agent whose log this is, when a chain's first record names another agent: the
+    folder was copied with its log (the usual cause), rather than a record slipped in."""
+    reason = (first_bad or {}).get("reason") or ""
+    if first_bad and first_bad.get("seq") == 1 and reason.startswith("belongs to another agent ("):
+        return reason[len("belongs to another agent ("):].rstrip(")").strip("'\"")
+    return None
+
+
+def copied_remedy(agent: str, source: str) -> str:
+    return (f"this log was copied from agent {source!r}: its records name {source!r} and "
+            f"continue that agent's chain. Move log/ aside (e.g. to log.from-{source}/) and the "
+            f"next run of {agent!r} starts a chain of its own; to copy an agent, use "
+            "`atomic-vault init NAME --from PATH`, which leaves the log behind")

@@ -122,8 +122,10 @@ def open_agent(name: str, root: str | os.PathLike | None = None) -> AgentFolder:
     """Find an existing agent folder, refusing clearly when it is missing or malformed."""
     folder = AgentFolder(resolve_root(root), check_agent_name(name))
     if not folder.path.is_dir():
+        close = similar_agents(name, folder.root)
         raise AgentNotFound(f"no agent folder {name!r} in the vault", path=folder.path,
-                            fix=f"create it with `atomic-vault --root {folder.root} init {name}`"
+                            fix=(f"did you mean {' or '.join(map(repr, close))}? " if close else "")
+                                + f"create it with `atomic-vault --root {folder.root} init {name}`"
                                 " or check --root / ATOMIC_VAULT_ROOT")
     identity = folder.persona / "IDENTITY.md"
     if not identity.is_file():
@@ -138,3 +140,12 @@ def list_agents(root: str | os.PathLike | None = None) -> list[str]:
         return []
     return sorted(p.name for p in base.iterdir()
                   if p.is_dir() and AGENT_NAME.match(p.name) and (p / "persona").is_dir())
+
+
+def similar_agents(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Agents of the vault whose names are close to ``name`` (for "did you mean")."""
+    import difflib
+
+    agents = list_agents(root)
+    folded = {agent.lower(): agent for agent in agents}
+    return [folded[m] for m in difflib.get_close_matches(name.lower(), list(folded), n=3, cutoff=0.6)]

@@ -93,10 +93,11 @@ def test_cli_log_filters_and_cost(vault):
     assert out.exit_code == 0, out.output
     records = [json.loads(line) for line in out.output.splitlines()]
     assert [r["seq"] for r in records] == [4] and records[0]["trigger"] == "cron"
-    assert len(av(vault, "log", "atlas", "-n", "2").output.splitlines()) == 2
-    assert av(vault, "log", "atlas", "--since", "2999-01-01").output == ""
+    assert len(av(vault, "log", "atlas", "-n", "2").stdout.splitlines()) == 1 + 2  # a header, two runs
+    none = av(vault, "log", "atlas", "--since", "2999-01-01")
+    assert none.exit_code == 0 and none.stdout == "" and none.stderr == "no runs match\n"
     cost = av(vault, "log", "atlas", "cost", "--by", "month", "--json")
-    rows = json.loads(cost.output)
+    rows = [json.loads(line) for line in cost.stdout.splitlines()]
     assert len(rows) == 1 and rows[0]["runs"] == 4 and rows[0]["period"] == records[0]["ts"][:7]
     table = av(vault, "log", "atlas", "cost")
     assert table.exit_code == 0 and "total" in table.output
@@ -107,7 +108,7 @@ def test_cli_search_and_reindex(vault):
     run_some(vault, 2)
     found = av(vault, "notes", "atlas", "search", "quinces", "--json")
     assert found.exit_code == 0, found.output
-    results = json.loads(found.output)["results"]
+    results = [json.loads(line) for line in found.stdout.splitlines()]
     assert {r["file"] for r in results} == {"project_fact_number_0_about_quinces.md",
                                             "project_fact_number_1_about_quinces.md"}
     assert "[" in results[0]["snippet"]
@@ -117,7 +118,7 @@ def test_cli_search_and_reindex(vault):
     reindexed = av(vault, "reindex", "atlas")
     assert reindexed.exit_code == 0 and "indexed" in reindexed.output
     listed = av(vault, "notes", "atlas", "list", "--type", "project", "-n", "1", "--json")
-    assert [n["type"] for n in json.loads(listed.output)["notes"]] == ["project"]
+    assert [json.loads(line)["type"] for line in listed.stdout.splitlines()] == ["project"]
 
 
 def test_migrate_to_sqlite_and_back_keeps_the_chain(vault, tmp_path):
@@ -156,11 +157,11 @@ def test_doctor_reports_two_logs_that_disagree(vault):
     run_some(vault, 2)
     assert av(vault, "migrate", "atlas", "--to", "sqlite").exit_code == 0
     (vault / "atomic_vault.yaml").write_text("backends:\n  log: sqlite\n")
-    agreeing = json.loads(av(vault, "doctor", "atlas", "--json").output)
-    assert any("older copy" in f["message"] for f in agreeing["findings"])
+    agreeing = [json.loads(line) for line in av(vault, "doctor", "atlas", "--json").stdout.splitlines()]
+    assert any("older copy" in f["message"] for f in agreeing)
     AtomicAgent("atlas", root=vault, log="files").call("a run that went to the files log")
-    found = json.loads(av(vault, "doctor", "atlas", "--json").output)
-    disagree = [f for f in found["findings"] if "disagree" in f["message"]]
+    found = [json.loads(line) for line in av(vault, "doctor", "atlas", "--json").stdout.splitlines()]
+    disagree = [f for f in found if "disagree" in f["message"]]
     assert disagree and disagree[0]["level"] == "warn" and "migrate" in disagree[0]["fix"]
 
 

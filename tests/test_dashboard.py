@@ -116,7 +116,7 @@ def pages(root, out, **kwargs):
 def test_the_agent_page_shows_the_figures_of_the_log(logged, tmp_path):
     html = pages(logged, tmp_path / "out", today="2026-11-20")["atlas.html"]
     page = text(html)
-    assert "Runs from 2025-12-01 to 2026-11-20" in page
+    assert "6 runs from 2026-10-15 to 2026-11-20 · model" in page  # the runs counted, not the window
     assert "daily cap $1.00 · monthly cap $20.00" in page
     # by day: the 20th holds three runs of known cost, one of unknown cost (its UTC day is the 21st)
     assert "2026-11-20: $0.1250 + 1 unknown · 4 runs" in page
@@ -126,8 +126,8 @@ def test_the_agent_page_shows_the_figures_of_the_log(logged, tmp_path):
     assert "2026-11: $0.6250 + 1 unknown · 5 runs" in page and "2026-10: $0.2500 · 1 run" in page
     assert "$7.0000" not in page and "$99" not in page and "$3.0000" not in page
     assert "Spend this month $0.6250 of $20.00 monthly cap; + 1 of unknown cost" in page
-    assert "Spend, 12 months $0.8750 6 runs; + 1 of unknown cost" in page
-    assert "Unknown cost 1 runs without a price" in page
+    assert "Spend since 2026-10-15 $0.8750 6 runs; + 1 of unknown cost" in page
+    assert "Unknown cost 1 run without a price" in page
     # caps: the daily cap is drawn; the monthly one is far above $0.63 and said in words
     assert re.search(r'<line class="cap"[^>]*><title>daily cap \$1\.00</title>', html)
     assert "monthly cap $20.00 is far above these bars" in page
@@ -165,7 +165,7 @@ def test_the_vault_page_has_a_row_per_agent_and_the_summed_days(logged, tmp_path
     out = pages(logged, tmp_path / "out", today="2026-11-20")
     assert sorted(out) == ["atlas.html", "index.html", "scout.html"]
     page = text(out["index.html"])
-    assert "2 agents · runs from 2025-12-01 to 2026-11-20" in page
+    assert "2 agents · 8 runs from 2026-10-15 to 2026-11-20" in page
     # agent, spend this month, monthly cap, used, runs, errors, skips, fallbacks, unknown cost, cache
     assert "atlas $0.6250 + 1 unknown $20.00 3.1% 6 1 1 1 1 42.1%" in page
     assert "scout $2.7500 $5.00 55.0% 2 0 0 0 0 0.0%" in page
@@ -182,7 +182,7 @@ def test_the_vault_page_has_a_row_per_agent_and_the_summed_days(logged, tmp_path
 def test_today_defaults_to_the_newest_record_and_rendering_again_changes_nothing(logged, tmp_path):
     out = tmp_path / "out"
     first = pages(logged, out)
-    assert "runs from 2025-12-01 to 2026-11-21" in text(first["index.html"])
+    assert "runs from 2026-10-15 to 2026-11-21" in text(first["index.html"])
     assert "Spend 2026-11-21 $3.0000 of $1.00 daily cap" in text(first["atlas.html"])
     stamps = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
     assert pages(logged, out) == first
@@ -232,7 +232,7 @@ def test_the_command_prints_the_pages_it_wrote(logged, tmp_path):
     assert one.exit_code == 0
     assert one.stdout.split() == [str(tmp_path / "one" / page) for page in ("index.html", "scout.html")]
     missing = av(logged, "dashboard", "ghost", "-o", str(out))
-    assert missing.exit_code == 1 and "no agent folder 'ghost'" in missing.output
+    assert missing.exit_code == 2 and "no agent 'ghost'" in missing.stderr
     assert av(logged, "dashboard", "-o", str(out), "--today", "20/11/2026").exit_code == 2
     assert av(logged, "dashboard").exit_code == 2  # -o is required
     assert av(tmp_path / "empty", "dashboard", "-o", str(out)).exit_code == 1
@@ -294,3 +294,20 @@ def test_a_headless_browser_renders_the_figures(logged, tmp_path):
     width, height, distinct = png_facts(data)
     assert (width, height) == (1200, 2000)
     assert len(data) > 40_000 and distinct > 300, (len(data), distinct)
+
+
+def test_the_words_follow_the_data(vault, tmp_path):
+    """No "the 0 costliest", no "1 runs", and the period named is that of the runs shown."""
+    empty = text(pages(vault, tmp_path / "empty", today="2026-11-20")["atlas.html"])
+    assert "No runs from 2025-12-01 to 2026-11-20" in empty and "costliest" not in empty
+    assert "Runs by status no runs" in empty and "No run of known, non-zero cost." in empty
+    log = open_backend("log", None, vault)
+    log.append(open_agent("atlas", vault), run("2026-11-20T10:00:00.000+01:00", cost_usd=0.01, summary="One"))
+    out = pages(vault, tmp_path / "one", today="2026-11-20")
+    page, index = text(out["atlas.html"]), text(out["index.html"])
+    assert "1 run on 2026-11-20 · model" in page and "Spend since 2026-11-20 $0.0100 1 run" in page
+    assert "Most expensive runs the only run of known, non-zero cost" in page
+    assert "No run was skipped or fell back on 2026-11-20." in page
+    assert "1 agent · 1 run on 2026-11-20" in index and "1 run this month" in index
+    assert not re.search(r"(?<![\d,.$])1 runs", page + index)
+    assert (page + index).count("12 months") == (page + index).count("last 12 months")  # the chart's window

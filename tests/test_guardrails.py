@@ -379,8 +379,8 @@ def test_log_cost_shows_spend_against_the_caps(vault):
     assert shown.exit_code == 0, shown.output
     assert "25%" in shown.output  # one run of a cap of four
     assert f"today ${one:.4f} of ${one * 4:.4f}" in shown.output and "guardrails enforced" in shown.output
-    rows = json.loads(runner.invoke(cli, ["--root", str(vault), "log", "atlas", "cost", "--by", "month",
-                                          "--json"]).output)
+    rows = [json.loads(line) for line in runner.invoke(cli, ["--root", str(vault), "log", "atlas", "cost",
+                                                             "--by", "month", "--json"]).stdout.splitlines()]
     assert rows[-1]["cap_usd"] == pytest.approx(one * 40) and rows[-1]["cost_usd"] == pytest.approx(one)
 
 

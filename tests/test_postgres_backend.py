@@ -177,9 +177,10 @@ def test_doctor_reports_note_files_that_differ_from_the_database(vault, pg_url, 
     migrate_memory(folder, FileMemory(), PostgresMemory(pg_url))
     monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", "postgres")
     monkeypatch.setenv("ATOMIC_VAULT_MEMORY_URL", pg_url)
-    run = lambda: _json.loads(CliRunner().invoke(cli, ["--root", str(vault), "doctor", "atlas", "--json"]).stdout)  # noqa: E731
-    assert not [f for f in run()["findings"] if "differ" in f["message"]]
+    run = lambda: [_json.loads(line) for line in CliRunner().invoke(  # noqa: E731
+        cli, ["--root", str(vault), "doctor", "atlas", "--json"]).stdout.splitlines()]
+    assert not [f for f in run() if "differ" in f["message"]]
     note = next(vault.glob("atlas/memory/project_*.md"))
     note.write_text(note.read_text() + "\nHand edit.\n")
-    found = [f for f in run()["findings"] if "differ" in f["message"]]
+    found = [f for f in run() if "differ" in f["message"]]
     assert found and found[0]["level"] == "warn" and "--what memory" in found[0]["fix"]
