@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -13,11 +14,14 @@ from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, ConfigError, LogError, ModelError, NoteError
-from .models import Model, ModelRequest, ModelResponse, load_model
+from .models import Model, ModelRequest, ModelResponse, UnavailableModel, load_model, token_ceiling
 from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
 
 MAX_WORK_ITEM = 200_000
+# The capture tool as a provider is sent it, for the byte ceiling of a request (spec/12).
+CAPTURE_TOOL_TEXT = json.dumps({"name": captures.TOOL_NAME, "description": captures.TOOL_DESCRIPTION,
+                                "input_schema": captures.TOOL_SCHEMA}, ensure_ascii=False)
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
@@ -41,6 +45,7 @@ class RunResult:
     cache_write_tokens: int = 0
     fallback_from: str | None = None
     guardrail: dict[str, Any] | None = None
+    tokens_estimated: bool = False
 
 
 class AtomicAgent:
@@ -77,10 +82,10 @@ class AtomicAgent:
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
         tools = load_tools_config(self.folder.tools)
-        model, warnings = self._choose_model(config, self.model if model is None else model)
+        model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
         self._check_log()
-        run = _Run(self, config, prompt, started, critical, warnings)
+        run = _Run(self, config, prompt, started, critical, warnings, replaced)
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
         try:
@@ -137,26 +142,36 @@ class AtomicAgent:
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 
-    def _choose_model(self, config: ModelConfig, chosen: str | Model | None) -> tuple[Model, list[str]]:
-        """The model to call, and a warning when model.md's choice cannot be used. A model
-        chosen by the caller (argument, --model) must load: no silent substitute."""
+    def _choose_model(self, config: ModelConfig, chosen: str | Model | None
+                      ) -> tuple[Model, list[str], str | None]:
+        """The model to call, warnings, and the model it replaces. A model that cannot be
+        built is never replaced silently: model.md's fallback answers with a warning, and
+        with no usable fallback (or for a model the caller chose) the run fails on the
+        record. The offline model answers only when it is named."""
         if chosen is not None and not isinstance(chosen, str):
-            return chosen, []
+            return chosen, [], None
         if chosen:
-            return load_model(chosen, config.options_for(chosen)), []
-        try:
-            return load_model(config.model, config.options_for(config.model)), []
-        except ModelError as exc:
-            if config.model == "offline":
-                raise
-            why = f"model.md names {config.model!r} but it cannot be used here ({exc.message})"
-        if config.fallback:
-            try:
-                return load_model(config.fallback, config.options_for(config.fallback)), [
-                    f"{why}; the fallback {config.fallback} answers"]
-            except ModelError as exc:
-                why += f", nor can its fallback {config.fallback!r} ({exc.message})"
-        return load_model("offline"), [f"{why}; the offline model answered"]
+            return _build(chosen, config), [], None
+        model = _build(config.model, config)
+        if not isinstance(model, UnavailableModel) or not config.fallback:
+            return model, [], None
+        fallback = _build(config.fallback, config)
+        if isinstance(fallback, UnavailableModel):
+            return UnavailableModel(config.model, ModelError(
+                f"{model.error.message}; its fallback {fallback.error.message}", field="model",
+                fix=model.error.fix if fallback.error.fix == model.error.fix
+                else f"{model.error.fix}; for the fallback: {fallback.error.fix}")), [], None
+        return fallback, [f"model.md names {config.model!r} but it cannot be used here "
+                          f"({model.error.message}); the fallback {config.fallback} answers"], config.model
+
+
+def _build(name: str, config: ModelConfig) -> Model:
+    """The model ``name``, or a stand-in that fails the run with the reason it cannot be built."""
+    try:
+        return load_model(name, config.options_for(name))
+    except ModelError as exc:
+        return UnavailableModel(name, ModelError(f"{name} cannot be built here: {exc.message}",
+                                                 field="model", fix=exc.fix))
 
 
 def _count(model: Model, prompt: Prompt, config: ModelConfig, agent: str,
@@ -216,9 +231,13 @@ class _Run:
     that follow the money (guardrails.py, pricing.py) kept out of the method's way."""
 
     def __init__(self, agent: AtomicAgent, config: ModelConfig, prompt: Prompt, started: datetime,
-                 critical: bool, warnings: list[str]):
+                 critical: bool, warnings: list[str], replaced: str | None = None):
         self.agent, self.config, self.prompt, self.started = agent, config, prompt, started
-        self.critical, self.warnings = critical, warnings
+        self.critical, self.warnings, self.replaced = critical, warnings, replaced
+        unknown = [("model.md", key) for key in config.unknown_keys] + [
+            ("tools.md", key) for key in load_tools_config(agent.folder.tools).unknown_keys]
+        self.warnings += [f"{name}: unknown key {key!r} ignored (spec/06-config.md lists every key)"
+                          for name, key in unknown]
         self.id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
         self.request = ModelRequest(model="", system=prompt.system, messages=prompt.messages,
                                     max_output_tokens=config.max_output_tokens, agent=agent.name)
@@ -234,15 +253,26 @@ class _Run:
     def price(self, model_name: str):
         return pricing.price_for(model_name, self.vault_prices, self.config.prices)
 
+    def input_bound(self, model: Model | None) -> int:
+        """The most input tokens the provider can bill for this request: its own count
+        when it gave one, else the byte ceiling (models.token_ceiling), never the estimate."""
+        if model is not None and self.prompt.counted is not None:
+            return self.prompt.counted
+        return token_ceiling(self.request, CAPTURE_TOOL_TEXT)
+
     def reserve(self, model: Model) -> bool:
-        """Hold this run's most expensive outcome against the caps; False: skip the run."""
+        """Hold this run's most expensive outcome against the caps; False: skip the run.
+        A model that cannot be built costs nothing: its run fails on the record."""
+        if isinstance(model, UnavailableModel):
+            return True
         name = getattr(model, "name", "custom")
         fallback = self.config.fallback
         with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
             self.budget = guardrails.reserve(
                 self.agent.folder, self.agent.log, self.config, self.started, model=name,
-                price=self.price(name), input_tokens=self.input_tokens, critical=self.critical,
-                fallback=fallback, fallback_price=self.price(fallback) if fallback else None)
+                price=self.price(name), input_tokens=self.input_bound(model), critical=self.critical,
+                fallback=fallback, fallback_price=self.price(fallback) if fallback else None,
+                fallback_input_tokens=self.input_bound(None))
         if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
             self.warnings += self.budget.reasons
         return self.budget.action != "skip"
@@ -252,6 +282,8 @@ class _Run:
         config = self.config
         if self.budget is not None and self.budget.action == "fallback":
             return [lambda: load_model(config.fallback, config.options_for(config.fallback))]
+        if isinstance(model, UnavailableModel):  # its fallback was tried when it was chosen
+            return [lambda: model]
         out: list[Callable[[], Model]] = [lambda: model]
         if config.fallback and config.fallback != getattr(model, "name", None) and self._fallback_fits():
             out.append(lambda: load_model(config.fallback, config.options_for(config.fallback)))
@@ -262,7 +294,7 @@ class _Run:
             return True
         price = self.price(self.config.fallback)
         return price is not None and (self.budget.estimate_usd is None or price.ceiling(
-            self.input_tokens, self.config.max_output_tokens) <= self.budget.estimate_usd)
+            self.input_bound(None), self.config.max_output_tokens) <= self.budget.estimate_usd)
 
     def skipped(self, model: Model) -> RunResult:
         """Log (and journal) a run the guardrails stopped before any model was paid for."""
@@ -310,6 +342,8 @@ class _Run:
                outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         """The run's log record, with every key that could have slipped into it redacted."""
         response, agent = done.response, self.agent
+        self.warnings += [f"capture {item.get('name') or '(unnamed)'!r} rejected: {item['reason']}"
+                          for item in outcomes if item.get("status") == "rejected"]
         return self.redact.all({
             "kind": "run",
             "ts": self.started.isoformat(timespec="milliseconds"),
@@ -322,6 +356,7 @@ class _Run:
             "output_tokens": response.output_tokens if response else 0,
             "cache_read_tokens": response.cache_read_tokens if response else 0,
             "cache_write_tokens": response.cache_write_tokens if response else 0,
+            "tokens_estimated": bool(response and response.tokens_estimated),
             "cost_usd": cost,
             "status": "error" if done.error else "ok",
             "critical": self.critical,
@@ -329,7 +364,7 @@ class _Run:
             "captures": outcomes,
             "manifest": self.prompt.manifest,
             "attempts": done.attempts,
-            "fallback_from": done.fallback_from or (
+            "fallback_from": done.fallback_from or self.replaced or (
                 self.config.model if self.budget and self.budget.action == "fallback" else None),
             **({"guardrail": self.budget.as_record()} if self.budget else {}),
             "warnings": self.warnings,
@@ -346,4 +381,5 @@ def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: li
                      seq=record["seq"], warnings=warnings, error=record["error"],
                      cache_read_tokens=record["cache_read_tokens"],
                      cache_write_tokens=record["cache_write_tokens"],
-                     fallback_from=record["fallback_from"], guardrail=record.get("guardrail"))
+                     fallback_from=record["fallback_from"], guardrail=record.get("guardrail"),
+                     tokens_estimated=bool(record.get("tokens_estimated")))

@@ -222,12 +222,11 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         cached = (f" (cache read {result.cache_read_tokens}, written {result.cache_write_tokens})"
                   if result.cache_read_tokens or result.cache_write_tokens else "")
         fallback = f" (fallback from {result.fallback_from})" if result.fallback_from else ""
+        estimated = " (estimated)" if result.tokens_estimated else ""
         click.echo(f"\n— run {result.run_id} · seq {result.seq} · {result.status} · {result.model}{fallback} · "
-                   f"{result.input_tokens}→{result.output_tokens} tokens{cached} · {cost} · "
+                   f"{result.input_tokens}→{result.output_tokens} tokens{estimated}{cached} · {cost} · "
                    f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else ""),
-                   err=True)
-        for item in rejected:
-            click.echo(f"rejected capture {item.get('name') or ''}: {item['reason']}", err=True)
+                   err=True)  # each rejection is one of the warnings above
     sys.exit(EXIT_SKIPPED if result.status == "skipped" else EXIT_OK)
 
 

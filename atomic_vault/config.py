@@ -1,12 +1,15 @@
 """The agent's settings, read from the YAML blocks of model.md and tools.md.
 
-Only fenced ```yaml blocks are parsed as configuration; the prose around them is for
+Only a fenced ```yaml block is parsed as configuration; the prose around it is for
 people. For vaults in the older convention, model.md's "## Default model" and
-"## Fallback" sections are read when the YAML block does not name the models.
+"## Fallback" sections are read when the YAML block does not name the models, and a
+tools.md of prose under "## Read paths" / "## Write paths" means the defaults. A file
+that is there but holds no configuration is an error, never silent defaults.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -20,11 +23,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import keys
 from .errors import ConfigError
+from .models import qualify
 from .notes import StrictLoader
 from .pricing import parse_prices
 
 _LOADER = StrictLoader
 _FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})\s*(yaml|yml)\s*$")
+_ANY_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([^`\s]*)\s*$")
 # \Z, not $: "$" also matches before a final newline, and "offline\n" is not a model name.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -56,6 +61,7 @@ class ModelConfig:
     journal_days: int = 2
     cost_guardrails: dict[str, Any] = field(default_factory=dict)
     unknown_keys: tuple[str, ...] = ()
+    mapped: tuple[str, ...] = ()  # bare model names read as provider:model, for doctor
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     retries: RetryPolicy = RetryPolicy()
     prices: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +84,7 @@ class ToolsConfig:
     read: tuple[str, ...] = ("persona/", "memory/", "wiki/", "journal/")
     write: tuple[str, ...] = ("memory/",)
     tools: tuple[str, ...] = ()
+    unknown_keys: tuple[str, ...] = ()
 
     def may_write(self, relative_dir: str) -> bool:
         wanted = relative_dir.strip("/")
@@ -117,25 +124,76 @@ def yaml_blocks(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(f"invalid YAML: {problem}", path=path, field=f"line {line}",
                               fix="correct the YAML block (indentation, colons, quotes)") from None
-        if value is not None:
-            if not isinstance(value, dict):
-                raise ConfigError("the YAML block is not a mapping of keys", path=path,
-                                  field=f"line {start}", fix="write one 'key: value' per line")
-            blocks.append((start, value))
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError("the YAML block is not a mapping of keys", path=path,
+                              field=f"line {start}", fix="write one 'key: value' per line")
+        blocks.append((start, value or {}))
         i = close + 1
     return blocks
 
 
-def _merged(text: str, path: Path) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    for start, block in yaml_blocks(text, path):
-        for key, value in block.items():
-            if key in merged:
-                raise ConfigError(f"key {key!r} is set twice (first at line {lines[key]})",
-                                  path=path, field=f"line {start}", fix="keep one of them")
-            merged[key], lines[key] = value, start
-    return merged
+def _mistagged(text: str, known: set[str]) -> tuple[int, str] | None:
+    """(line, opening) of the first fenced block that is not tagged yaml but holds a
+    mapping with a known key: settings that would otherwise be read as prose."""
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        opened = _ANY_FENCE.match(lines[i].strip())
+        if not opened:
+            i += 1
+            continue
+        fence = opened.group(1)
+        close = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence[0] * len(fence))
+                      and not lines[j].strip().strip(fence[0])), len(lines))
+        if not _FENCE_OPEN.match(lines[i].strip()):
+            try:
+                value = yaml.load("\n".join(lines[i + 1:close]), Loader=_LOADER)  # noqa: S506 - safe loader
+            except (yaml.YAMLError, RecursionError):
+                value = None
+            if isinstance(value, dict) and {str(key) for key in value} & known:
+                return i + 1, lines[i].strip()
+        i = close + 1
+    return None
+
+
+def _settings(text: str, path: Path, known: set[str], older: bool) -> dict[str, Any]:
+    """The one ```yaml block's mapping. No block is an error unless the file is in the
+    older convention (``older``); so are two blocks and settings fenced without the tag."""
+    wrong = _mistagged(text, known)
+    if wrong:
+        raise ConfigError(f"the block opened by {wrong[1]!r} holds settings but is not tagged yaml, "
+                          "so it would be ignored", path=path, field=f"line {wrong[0]}",
+                          fix="open the block with ```yaml")
+    blocks = yaml_blocks(text, path)
+    if len(blocks) > 1:
+        raise ConfigError(f"has {len(blocks)} ```yaml blocks (the second at line {blocks[1][0] - 1}); "
+                          "only one is read", path=path, field=f"line {blocks[1][0] - 1}",
+                          fix="merge them into one ```yaml block")
+    if not blocks and not older:
+        raise ConfigError("has no ```yaml block, so none of its settings would be read", path=path,
+                          fix="put the settings in one block opened by ```yaml and closed by ``` "
+                              "(spec/06-config.md), or delete the file to use the defaults")
+    return blocks[0][1] if blocks else {}
+
+
+def _unknown(data: dict[str, Any], known: set[str], path: Path, within: str = "") -> tuple[str, ...]:
+    """Keys not in ``known``: one close to a known key is a typo (an error naming the
+    key it resembles); any other is kept, to be reported as a warning."""
+    out = []
+    for key in map(str, data):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"unknown key {key!r}: did you mean {close[0]!r}?", path=path,
+                              field=within + key, fix=f"write {close[0]}: (spec/06-config.md lists every key)")
+        out.append(within + key)
+    return tuple(sorted(out))
+
+
+def _has_heading(text: str, *headings: str) -> bool:
+    return any(line.startswith("## ") and line[3:].strip().lower().startswith(headings)
+               for line in text.split("\n"))
 
 
 def _section_value(text: str, heading: str) -> str | None:
@@ -243,6 +301,9 @@ def _timezone(value: Any, path: Path) -> str | None:
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
                "prices", "timezone"}
+_GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
+                   "monthly_cap_action", "warning_thresholds"}
+_TOOLS_KEYS = {"read", "write", "tools"}
 _CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
 
 
@@ -276,8 +337,14 @@ def load_model_config(path: Path) -> ModelConfig:
     def parse(text: str | None) -> ModelConfig:
         if text is None:
             return ModelConfig()
-        data = _merged(text, path)
-        model = data.get("model") or _section_value(text, "default model") or "offline"
+        older = _has_heading(text, "default model")
+        data = _settings(text, path, _MODEL_KEYS, older)
+        model = data.get("model") or _section_value(text, "default model")
+        if not model and older:
+            raise ConfigError("the '## Default model' section names no model", path=path,
+                              field="Default model", fix="write the model as provider:model on the line "
+                                                         "under the heading, e.g. `anthropic:claude-sonnet-4-6`")
+        model = model or "offline"
         fallback = data.get("fallback", _section_value(text, "fallback"))
         provider = data.get("provider")
         for key, value in (("model", model), ("fallback", fallback), ("provider", provider)):
@@ -286,15 +353,23 @@ def load_model_config(path: Path) -> ModelConfig:
                                   fix="write provider:model, e.g. offline or anthropic:claude-sonnet-4-5")
         if provider and ":" not in model:
             model = f"{provider}:{model}"
+        rails = data.get("cost_guardrails")
+        unknown = _unknown(data, _MODEL_KEYS, path) + (  # a typo'd cap must not vanish silently
+            _unknown(rails, _GUARDRAIL_KEYS, path, within="cost_guardrails.") if isinstance(rails, dict) else ())
+        mapped = []
+        for role, name in (("model", model), ("fallback", fallback)):
+            if name and qualify(name) != name:
+                mapped.append(f"{role} {name!r} is read as {qualify(name)!r}")
         return ModelConfig(
-            model=model,
-            fallback=fallback,
+            model=qualify(model),
+            fallback=qualify(fallback) if fallback else fallback,
+            mapped=tuple(mapped),
             max_input_tokens=_int(data, "max_input_tokens", 12_000, 256, 10_000_000, path),
             max_output_tokens=_int(data, "max_output_tokens", 4_000, 1, 1_000_000, path),
             recent_notes=_int(data, "recent_notes", 5, 0, 100, path),
             journal_days=_int(data, "journal_days", 2, 0, 3, path),
             cost_guardrails=_guardrails(data.get("cost_guardrails"), path),
-            unknown_keys=tuple(sorted(str(k) for k in data if k not in _MODEL_KEYS)),
+            unknown_keys=unknown,
             providers=_providers(data.get("providers"), path),
             retries=_retries(data.get("retries"), path),
             prices=parse_prices(data.get("prices"), path),
@@ -308,7 +383,7 @@ def load_tools_config(path: Path) -> ToolsConfig:
     def parse(text: str | None) -> ToolsConfig:
         if text is None:
             return ToolsConfig()
-        data = _merged(text, path)
+        data = _settings(text, path, _TOOLS_KEYS, _has_heading(text, "read paths", "write paths"))
         values: dict[str, tuple[str, ...]] = {}
         for key in ("read", "write", "tools"):
             if key not in data:
@@ -328,7 +403,7 @@ def load_tools_config(path: Path) -> ToolsConfig:
                         raise ConfigError(f"{item!r} holds a control character", path=path, field=key,
                                           fix="write plain folder names, e.g. memory/")
             values[key] = tuple(items)
-        return ToolsConfig(**values)
+        return ToolsConfig(**values, unknown_keys=_unknown(data, _TOOLS_KEYS, path))
     return _cached(path, parse)
 
 

@@ -89,10 +89,9 @@ def _check_layout(folder: AgentFolder, add) -> None:
         except AtomicVaultError as exc:
             add("config", "error", exc.message, exc.path, exc.fix)
             continue
-        if path == folder.model:
-            if config.unknown_keys:
-                add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
-                    "check their spelling against spec/06-config.md")
+        if config.unknown_keys:
+            add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
+                "check their spelling against spec/06-config.md")
     if not folder.memory.is_dir():
         add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
     else:
@@ -109,19 +108,29 @@ def _check_models_and_costs(folder: AgentFolder, log: Any, add) -> None:
         if exc.path != str(folder.model):  # model.md's own errors are reported above
             add("prices", "error", exc.message, exc.path, exc.fix)
         return
+    for mapped in config.mapped:
+        add("model", "ok", f"{mapped} (a bare name of a well-known family)", folder.model,
+            "write provider:model to say so explicitly")
+    broken: dict[str, AtomicVaultError] = {}
     for role, name in (("model", config.model), ("fallback", config.fallback)):
         if not name:
             continue
         try:
             model = load_model(name, config.options_for(name))
         except AtomicVaultError as exc:
-            instead = "" if role == "fallback" else (
-                f"; runs use the fallback {config.fallback}" if config.fallback else "; runs use the offline model")
-            add("model", "warn", f"{role} {name!r} cannot be used here ({exc.message}){instead}",
-                folder.model, exc.fix)
+            broken[role] = exc
         else:
             source = getattr(model, "key_source", None)
             add("model", "ok", f"{role} {name!r} is available" + (f"; API key from {source}" if source else ""))
+    for role, exc in broken.items():
+        # Runs fail when model.md's model cannot be built and no fallback can answer.
+        fails = role == "model" and (not config.fallback or "fallback" in broken)
+        instead = ("; its runs fail" if fails else f"; runs use the fallback {config.fallback}"
+                   if role == "model" else "; a failing model has no fallback")
+        name = config.model if role == "model" else config.fallback
+        add("model", "error" if fails else "warn", f"{role} {name!r} cannot be built here ({exc.message})"
+            f"{instead}", folder.model, exc.fix)
+    for name in filter(None, (config.model, config.fallback)):
         price = pricing.price_for(name, vault_prices, config.prices)
         if price is None:
             add("prices", "warn", f"no price is known for {name}: its runs' cost is recorded as unknown "

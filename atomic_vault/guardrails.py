@@ -1,8 +1,8 @@
 """Cost guardrails: daily, monthly and per-run caps that concurrent runs cannot overshoot.
 
 Before the model call, under the agent's lock, a run reserves the most its call can cost
-(pricing.Price.ceiling: the prompt's input tokens at the dearest input rate plus every
-allowed output token). Spend so far is the settled cost in the log for today and this
+(pricing.Price.ceiling: an upper bound of the input tokens the provider can bill, at the
+dearest input rate, plus every allowed output token). Spend so far is the settled cost in the log for today and this
 month, in the operator's time zone, plus the reservations of runs still in flight. A run
 that would pass a cap gets that cap's action: ``skip``, ``fallback`` (the cheaper model
 from model.md, if it fits) or ``alert`` (proceed with a warning). ``critical`` runs pass
@@ -45,9 +45,11 @@ class Budget:
     daily_cap_usd: float | None = None
     monthly_cap_usd: float | None = None
     reservation: str | None = None
+    input_tokens: int = 0  # the input bound the estimate was priced at
 
     def as_record(self) -> dict[str, Any]:
         return {"action": self.action, "reasons": self.reasons, "estimate_usd": self.estimate_usd,
+                "input_tokens_bound": self.input_tokens,
                 "spent_day_usd": round(self.spent_day_usd, 6),
                 "spent_month_usd": round(self.spent_month_usd, 6),
                 "in_flight_usd": round(self.in_flight_usd, 6),
@@ -70,14 +72,17 @@ def spent(log: LogBackend, folder: AgentFolder, when: datetime) -> tuple[float, 
 
 def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: datetime, *,
             model: str, price: Price | None, input_tokens: int, critical: bool,
-            fallback: str | None = None, fallback_price: Price | None = None) -> Budget:
-    """Decide whether this run may call ``model`` and hold its estimate. The caller holds
-    the agent's lock, so no other run reserves or settles meanwhile."""
+            fallback: str | None = None, fallback_price: Price | None = None,
+            fallback_input_tokens: int | None = None) -> Budget:
+    """Decide whether this run may call ``model`` and hold its estimate. ``input_tokens``
+    must bound what the provider bills (agent._Run.input_bound), or the caps do not hold.
+    The caller holds the agent's lock, so no other run reserves or settles meanwhile."""
     rails = config.cost_guardrails
     day_spent, month_spent = spent(log, folder, when)
     in_flight_usd = sum(in_flight(folder).values())
     budget = Budget(spent_day_usd=day_spent, spent_month_usd=month_spent, in_flight_usd=in_flight_usd,
-                    daily_cap_usd=rails.get("daily_cap_usd"), monthly_cap_usd=rails.get("monthly_cap_usd"))
+                    daily_cap_usd=rails.get("daily_cap_usd"), monthly_cap_usd=rails.get("monthly_cap_usd"),
+                    input_tokens=input_tokens)
     estimate = price.ceiling(input_tokens, config.max_output_tokens) if price else None
     budget.estimate_usd = estimate
     breaches = _breaches(rails, day_spent + in_flight_usd, month_spent + in_flight_usd, estimate, model)
@@ -92,7 +97,8 @@ def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: dat
         budget.reasons += [reason for _, reason in breaches]
         if budget.action == "fallback":
             _try_fallback(budget, rails, day_spent + in_flight_usd, month_spent + in_flight_usd, config,
-                          fallback, fallback_price, input_tokens)
+                          fallback, fallback_price,
+                          input_tokens if fallback_input_tokens is None else fallback_input_tokens)
     if budget.action != "skip":
         budget.reservation = _hold(folder, budget.estimate_usd or 0.0)
     return budget
@@ -138,7 +144,7 @@ def _try_fallback(budget: Budget, rails: dict[str, Any], day: float, month: floa
         budget.action = "skip"
         budget.reasons.append(f"the fallback {fallback} would pass the cap too")
         return
-    budget.estimate_usd = estimate
+    budget.estimate_usd, budget.input_tokens = estimate, input_tokens
     budget.reasons.append(f"switched to the fallback {fallback} (up to ${estimate:.4f})")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ModelError
@@ -43,17 +43,19 @@ class ModelResponse:
     from or written to a prompt cache are counted apart. ``tool_captures`` holds the raw
     JSON of each ``atomic_capture`` tool call, validated like a fenced block. The runtime
     prices the tokens (pricing.py); ``cost_usd`` is used only for a model the price table
-    does not know (None: unknown)."""
+    does not know (None: unknown). A model that cannot count may leave the token counts
+    out: the runtime then estimates them and records ``tokens_estimated``."""
 
     text: str
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     cost_usd: float | None = None
     model: str = ""
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     tool_captures: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_estimated: bool = False
 
 
 @runtime_checkable
@@ -82,10 +84,40 @@ def providers() -> dict[str, Any]:
     return _PROVIDERS
 
 
+class UnavailableModel:
+    """Stands in for a model that cannot be built here (no key, no SDK, no provider), so
+    that the run fails on the record instead of being answered by another model: calling
+    it raises the build error, which is not retryable."""
+
+    def __init__(self, name: str, error: ModelError):
+        self.name, self.error = name, error
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        raise self.error
+
+
+# Bare model names of well-known families, as vaults of the older convention write them.
+_FAMILIES = ((re.compile(r"claude-"), "anthropic"), (re.compile(r"(gpt-|chatgpt-|o[1-9]\d*(-|\Z))"), "openai"),
+             (re.compile(r"(kimi-|moonshot-)"), "moonshot"))
+
+
+def qualify(spec: str) -> str:
+    """``provider:model`` for a bare name of a well-known family (``claude-opus-4-8`` is
+    ``anthropic:claude-opus-4-8``); any other name is returned as it is."""
+    if ":" in spec:
+        return spec
+    for family, provider in _FAMILIES:
+        if family.match(spec) and spec not in providers():
+            return f"{provider}:{spec}"
+    return spec
+
+
 def load_model(spec: str, options: dict[str, Any] | None = None) -> Model:
     """Build the model named ``provider:model`` (or a bare provider name such as
-    ``offline``). ``options`` are the provider's settings from model.md's ``providers:``
-    block (e.g. ``base_url``, ``timeout_s``), passed as keyword arguments."""
+    ``offline``, or a bare model name of a well-known family, see ``qualify``).
+    ``options`` are the provider's settings from model.md's ``providers:`` block (e.g.
+    ``base_url``, ``timeout_s``), passed as keyword arguments."""
+    spec = qualify(spec)
     provider, _, model = spec.partition(":")
     known = providers()
     if provider not in known:
@@ -112,6 +144,35 @@ def load_model(spec: str, options: dict[str, Any] | None = None) -> Model:
 def estimate_tokens(text: str) -> int:
     """The documented estimate used when a provider gives no count: 1 token per 4 characters."""
     return (len(text) + 3) // 4
+
+
+def with_usage(response: ModelResponse, request: ModelRequest) -> ModelResponse:
+    """``response`` with the estimate filled in for any token count the model left out."""
+    if response.input_tokens is not None and response.output_tokens is not None:
+        return response
+    sent = request.system_text + "".join(str(m.get("content", "")) for m in request.messages)
+    return replace(response, tokens_estimated=True,
+                   input_tokens=estimate_tokens(sent) if response.input_tokens is None else response.input_tokens,
+                   output_tokens=(estimate_tokens(response.text + "".join(response.tool_captures))
+                                  if response.output_tokens is None else response.output_tokens))
+
+
+# Tokens a chat format may add around each part of a request (role markers, separators),
+# and once for the tool-use instructions a provider adds when a tool is offered
+# (Anthropic documents a few hundred). Spec/12 "Token counts" rests the ceiling on them.
+PART_OVERHEAD = 16
+TOOL_OVERHEAD = 1024
+
+
+def token_ceiling(request: ModelRequest, tool_schema: str = "") -> int:
+    """An upper bound of the input tokens a byte-level BPE tokenizer can bill for
+    ``request``: each such token stands for at least one UTF-8 byte, so the bytes of every
+    system block, message and offered tool schema, plus the overheads above, bound the
+    count from above whatever the text (code, CJK, emoji)."""
+    parts = [block["text"] for block in request.system]
+    parts += [str(message.get("content", "")) for message in request.messages]
+    tools = TOOL_OVERHEAD + len(tool_schema.encode("utf-8")) if request.capture_tool and tool_schema else 0
+    return sum(len(part.encode("utf-8")) for part in parts) + PART_OVERHEAD * (len(parts) + 1) + tools
 
 
 _REMEMBER = re.compile(r"^\s*remember:\s*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .config import RetryPolicy
 from .errors import ModelError
 from .keys import redact
-from .models import Model, ModelRequest, ModelResponse
+from .models import Model, ModelRequest, ModelResponse, with_usage
 
 ERROR_CHARS = 500
 
@@ -76,6 +76,7 @@ def _try(model: Model, request: ModelRequest, policy: RetryPolicy,
             response = model.complete(request)
             if not isinstance(getattr(response, "text", None), str):
                 raise TypeError(f"the model returned {type(response).__name__}, not a ModelResponse")
+            response = with_usage(response, request)  # a custom model may leave the counts out
         except Exception as exc:  # any provider failure is recorded; only ModelErrors may retry
             retryable = isinstance(exc, ModelError) and exc.retryable
             message = exc.message if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"

@@ -72,13 +72,16 @@ def test_a_failing_model_is_logged_as_an_error_run_and_raised(vault, snap):
     assert runlog.verify(agent.folder).ok
 
 
-def test_model_md_naming_an_unavailable_model_falls_back_to_offline_with_a_warning(vault):
+def test_a_model_that_cannot_be_built_is_never_replaced_by_the_offline_model(vault):
     model_md = vault / "atlas" / "model.md"
     model_md.write_text(model_md.read_text().replace("model: offline ", "model: nowhere:big-model "))
-    result = AtomicAgent("atlas", root=vault).call("Go")
-    assert result.model == "offline" and "nowhere:big-model" in result.warnings[0]
+    with pytest.raises(ModelError, match="no provider 'nowhere'"):
+        AtomicAgent("atlas", root=vault).call("Go")
+    record = list(runlog.records(AtomicAgent("atlas", root=vault).folder))[-1][2]
+    assert record["status"] == "error" and record["model"] == "nowhere:big-model"
     with pytest.raises(ModelError, match="no provider 'nowhere'"):
         AtomicAgent("atlas", root=vault, model="nowhere:x").call("Go")
+    assert list(runlog.records(AtomicAgent("atlas", root=vault).folder))[-1][2]["model"] == "nowhere:x"
 
 
 @pytest.mark.parametrize("work", ["", "   \n", None, "a\x00b"])
@@ -163,7 +166,7 @@ def test_older_convention_vault_loads_unchanged(vault):
     legacy = vault / "atlas" / "log" / "2026-11" / "2026-11-01.jsonl"
     legacy.parent.mkdir(parents=True)
     legacy.write_text('{"ts": "2026-11-01T07:00:00Z", "agent": "atlas", "status": "ok", "cost_usd": 0.01}\n')
-    result = AtomicAgent("atlas", root=vault).call("Go")
+    result = AtomicAgent("atlas", root=vault, model="offline").call("Go")  # no key here for Claude
     assert result.seq == 1 and result.model == "offline"
     verification = runlog.verify(AtomicAgent("atlas", root=vault).folder)
     assert verification.ok and verification.legacy == 1

@@ -17,7 +17,8 @@ from atomic_vault import AtomicAgent, clock, guardrails, runlog
 from atomic_vault.backends.files import FileLog
 from atomic_vault.config import RetryPolicy
 from atomic_vault.errors import ModelError
-from atomic_vault.models import ModelResponse, estimate_tokens
+from atomic_vault.agent import CAPTURE_TOOL_TEXT
+from atomic_vault.models import ModelResponse, token_ceiling
 from atomic_vault.retries import backoff
 from atomic_vault.vault import open_agent
 
@@ -25,8 +26,8 @@ RATE = 1000.0  # USD per million tokens: one token costs $0.001
 
 
 class Metered:
-    """A model whose bill is exactly the guardrail's ceiling: every input token the
-    estimate counted and every allowed output token."""
+    """A model whose bill is exactly the guardrail's ceiling: as many input tokens as the
+    request has bytes plus overheads (models.token_ceiling) and every allowed output token."""
 
     def __init__(self, name="test:metered", failures=(), delay=0.0):
         self.name = name
@@ -39,8 +40,7 @@ class Metered:
         if self.failures:
             raise self.failures.pop(0)
         time.sleep(self.delay)
-        tokens = sum(estimate_tokens(b["text"]) for b in request.system)
-        tokens += estimate_tokens(request.messages[-1]["content"])
+        tokens = token_ceiling(request, CAPTURE_TOOL_TEXT)
         return ModelResponse(text="metered answer", input_tokens=tokens,
                              output_tokens=request.max_output_tokens, model=self.name)
 

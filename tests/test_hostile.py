@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from atomic_vault import AtomicAgent, captures, catalog, fileio, index, runlog
 from atomic_vault.cli import cli
 from atomic_vault.config import load_model_config, load_tools_config
-from atomic_vault.errors import AtomicVaultError, BudgetError, ConfigError, NoteError
+from atomic_vault.errors import AtomicVaultError, BudgetError, ConfigError, ModelError, NoteError
 from atomic_vault.models import ModelResponse
 from atomic_vault.notes import FILENAME, note_filename, read_note, slugify, validate
 from atomic_vault.vault import AgentFolder, check_agent_name
@@ -1002,8 +1002,12 @@ def _model_table() -> list[tuple[str, str, str | None, str]]:
     add("yaml:not-mapping", block("- offline"), "line 6", "the YAML block is not a mapping of keys")
     add("yaml:scalar", block("offline"), "line 6", "the YAML block is not a mapping of keys")
     add("yaml:duplicate", block("model: offline\nmodel: offline"), "line 7", "key 'model' is set twice")
-    add("yaml:two-blocks", block("model: offline") + block("model: offline", ""), "line 9",
-        "key 'model' is set twice (first at line 6)")
+    add("yaml:two-blocks", block("model: offline") + block("model: offline", ""), "line 8",
+        "has 2 ```yaml blocks")
+    add("yaml:no-block", "# Model\nJust words.\n", None, "has no ```yaml block")
+    add("yaml:empty-file", "", None, "has no ```yaml block")
+    add("yaml:untagged", "# Model\n```\nmodel: offline\n```\n", "line 2", "is not tagged yaml")
+    add("yaml:near-key", block("jounral_days: 1"), "jounral_days", "did you mean 'journal_days'")
     add("yaml:syntax", block("model: [offline"), "line 7", "invalid YAML")
     add("yaml:tab", block("retries:\n\tattempts: 3"), "line 7", "invalid YAML")
     add("yaml:python-tag", block("model: !!python/name:os.system"), "line 6", "invalid YAML")
@@ -1012,15 +1016,16 @@ def _model_table() -> list[tuple[str, str, str | None, str]]:
     add("yaml:deep", block("x: " + "[" * 3000 + "]" * 3000), "line 6", "invalid YAML")
     add("yaml:nul", block("model: off\x00line"), "line 6", "invalid YAML")
     # Documented accepted forms.
-    for label, text in [("empty-file", ""), ("prose-only", "# Model\nJust words.\n"), ("empty-block", block("")),
+    for label, text in [("empty-block", block("")),
                         ("unknown-key", block("mood: cheerful")), ("tilde-fence", "~~~yaml\nmodel: offline\n~~~\n"),
                         ("indented", "  ```yaml\n  model: offline\n  ```\n"), ("yml", "```yml\nmodel: offline\n```\n"),
                         ("crlf", block("model: offline").replace("\n", "\r\n")),
                         ("legacy-heading", "## Default model\n`offline`\n"),
-                        ("legacy-junk", "## Default model\nrm -rf /\n"),
-                        ("unknown-provider", block("model: CON")),
                         ("null-sections", block("cost_guardrails: null\nproviders: null\nretries: null\nprices: null"))]:
         add(f"accepted:{label}", text, None, "")
+    # Loaded, but naming a model that cannot be built: the run fails on the record (spec/09).
+    for label, text in [("legacy-junk", "## Default model\nrm -rf /\n"), ("unknown-provider", block("model: CON"))]:
+        add(f"unbuildable:{label}", text, "run", "no provider")
     return rows
 
 
@@ -1033,9 +1038,15 @@ def test_hostile_model_md(home, cid, text, field, message):
     path = folder_of(home).model
     path.write_text(text, encoding="utf-8", newline="")
     before = tree(home)
-    if field is None:
+    if field is None and not message:
         load_model_config(path)
         assert AtomicAgent(AGENT, root=home / "vault").call("do it").status == "ok"
+        return
+    if field == "run":
+        load_model_config(path)
+        with pytest.raises(ModelError, match=message):
+            AtomicAgent(AGENT, root=home / "vault").call("do it")
+        assert last_record(home)["status"] == "error"
         return
     with pytest.raises(ConfigError) as caught:
         call(home)
@@ -1344,7 +1355,6 @@ def _cli_option_table():
     for label, value in [("empty", ""), ("space", "x y"), ("newline", "offline\n"), ("dotdot", "../x"),
                          ("surrogate", "off\udcffline")]:
         rows.append((f"model:{label}", ["run", AGENT, "x", "--model", value], 2, "--model"))
-    rows.append(("model:unknown-provider", ["run", AGENT, "x", "--model", "nowhere:x"], 1, "no provider 'nowhere'"))
     for label, value in [("surrogate", "do \udcff"), ("nul", "do\x00it")]:
         rows.append((f"work-item:{label}", ["run", AGENT, value], 2, "WORK_ITEM"))
     rows.append(("work-item:blank", ["run", AGENT, " \n"], 2, "the work item is empty"))

@@ -92,13 +92,16 @@ providers: {{ollama: {{base_url: "{stub.url}/v1", tools: true}}}}""")
     assert "rejected" in journal
 
 
-def test_a_missing_key_fails_before_anything_is_written_when_no_fallback_can_answer(vault, monkeypatch, snap):
+def test_a_missing_key_fails_the_run_on_the_record_when_no_fallback_can_answer(vault, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.setenv("ATOMIC_VAULT_KEYS_FILE", str(vault / "no-keys.json"))
     model_md(vault, "model: anthropic:claude-haiku-4-5")
-    result = AtomicAgent("atlas", root=vault).call("Hello.")
-    assert result.model == "offline"
-    assert any("no API key" in w and "ANTHROPIC_API_KEY" in w for w in result.warnings)
+    with pytest.raises(ModelError, match="needs ANTHROPIC_API_KEY") as caught:
+        AtomicAgent("atlas", root=vault).call("Hello.")
+    assert "set ANTHROPIC_API_KEY" in caught.value.fix
+    record = last_record(vault)
+    assert record["status"] == "error" and record["model"] == "anthropic:claude-haiku-4-5"
+    assert "needs ANTHROPIC_API_KEY" in record["error"] and record["cost_usd"] == 0.0
 
 
 def test_unknown_provider_lists_the_known_ones(vault):

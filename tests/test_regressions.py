@@ -86,7 +86,7 @@ def test_note_yaml_errors_point_at_the_right_line(tmp_path):
 def test_a_fenced_model_id_under_the_old_heading(tmp_path):
     path = tmp_path / "model.md"
     path.write_text("## Default model\n\n```text\nclaude-sonnet-4-5\n```\n")
-    assert load_model_config(path).model == "claude-sonnet-4-5"
+    assert load_model_config(path).model == "anthropic:claude-sonnet-4-5"
 
 
 def test_duplicate_keys_in_one_block_or_frontmatter_are_errors(tmp_path):

@@ -217,12 +217,13 @@ def test_a_key_in_the_trigger_is_redacted(vault):
     assert_no_key_anywhere(vault)
 
 
-def test_a_key_pasted_as_the_model_name_is_redacted_from_warnings(vault):
+def test_a_key_pasted_as_the_model_name_is_redacted_from_the_error_and_the_record(vault):
     key = KEYS["anthropic-env"]
     (vault / AGENT / "model.md").write_text(f"```yaml\nmodel: {key}\n```\n", encoding="utf-8")
-    result = AtomicAgent(AGENT, root=vault).call("x")
+    with pytest.raises(ModelError) as caught:  # no such provider: the run fails on the record
+        AtomicAgent(AGENT, root=vault).call("x")
     (vault / AGENT / "model.md").unlink()  # the operator's own file: only what the run wrote counts
-    assert_no_key_anywhere(vault, *result.warnings)
+    assert_no_key_anywhere(vault, str(caught.value))
 
 
 def test_a_key_hidden_by_json_escapes_in_a_capture_is_redacted(vault):

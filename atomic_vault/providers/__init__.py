@@ -20,6 +20,25 @@ def import_sdk(module: str, extra: str) -> Any:
                          fix=f"pip install 'atomic-vault[{extra}]'") from None
 
 
+def require(provider: str, module: str, extra: str, key: Any = None, key_env: str | None = None) -> Any:
+    """The provider's SDK, once both it and the key (when ``key`` is given) are there;
+    else one error that names every missing piece, so one fix makes the model work."""
+    from .. import keys
+
+    missing, fixes = [], []
+    if key is not None and not key.value:
+        missing.append(f"{key_env} (not in the environment nor in {keys.keys_file()})")
+        fixes.append(f"set {key_env}, or add an {provider!r} entry to {keys.keys_file()} (chmod 600)")
+    try:
+        sdk = import_sdk(module, extra)
+    except ModelError as exc:
+        missing.append(f"the {module} SDK ({exc.fix})")
+        fixes.append(exc.fix or "")
+    if missing:
+        raise ModelError(f"{provider}: needs " + " and ".join(missing), field="model", fix="; ".join(fixes))
+    return sdk
+
+
 def retry_after(headers: Any) -> float | None:
     """Seconds the server asked to wait (``retry-after-ms`` or ``retry-after``), if any."""
     for name, per_second in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):

@@ -10,7 +10,7 @@ from .. import keys
 from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
 from ..models import ModelRequest, ModelResponse
-from . import import_sdk, positive_seconds, sdk_error
+from . import positive_seconds, require, sdk_error
 
 PROVIDER = "anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
@@ -29,11 +29,8 @@ class AnthropicModel:
         self.timeout_s = positive_seconds(timeout_s, PROVIDER)
         env = api_key_env or KEY_ENV
         self._key = keys.find_key(PROVIDER, (env,))
-        if not self._key.value:
-            raise ModelError(f"{PROVIDER}: no API key ({self._key.source})", field="model",
-                             fix=f"set {env}, or add an {PROVIDER!r} entry to {keys.keys_file()} (chmod 600)")
+        self._sdk = require(PROVIDER, "anthropic", "anthropic", self._key, env)
         self.key_source = self._key.source  # for doctor: where the key came from, never the key
-        self._sdk = import_sdk("anthropic", "anthropic")
         # The runtime retries, not the SDK, so that every attempt is recorded.
         self._client = self._sdk.Anthropic(api_key=self._key.value, base_url=base_url,
                                            timeout=self.timeout_s, max_retries=0)

@@ -11,7 +11,7 @@ from .. import keys
 from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
 from ..models import ModelRequest, ModelResponse, estimate_tokens
-from . import import_sdk, positive_seconds, sdk_error
+from . import positive_seconds, require, sdk_error
 
 CAPTURE_TOOL = {"type": "function", "function": {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
                                                  "parameters": TOOL_SCHEMA}}
@@ -56,9 +56,10 @@ class OpenAIModel:
         self.model_name = model_name
         self.timeout_s = positive_seconds(timeout_s, provider)
         self.tools = self.preset.tools if tools is None else bool(tools)
-        self._key = self._find_key(api_key_env)
+        env = api_key_env or self.preset.key_env
+        self._key = self._find_key(env)
+        self._sdk = require(provider, "openai", provider, self._key if self.preset.key_required else None, env)
         self.key_source = self._key.source  # for doctor: where the key came from, never the key
-        self._sdk = import_sdk("openai", provider)
         self._client = self._sdk.OpenAI(
             # A placeholder, because without a key the SDK would send $OPENAI_API_KEY to
             # whatever server this is.
@@ -66,16 +67,10 @@ class OpenAIModel:
             base_url=base_url or self.preset.base_url, timeout=self.timeout_s,
             max_retries=0)  # the runtime retries, so that every attempt is recorded
 
-    def _find_key(self, api_key_env: str | None) -> keys.Key:
-        env = api_key_env or self.preset.key_env
+    def _find_key(self, env: str | None) -> keys.Key:
         if not env and not self.preset.key_required:
             return keys.Key(None, "not needed")  # so a keys file problem cannot stop a local model
-        key = keys.find_key(self.preset.provider, (env,) if env else ())
-        if self.preset.key_required and not key.value:
-            raise ModelError(f"{self.preset.provider}: no API key ({key.source})", field="model",
-                             fix=f"set {env}, or add an {self.preset.provider!r} entry to "
-                                 f"{keys.keys_file()} (chmod 600)")
-        return key
+        return keys.find_key(self.preset.provider, (env,) if env else ())
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         system = [{"role": "system", "content": request.system_text}] if request.system_text else []
@@ -104,7 +99,7 @@ class OpenAIModel:
         return ModelResponse(text=text, input_tokens=input_tokens, output_tokens=output_tokens,
                              cache_read_tokens=cached, tool_captures=tool_captures, cost_usd=None,
                              model=f"{self.preset.provider}:{completion.model or self.model_name}",
-                             extra=extra)
+                             extra=extra, tokens_estimated="usage_estimated" in extra)
 
     def _error(self, exc: Exception, offered_tools: bool) -> ModelError:
         return sdk_error(self._sdk, exc, provider=self.preset.provider, base_url=self._client.base_url,
