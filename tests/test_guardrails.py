@@ -196,8 +196,9 @@ def test_monthly_cap_counts_earlier_days_of_the_month(vault, monkeypatch):
 
 
 def test_the_first_of_the_month_starts_a_new_monthly_budget(vault, monkeypatch):
-    set_model_md(vault, monthly_cap_usd=5.0, monthly_cap_action="skip", top={"timezone": "UTC"})
-    spent_on(vault, "2026-02-28T23:59:00.000+00:00", 5.0)
+    cap = 3 * run_cost(vault)  # one run fits; the cap spent in February would not leave room
+    set_model_md(vault, monthly_cap_usd=cap, monthly_cap_action="skip", top={"timezone": "UTC"})
+    spent_on(vault, "2026-02-28T23:59:00.000+00:00", cap)
     run_at(monkeypatch, "2026-03-01T00:01:00")
     result = AtomicAgent("atlas", root=vault, model=Metered()).call("Plan the week.")
     assert result.status == "ok"
