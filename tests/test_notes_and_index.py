@@ -98,6 +98,8 @@ def test_slugs_keep_letters_of_any_script():
     assert slugify("Café Déjà-vu  2026") == "café_déjà_vu_2026"
     assert slugify("東京 meeting") == "東京_meeting"
     assert note_filename("user", "Ｆｕｌｌ width") == "user_full_width.md"
+    assert slugify("İstanbul") == slugify("istanbul") == "istanbul"  # no stray "_" from the dot
+    assert slugify("İZMİR") == "izmir" and slugify("ıı") == "ıı"
     with pytest.raises(NoteError):
         note_filename("user", "!!!")
 
