@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from datetime import date, datetime
@@ -18,7 +19,8 @@ NOTE_TYPES = ("user", "feedback", "project", "decision", "reference")
 CONFIDENCES = ("high", "medium", "low")
 REQUIRED = ("schema_version", "name", "description", "type", "captured", "last_seen",
             "sources", "confidence")
-OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived")
+OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived", "runtime_hash")
+RUNTIME_HASH = "runtime_hash"
 MAX_NAME = 200
 MAX_DESCRIPTION = 300
 # \Z, not $: "$" also matches before a final newline, and "x.md\n" must not pass.
@@ -368,6 +370,34 @@ def update_frontmatter(text: str, updates: dict[str, Any], path: Path | None = N
         head[start:stop] = new
     _check_edit(lines[1:end], head, updates, path)
     return "\n".join([lines[0], *head, *lines[end:]])
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def stamp_fields(fields: dict[str, Any], body: str) -> dict[str, Any]:
+    """``fields`` plus the ``runtime_hash`` of the note they render to with ``body``."""
+    return {**fields, RUNTIME_HASH: _digest(render_note(fields, body))}
+
+
+def stamped(text: str, path: Path | None = None) -> str:
+    """A note text the runtime writes, marked as written by it: ``runtime_hash`` is the
+    hash of the text without that line (spec/03)."""
+    bare = update_frontmatter(text, {RUNTIME_HASH: None}, path)
+    return update_frontmatter(bare, {RUNTIME_HASH: _digest(bare)}, path)
+
+
+def written_by_runtime(text: str) -> bool:
+    """Whether the runtime wrote this note text last: its ``runtime_hash`` matches the rest
+    of the text. Any edit by a person or another tool breaks the match; a note without the
+    field, or one that cannot be read, counts as a person's (the side that keeps it)."""
+    try:
+        meta, _ = parse_note_text(text, Path("note.md"))
+        claimed = meta.get(RUNTIME_HASH)
+        return isinstance(claimed, str) and _digest(update_frontmatter(text, {RUNTIME_HASH: None})) == claimed
+    except NoteError:
+        return False
 
 
 def _check_edit(old: list[str], new: list[str], updates: dict[str, Any], path: Path | None) -> None:
