@@ -124,3 +124,14 @@ def test_doctor_finds_and_repairs_what_is_safe(vault):
     assert runlog.verify(folder).ok
     assert av(vault, "doctor", "atlas").exit_code == 0
     assert av(vault, "run", "atlas", "after repair").exit_code == 0
+
+
+def test_a_broken_note_is_a_warning_on_stderr_of_run_and_an_error_of_doctor(vault):
+    path = vault / "atlas" / "memory" / "project_meetup_talk.md"
+    path.write_text(path.read_text().replace("type: project", "type: gossip").replace("confidence: medium", "confidence: sure"))
+    run = av(vault, "run", "atlas", "go")
+    assert run.exit_code == 0 and "Offline answer" in run.stdout
+    assert "warning: memory/project_meetup_talk.md is broken and was left out of this run" in run.stderr
+    doctor = av(vault, "doctor", "atlas")
+    assert doctor.exit_code == 1
+    assert "'gossip' is not a note type" in doctor.output and "'sure' is not allowed" in doctor.output
