@@ -125,20 +125,19 @@ class AtomicAgent:
                   warnings: list[str]) -> Prompt:
         """The prompt within the budget. A provider that counts tokens itself has the last
         word: when its count is over the budget, the prompt is cut again to a budget scaled
-        by how much denser its count is than the estimate."""
+        by how much denser its count is than the estimate. A broken note is left out (and
+        said so): one bad hand edit must not stop the agent."""
         notes, broken = self.memory.scan(self.folder)
-        if broken:
-            first = broken[sorted(broken)[0]]  # shared with the catalog: copied, not changed
-            more = f"; {len(broken) - 1} more notes are broken: `atomic-vault doctor` lists them"
-            raise NoteError(first.message, path=first.path, field=first.field,
-                            fix=first.fix + (more if len(broken) > 1 else ""))
         day = started.date().isoformat()
-        prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal)
+        prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken)
+        for entry in prompt.skipped:
+            warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} "
+                            f"(`atomic-vault doctor {self.name}` lists every problem with its fix)")
         prompt.counted = _count(model, prompt, config, self.name, warnings)
         if prompt.counted is not None and prompt.counted > config.max_input_tokens:
             scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)
             prompt = assemble(self.folder, replace(config, max_input_tokens=scaled), notes, work_item,
-                              day, self.memory, self.journal)
+                              day, self.memory, self.journal, broken)
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 

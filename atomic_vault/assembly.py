@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .errors import BudgetError, ConfigError
+from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
-from .notes import is_live
+from .notes import every_problem, is_live
 from .fileio import read_text_cached
 from .protocols import JournalBackend, MemoryBackend
 from .vault import PERSONA_FILES, AgentFolder
@@ -51,6 +51,7 @@ class Prompt:
     budget: int
     cuts: list[dict[str, Any]] = field(default_factory=list)
     counted: int | None = None  # the provider's own count of the input tokens, when it gave one
+    skipped: list[dict[str, str]] = field(default_factory=list)  # broken notes left out, with why
 
     @property
     def system(self) -> list[dict[str, Any]]:
@@ -82,6 +83,7 @@ class Prompt:
             "cuts": self.cuts,
             "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
             **({"tokens_counted": self.counted} if self.counted is not None else {}),
+            **({"skipped": self.skipped} if self.skipped else {}),
         }
 
 
@@ -138,9 +140,11 @@ def select_notes(notes: dict[str, dict[str, Any]], today: str, count: int) -> tu
 
 def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
              work_item: str, today: str, memory: MemoryBackend | None = None,
-             journal: JournalBackend | None = None) -> Prompt:
+             journal: JournalBackend | None = None,
+             broken: dict[str, NoteError] | None = None) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
-    when None)."""
+    when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
+    in the manifest, so that one bad hand edit does not stop the agent."""
     if memory is None or journal is None:
         from .backends.files import FileJournal, FileMemory
         memory, journal = memory or FileMemory(), journal or FileJournal()
@@ -166,9 +170,17 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
         add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
     for source, text in journal.recent(folder, config.journal_days):
         add(_layer(source, text, "journal"))
-    prompt = Prompt(layers, work_item, config.max_input_tokens)
+    prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}))
     _fit(prompt, folder)
     return prompt
+
+
+def skipped(broken: dict[str, NoteError]) -> list[dict[str, str]]:
+    """Manifest entries for broken notes: the source and every problem, joined."""
+    def why(error: NoteError) -> str:
+        return f"{error.field}: {error.message}" if error.field else error.message
+    return [{"source": f"memory/{name}", "reason": "; ".join(why(e) for e in every_problem(broken[name]))}
+            for name in sorted(broken)]
 
 
 def _fit(prompt: Prompt, folder: AgentFolder) -> None:

@@ -19,7 +19,8 @@ from . import index
 from .config import ToolsConfig
 from .errors import CaptureError, NoteError
 from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, is_current, iso_day,
-                    note_filename, parse_note_text, render_note, summarize, update_frontmatter)
+                    note_filename, parse_note_text, render_note, stamp_fields, stamped, summarize,
+                    update_frontmatter, written_by_runtime)
 from .protocols import MemoryBackend, NoteChanged
 from .vault import AgentFolder
 
@@ -236,7 +237,7 @@ class _Writer:
 
     def _write_new(self, file: str, capture: Capture, supersedes: str | None) -> None:
         fields = self._fields(capture, supersedes)
-        text = render_note(fields, capture.body)
+        text = render_note(stamp_fields(fields, capture.body), capture.body)
         self.memory.put(self.folder, file, text, expected=None)  # never over a note made meanwhile
         self._created.append((file, text))
         summary = summarize({**fields, "superseded_by": None}, file)
@@ -248,6 +249,8 @@ class _Writer:
         that a note that cannot be updated stops the capture before anything is written."""
         text, meta, _ = loaded
         retired = update_frontmatter(text, {"superseded_by": new}, self.folder.memory / old)
+        if written_by_runtime(text):  # a person's note stays marked as theirs
+            retired = stamped(retired, self.folder.memory / old)
         self._write_new(new, capture, old)
         self.memory.put(self.folder, old, retired, expected=text)
         summary = summarize({**meta, "superseded_by": new}, old)
@@ -262,6 +265,8 @@ class _Writer:
                                      self.folder.memory / file)
         if extra_body:
             updated = updated.rstrip("\n") + f"\n\nUpdate {self.today.isoformat()}: {extra_body}\n"
+        if written_by_runtime(text):  # a person's note stays marked as theirs
+            updated = stamped(updated, self.folder.memory / file)
         if updated != text:  # an unchanged note is not rewritten
             self.memory.put(self.folder, file, updated, expected=text)
         # A note missing from INDEX (its line lost with a failed INDEX write, say) gets it
@@ -341,6 +346,11 @@ class _Writer:
             if loaded[2].strip() == capture.body.strip():
                 self._refresh(current, loaded, capture, None)
                 return {**outcome, "status": "refreshed", "file": current}
+            if not written_by_runtime(loaded[0]):  # hand edits win over repeated captures
+                raise CaptureError(
+                    f"memory/{current} has the same name and another body, and was last written by "
+                    "a person (or another tool); it was kept and this capture was not applied "
+                    f"(to replace it, capture again with \"supersedes\": \"{current}\")")
             new = self._free_version(file)
             self._supersede(current, loaded, new, capture)
             return {**outcome, "status": "written", "file": new, "supersedes": current,

@@ -19,11 +19,11 @@ from typing import Any, Iterator
 
 from .errors import NoteError
 from .fileio import atomic_write
-from .notes import read_note, summarize, validate
+from .notes import check_note_text, error_from_record, error_record, read_note_text, summarize
 from .vault import AgentFolder
 
 CACHE_NAME = f"notes-{sys.implementation.cache_tag}.marshal"
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 # A file changed within this window of a scan may change again inside the same timestamp
 # tick without its signature moving, so its entry is not trusted on the next scan.
 RACY_NS = 2_000_000_000
@@ -35,7 +35,7 @@ class _State:
     def __init__(self, entries: dict[str, tuple]):
         self.entries = entries
         self.notes = {name: item[1] for name, item in entries.items() if item[1] is not None}
-        self.errors = {name: NoteError(**item[2]) for name, item in entries.items() if item[2] is not None}
+        self.errors = {name: error_from_record(item[2]) for name, item in entries.items() if item[2] is not None}
 
 
 _MEMO: dict[Path, _State] = {}
@@ -114,12 +114,10 @@ def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
 def _read(path: Path, signature: tuple | None) -> tuple:
     """One catalog entry: (signature or None to re-read next time, summary, error)."""
     try:
-        meta, _ = read_note(path)
-        validate(meta, path)
+        meta, _ = check_note_text(read_note_text(path), path)
         return (signature, summarize(meta, path.name), None)
     except NoteError as exc:
-        return (signature, None, {"message": exc.message, "path": exc.path,
-                                  "field": exc.field, "fix": exc.fix})
+        return (signature, None, error_record(exc))
     except OSError as exc:
         return (signature, None, {"message": f"cannot be read ({exc.strerror})", "path": str(path),
                                   "field": None, "fix": "check the file's permissions"})

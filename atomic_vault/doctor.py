@@ -22,7 +22,7 @@ from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
 from .backends.files import FileLog
 from .locks import holder_pid, os_locks, pid_alive
 from .models import load_model
-from .notes import FILENAME, is_current
+from .notes import FILENAME, every_problem, is_current
 from .vault import MONTH, PERSONA_FILES, AgentFolder
 
 
@@ -259,8 +259,10 @@ def _check_notes(folder: AgentFolder, memory: Any, add) -> dict[str, dict[str, A
         return None
     notes, broken = memory.scan(folder)
     for name, error in sorted(broken.items()):
-        field = f"{error.field}: " if error.field else ""
-        add("notes", "error", f"{name}: {field}{error.message}", error.path or folder.memory / name, error.fix)
+        for problem in every_problem(error):  # all of them at once, not one per fix
+            field = f"{problem.field}: " if problem.field else ""
+            add("notes", "error", f"{name}: {field}{problem.message}", problem.path or folder.memory / name,
+                problem.fix)
     if not broken:
         add("notes", "ok", f"{len(notes)} notes have valid frontmatter")
     return notes

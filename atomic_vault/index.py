@@ -15,7 +15,9 @@ SECTIONS = {
 ARCHIVE = "Archive"
 TITLE = "# Memory Index"
 _ORDER = [*SECTIONS.values(), ARCHIVE]
-_LINK = re.compile(r"^\s*[-*]\s+\[.*\]\((?P<file>[^)\s]+)\)")
+# The note's own link ends at the line's first unescaped "](": the name in brackets may
+# hold brackets and backslash escapes, and the description after it may link elsewhere.
+_LINK = re.compile(r"^\s*[-*]\s+\[(?:\\.|[^\\])*?\]\((?P<file>[^)\s]+)\)")
 
 
 def _one_line(text: str) -> str:
@@ -23,7 +25,7 @@ def _one_line(text: str) -> str:
 
 
 def entry_line(summary: dict[str, Any]) -> str:
-    name = _one_line(summary["name"]).replace("]", "\\]")
+    name = _one_line(summary["name"]).replace("\\", "\\\\").replace("]", "\\]")
     return f"- [{name}]({summary['file']}) — {_one_line(summary['description'])}"
 
 

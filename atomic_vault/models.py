@@ -175,7 +175,8 @@ def token_ceiling(request: ModelRequest, tool_schema: str = "") -> int:
     return sum(len(part.encode("utf-8")) for part in parts) + PART_OVERHEAD * (len(parts) + 1) + tools
 
 
-_REMEMBER = re.compile(r"^\s*remember:\s*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
+# [^\S\n]: spaces within the line only, so that one line's text never runs into the next.
+_REMEMBER = re.compile(r"^[^\S\n]*remember:[^\S\n]*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.IGNORECASE)
 
@@ -183,8 +184,8 @@ _TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.
 class OfflineModel:
     """A deterministic model that needs no key and no network.
 
-    It summarises the work item and what the prompt held, and turns a line
-    ``remember: <text>`` (optionally ``remember: <type>: <text>``) into one capture marker,
+    It summarises the work item and what the prompt held, and turns each line
+    ``remember: <text>`` (optionally ``remember: <type>: <text>``) into a capture marker,
     so the whole loop — captures, INDEX, journal, log — runs on a fresh machine.
     """
 
@@ -203,8 +204,7 @@ class OfflineModel:
             f"Context: {len(layers)} prompt layers, {notes} notes in full, "
             f"{sum(1 for name in layers if name == 'journal')} journal days.",
         ]
-        match = _REMEMBER.search(work)
-        if match:
+        for match in _REMEMBER.finditer(work):  # every remember: line, in order
             remembered = " ".join(_CONTROL.sub(" ", match.group("text")).split())
             typed = _TYPED.match(remembered)
             topic = typed.group(2) if typed else remembered

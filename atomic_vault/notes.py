@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from datetime import date, datetime
@@ -18,7 +19,8 @@ NOTE_TYPES = ("user", "feedback", "project", "decision", "reference")
 CONFIDENCES = ("high", "medium", "low")
 REQUIRED = ("schema_version", "name", "description", "type", "captured", "last_seen",
             "sources", "confidence")
-OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived")
+OPTIONAL = ("pinned", "expires_at", "supersedes", "superseded_by", "tags", "archived", "runtime_hash")
+RUNTIME_HASH = "runtime_hash"
 MAX_NAME = 200
 MAX_DESCRIPTION = 300
 # \Z, not $: "$" also matches before a final newline, and "x.md\n" must not pass.
@@ -89,7 +91,9 @@ def slugify(name: str) -> str:
     """
     # lower() after casefold(): case folding maps a few letters (Cherokee) to capitals,
     # and file names must be lower case (spec/03) or the note would not validate.
-    text = unicodedata.normalize("NFKC", name).casefold().lower()
+    # Case folding turns "İ" into "i" plus a combining dot above, which is no letter and
+    # would split the word ("i_stanbul"); on an "i" that dot adds nothing, so it goes.
+    text = unicodedata.normalize("NFKC", name).casefold().lower().replace("i\u0307", "i")
     slug = re.sub(r"[\W_]+", "_", text).strip("_")[:80].rstrip("_")
     return slug
 
@@ -119,6 +123,11 @@ def iso_day(value: Any) -> str | None:
 
 def read_note(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a note file into (frontmatter, body), or raise NoteError naming the problem."""
+    return parse_note_text(read_note_text(path), path)
+
+
+def read_note_text(path: Path) -> str:
+    """A note file's text: a regular file of UTF-8 text, or NoteError."""
     if path.is_symlink() or not path.is_file():
         raise NoteError("is not a regular file", path=path,
                         fix="notes must be plain files; remove or replace it")
@@ -131,7 +140,7 @@ def read_note(path: Path) -> tuple[dict[str, Any], str]:
     except UnicodeDecodeError as exc:
         raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                         fix="re-save the note as UTF-8") from None
-    return parse_note_text(text, path)
+    return text
 
 
 def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
@@ -151,7 +160,7 @@ def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
                         field="frontmatter", fix="correct the YAML between the '---' lines") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "frontmatter"
+        where = f"line {_first_line(text) + mark.line}" if mark is not None else "frontmatter"
         problem = getattr(exc, "problem", None) or str(exc)
         raise NoteError(f"frontmatter is not valid YAML: {problem}", path=path, field=where,
                         fix="correct the YAML between the '---' lines") from None
@@ -161,33 +170,119 @@ def parse_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
     return meta, body.strip("\n")
 
 
-def validate(meta: dict[str, Any], path: Path) -> None:
-    """Raise NoteError for the first field that breaks the note schema (spec/03)."""
-    def fail(field: str, problem: str, fix: str) -> None:
-        raise NoteError(problem, path=path, field=field, fix=fix)
+def _first_line(text: str) -> int:
+    """The file line number of the frontmatter text's first line (its line 0 is what
+    follows the opening dashes on their own line; blank lines the fence pattern took
+    along are counted too)."""
+    fence = _HANDLER.FM_BOUNDARY.search(text.lstrip("\ufeff"))
+    return 1 + (text.lstrip("\ufeff").count("\n", 0, fence.end()) if fence else 0)
 
-    if not FILENAME.match(path.name) or path.name != path.name.lower():
+
+class BrokenNote(NoteError):
+    """Every problem of one note at once (``problems``, in the order of spec/03); the error
+    itself reads as the first one."""
+
+    def __init__(self, problems: list[NoteError]):
+        self.problems = list(problems)
+        first = problems[0]
+        super().__init__(first.message, path=first.path, field=first.field, fix=first.fix)
+
+    def __str__(self) -> str:
+        rest = [f"{e.field}: {e.message} (fix: {e.fix})" if e.field else f"{e.message} (fix: {e.fix})"
+                for e in self.problems[1:]]
+        return "; ".join([super().__str__(), *rest])
+
+
+def every_problem(error: NoteError) -> list[NoteError]:
+    return list(getattr(error, "problems", None) or [error])
+
+
+def error_record(error: NoteError) -> dict[str, Any]:
+    """A note's error as plain JSON values (for caches and databases)."""
+    def one(e: NoteError) -> dict[str, Any]:
+        return {"message": e.message, "path": e.path, "field": e.field, "fix": e.fix}
+    problems = every_problem(error)
+    return {**one(problems[0]), **({"problems": [one(e) for e in problems]} if len(problems) > 1 else {})}
+
+
+def error_from_record(record: dict[str, Any]) -> NoteError:
+    problems = record.get("problems")
+    if problems:
+        return BrokenNote([NoteError(**item) for item in problems])
+    return NoteError(**{key: record.get(key) for key in ("message", "path", "field", "fix")})
+
+
+def check_note_text(text: str, path: Path) -> tuple[dict[str, Any], str]:
+    """Parse and validate a note's text: (frontmatter, body), or a NoteError holding every
+    problem of the schema, each field named with the line it is on."""
+    meta, body = parse_note_text(text, path)
+    found = problems(meta, path)
+    if found:
+        lines = _key_lines(text)
+        raise BrokenNote([NoteError(e.message, path=e.path, fix=e.fix,
+                                    field=f"line {lines[e.field]}: {e.field}" if e.field in lines else e.field)
+                          for e in found])
+    return meta, body
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Top-level frontmatter key -> its file line number (only asked for broken notes)."""
+    try:
+        fm, _ = _HANDLER.split(text.lstrip("\ufeff"))
+        node = yaml.compose(fm, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except (ValueError, yaml.YAMLError, RecursionError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    first = _first_line(text)
+    return {str(key.value): first + key.start_mark.line for key, _ in node.value
+            if isinstance(key, yaml.ScalarNode)}
+
+
+def validate(meta: dict[str, Any], path: Path) -> None:
+    """Raise NoteError (a BrokenNote listing every problem) when the frontmatter breaks
+    the note schema (spec/03)."""
+    found = problems(meta, path)
+    if found:
+        raise BrokenNote(found)
+
+
+def problems(meta: dict[str, Any], path: Path) -> list[NoteError]:
+    """Every way the frontmatter breaks the note schema, in the order of spec/03. A field
+    that is missing is reported once, not again for its type."""
+    found: list[NoteError] = []
+
+    def fail(field: str, problem: str, fix: str) -> None:
+        found.append(NoteError(problem, path=path, field=field, fix=fix))
+
+    named = bool(FILENAME.match(path.name)) and path.name == path.name.lower()
+    if not named:
         fail("file name", f"{path.name!r} is not <type>_<snake_case_topic>.md",
              f"rename it, e.g. to {_suggested_name(meta, path)}")
     for key in REQUIRED:
         if key not in meta or meta[key] is None:
             fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
-    if type(meta["schema_version"]) is not int or meta["schema_version"] != SCHEMA_VERSION:
-        fail("schema_version", f"is {meta['schema_version']!r}; this version reads {SCHEMA_VERSION}",
+    version = meta.get("schema_version")
+    if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
+        fail("schema_version", f"is {version!r}; this version reads {SCHEMA_VERSION}",
              "set schema_version: 1 or run `atomic-vault migrate`")
     for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
-        value = meta[key]
+        value = meta.get(key)
+        if value is None:
+            continue
         if not isinstance(value, str) or not value.strip():
             fail(key, "must be a non-empty string", f"write a short text after '{key}:'")
-        if len(value) > limit or "\n" in value.strip():
+        elif len(value) > limit or "\n" in value.strip():
             fail(key, f"must be one line of at most {limit} characters", f"shorten '{key}'")
-    if meta["type"] not in NOTE_TYPES:
-        fail("type", f"{meta['type']!r} is not a note type", f"use one of {', '.join(NOTE_TYPES)}")
-    if not path.name.startswith(meta["type"] + "_"):
-        fail("type", f"is {meta['type']!r} but the file name starts otherwise",
-             f"rename the file to start with '{meta['type']}_' or correct 'type'")
-    if meta["confidence"] not in CONFIDENCES:
-        fail("confidence", f"{meta['confidence']!r} is not allowed", f"use one of {', '.join(CONFIDENCES)}")
+    note_type = meta.get("type")
+    if note_type is not None and note_type not in NOTE_TYPES:
+        fail("type", f"{note_type!r} is not a note type", f"use one of {', '.join(NOTE_TYPES)}")
+    elif note_type is not None and named and not path.name.startswith(note_type + "_"):
+        fail("type", f"is {note_type!r} but the file name starts otherwise",
+             f"rename the file to start with '{note_type}_' or correct 'type'")
+    confidence = meta.get("confidence")
+    if confidence is not None and confidence not in CONFIDENCES:
+        fail("confidence", f"{confidence!r} is not allowed", f"use one of {', '.join(CONFIDENCES)}")
     for key in ("captured", "last_seen", "expires_at"):
         if key in meta and meta[key] is not None and iso_day(meta[key]) is None:
             fail(key, f"{meta[key]!r} is not a date", "write the date as YYYY-MM-DD")
@@ -203,6 +298,7 @@ def validate(meta: dict[str, Any], path: Path) -> None:
         value = meta.get(key)
         if value is not None and not (isinstance(value, str) and FILENAME.match(value)):
             fail(key, f"{value!r} is not a note file name", "name the other note's file, e.g. decision_x.md")
+    return found
 
 
 def _suggested_name(meta: dict[str, Any], path: Path) -> str:
@@ -274,6 +370,34 @@ def update_frontmatter(text: str, updates: dict[str, Any], path: Path | None = N
         head[start:stop] = new
     _check_edit(lines[1:end], head, updates, path)
     return "\n".join([lines[0], *head, *lines[end:]])
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def stamp_fields(fields: dict[str, Any], body: str) -> dict[str, Any]:
+    """``fields`` plus the ``runtime_hash`` of the note they render to with ``body``."""
+    return {**fields, RUNTIME_HASH: _digest(render_note(fields, body))}
+
+
+def stamped(text: str, path: Path | None = None) -> str:
+    """A note text the runtime writes, marked as written by it: ``runtime_hash`` is the
+    hash of the text without that line (spec/03)."""
+    bare = update_frontmatter(text, {RUNTIME_HASH: None}, path)
+    return update_frontmatter(bare, {RUNTIME_HASH: _digest(bare)}, path)
+
+
+def written_by_runtime(text: str) -> bool:
+    """Whether the runtime wrote this note text last: its ``runtime_hash`` matches the rest
+    of the text. Any edit by a person or another tool breaks the match; a note without the
+    field, or one that cannot be read, counts as a person's (the side that keeps it)."""
+    try:
+        meta, _ = parse_note_text(text, Path("note.md"))
+        claimed = meta.get(RUNTIME_HASH)
+        return isinstance(claimed, str) and _digest(update_frontmatter(text, {RUNTIME_HASH: None})) == claimed
+    except NoteError:
+        return False
 
 
 def _check_edit(old: list[str], new: list[str], updates: dict[str, Any], path: Path | None) -> None:

@@ -4,10 +4,12 @@ import subprocess
 
 import pytest
 
-from atomic_vault import AtomicAgent, RunResult, catalog, runlog
+from atomic_vault import AtomicAgent, RunResult, catalog, doctor, runlog
+from atomic_vault.backends.files import FileLog
 from atomic_vault.errors import (AgentNotFound, AtomicVaultError, ConfigError, ModelError,
                                  NoteError)
 from atomic_vault.models import Model
+from atomic_vault.vault import open_agent
 from conftest import ScriptedModel, capture_block
 
 
@@ -109,13 +111,35 @@ def test_missing_agent_and_missing_identity(vault):
     (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "binary"),
     (lambda p: p.write_bytes(b"---\nname: caf\xe9\n---\n"), "UTF-8"),
 ])
-def test_a_broken_note_stops_the_run_naming_the_file(vault, snap, mutate, fragment):
+def test_a_broken_note_is_left_out_and_the_run_goes_on(vault, mutate, fragment):
+    """One bad hand-written note must not stop the agent: the run leaves it out, says so
+    in a warning and in the record's manifest, and answers."""
     mutate(vault / "atlas" / "memory" / "project_meetup_talk.md")
-    before = snap(vault)
-    with pytest.raises(NoteError, match=fragment) as caught:
-        AtomicAgent("atlas", root=vault).call("Go")
-    assert "project_meetup_talk.md" in str(caught.value) and caught.value.fix
-    assert snap(vault) == before
+    result = AtomicAgent("atlas", root=vault).call("Go")
+    assert result.status == "ok"
+    [warning] = [w for w in result.warnings if "project_meetup_talk.md" in w]
+    assert fragment in warning and "doctor" in warning
+    [skipped] = result.manifest["skipped"]
+    assert skipped["source"] == "memory/project_meetup_talk.md" and fragment in skipped["reason"]
+    assert "memory/project_meetup_talk.md" not in [f["source"] for f in result.manifest["files"]]
+    [logged] = [r for r in FileLog().records(open_agent("atlas", vault)) if r.get("run_id") == result.run_id]
+    assert logged["manifest"]["skipped"] == [skipped] and logged["warnings"] == result.warnings
+
+
+def test_doctor_lists_every_problem_of_every_broken_note_with_its_line(vault):
+    memory = vault / "atlas" / "memory"
+    talk = memory / "project_meetup_talk.md"
+    lines = talk.read_text().split("\n")
+    at = {line.split(":")[0]: n for n, line in enumerate(lines, start=1) if ":" in line}
+    talk.write_text(talk.read_text().replace("type: project", "type: gossip")
+                    .replace("confidence: medium", "confidence: sure").replace("confidence: high", "confidence: sure"))
+    (memory / "reference_twice.md").write_text("---\n\nname: a\nname: b\n---\nbody\n")
+    findings = [f for f in doctor.check(open_agent("atlas", vault)) if f.check == "notes"]
+    messages = [f.message for f in findings]
+    assert all(f.level == "error" for f in findings) and len(findings) == 3, messages
+    assert f"project_meetup_talk.md: line {at['type']}: type: 'gossip' is not a note type" in messages
+    assert f"project_meetup_talk.md: line {at['confidence']}: confidence: 'sure' is not allowed" in messages
+    assert "reference_twice.md: line 4: frontmatter is not valid YAML: key 'name' is set twice" in messages
 
 
 def test_malformed_model_md_stops_the_run(vault, snap):

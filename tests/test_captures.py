@@ -6,7 +6,7 @@ from datetime import date
 import pytest
 
 from atomic_vault.backends.files import FileMemory
-from atomic_vault import captures, index
+from atomic_vault import captures, index, notes
 from atomic_vault.config import ToolsConfig
 from atomic_vault.notes import read_note, validate
 from atomic_vault.vault import open_agent
@@ -102,6 +102,47 @@ def test_same_name_other_body_writes_a_new_version_that_supersedes(vault):
     assert body == "A different plan."
     listed = index.listed(folder.index.read_text())
     assert listed["project_plan.md"] == "Archive" and listed["project_plan_v2.md"] == "Active Projects"
+
+
+def _hand_edit(path):
+    """What an operator does: raise the confidence and write a longer body."""
+    text = path.read_text().replace("confidence: medium", "confidence: high")
+    path.write_text(text.replace("Body text.", "Body text, checked by hand and made longer."))
+
+
+def test_a_note_edited_by_hand_is_not_superseded_by_a_repeated_capture(vault, snap):
+    folder, _ = apply(vault, capture_block(name="Plan", confidence="medium"))
+    _hand_edit(folder.memory / "project_plan.md")
+    before = snap(vault)
+    _, outcomes = apply(vault, capture_block(name="Plan", confidence="medium"))
+    assert outcomes[0]["status"] == "rejected" and "written by a person" in outcomes[0]["reason"]
+    assert '"supersedes": "project_plan.md"' in outcomes[0]["reason"]
+    assert snap(vault) == before  # the operator's version stays, no _v2, INDEX untouched
+    _, outcomes = apply(vault, capture_block(name="Plan", supersedes="project_plan.md"))
+    assert outcomes[0]["status"] == "written" and outcomes[0]["file"] == "project_plan_v2.md"
+
+
+def test_a_note_not_known_to_be_the_runtimes_counts_as_a_persons(vault, snap):
+    before = snap(vault)  # the sample's notes were written by hand: no runtime_hash
+    _, outcomes = apply(vault, capture_block(type="feedback", name="Flag stale facts", body="Other."))
+    assert outcomes[0]["status"] == "rejected" and snap(vault) == before
+
+
+def test_a_refresh_does_not_turn_a_persons_note_into_the_runtimes(vault):
+    folder, _ = apply(vault, capture_block(name="Plan"))
+    path = folder.memory / "project_plan.md"
+    path.write_text(path.read_text().replace("Body text.", "Edited."))
+    assert apply(vault, capture_block(name="Plan", body="Edited.", sources=["b"]))[1][0]["status"] == "refreshed"
+    assert apply(vault, capture_block(name="Plan", body="Third."))[1][0]["status"] == "rejected"
+
+
+def test_the_runtime_stays_the_writer_of_notes_it_refreshed_or_retired(vault):
+    folder, _ = apply(vault, capture_block(name="Plan"))
+    apply(vault, capture_block(name="Plan", sources=["again"]))  # refreshed by the runtime
+    assert notes.written_by_runtime((folder.memory / "project_plan.md").read_text())
+    _, outcomes = apply(vault, capture_block(name="Plan", body="Two."))
+    assert outcomes[0]["file"] == "project_plan_v2.md"
+    assert notes.written_by_runtime((folder.memory / "project_plan.md").read_text())  # retired
 
 
 def test_supersedes_links_old_and_new_and_never_deletes(vault):

@@ -276,3 +276,14 @@ def test_verify_explains_a_log_copied_from_another_agent(vault):
     assert [f["fix"] for f in doctor if f["check"] == "chain"][0].startswith("this log was copied")
     (vault / "scout" / "log").rename(vault / "scout" / "log.from-atlas")  # the remedy works
     assert av(vault, "run", "scout", "fresh").exit_code == 0 and av(vault, "verify", "scout").exit_code == 0
+
+
+def test_a_broken_note_is_a_warning_on_stderr_of_run_and_an_error_of_doctor(vault):
+    path = vault / "atlas" / "memory" / "project_meetup_talk.md"
+    path.write_text(path.read_text().replace("type: project", "type: gossip").replace("confidence: medium", "confidence: sure"))
+    run = av(vault, "run", "atlas", "go")
+    assert run.exit_code == 0 and "Offline answer" in run.stdout
+    assert "warning: memory/project_meetup_talk.md is broken and was left out of this run" in run.stderr
+    doctor = av(vault, "doctor", "atlas")
+    assert doctor.exit_code == 1
+    assert "'gossip' is not a note type" in doctor.output and "'sure' is not allowed" in doctor.output

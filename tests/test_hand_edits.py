@@ -19,6 +19,7 @@ from atomic_vault.backends.files import FileMemory, replace_if
 from atomic_vault.backends.postgres import PostgresMemory
 from atomic_vault.backends.sqlite import SQLiteMemory
 from atomic_vault.migrate import migrate_memory
+from atomic_vault.notes import stamped
 from atomic_vault.protocols import UNCHECKED, NoteChanged
 from atomic_vault.vault import open_agent
 
@@ -164,20 +165,21 @@ def test_a_note_merged_into_while_edited_by_hand_keeps_the_edit(vault, memory):
     assert f"Update {TODAY}: The null warehouse codes are fixed." in text
 
 
-def test_a_superseded_note_edited_by_hand_is_linked_on_a_second_try(vault, memory):
+def test_a_note_edited_by_hand_while_a_capture_would_version_it_is_kept(vault, memory):
+    """The runtime wrote the note, so another body would version it; an operator edits it
+    meanwhile, and the second try sees a person's note: hand edits win (spec/05)."""
     memory, folder = memory
+    memory.inner.put(folder, STALE, stamped(memory.get(folder, STALE)))  # as if the runtime wrote it
+    before = memory.get_index(folder)
     memory.pending[STALE] = 1
     result = run(vault, memory, capture_block(type="feedback", name="Flag stale facts",
                                               body="Flag facts older than 7 days."))
     outcome = result.captures[0]
-    assert (outcome["status"], outcome["file"], outcome["supersedes"]) == (
-        "written", "feedback_flag_stale_facts_v2.md", STALE)
+    assert outcome["status"] == "rejected" and "last written by a person" in outcome["reason"]
     old = memory.get(folder, STALE)
-    assert "hand_edit_1: true" in old and "superseded_by: feedback_flag_stale_facts_v2.md" in old
-    assert memory.get(folder, "feedback_flag_stale_facts_v3.md") is None
-    listed = index.listed(memory.get_index(folder))
-    assert listed[STALE] == "Archive"
-    assert listed["feedback_flag_stale_facts_v2.md"] == "Critical Feedback"
+    assert "hand_edit_1: true" in old and "superseded_by" not in old
+    assert memory.get(folder, "feedback_flag_stale_facts_v2.md") is None
+    assert memory.get_index(folder) == before
 
 
 def test_an_explicit_supersession_of_an_edited_note_is_linked_on_a_second_try(vault, memory):
@@ -213,7 +215,7 @@ def test_a_rejected_supersession_takes_back_its_new_note(vault, memory):
     before = memory.get_index(folder)
     memory.pending[STALE] = 2
     result = run(vault, memory, capture_block(type="feedback", name="Flag stale facts",
-                                              body="Flag facts older than 7 days."))
+                                              body="Flag facts older than 7 days.", supersedes=STALE))
     assert result.captures[0]["status"] == "rejected"
     assert f"memory/{STALE} changed while being updated, twice" in result.captures[0]["reason"]
     assert memory.get(folder, "feedback_flag_stale_facts_v2.md") is None
@@ -239,7 +241,8 @@ def test_a_supersession_whose_old_note_cannot_be_written_leaves_nothing(vault):
             super().put(folder_, file, text, expected=expected)
 
     result = run(vault, LinkedMeanwhile(), capture_block(type="feedback", name="Flag stale facts",
-                                                         body="Flag facts older than 7 days."))
+                                                         body="Flag facts older than 7 days.",
+                                                         supersedes=STALE))
     assert result.captures[0]["status"] == "rejected"
     assert "not a regular file" in result.captures[0]["reason"]
     assert not (folder.memory / "feedback_flag_stale_facts_v2.md").exists()
@@ -259,10 +262,9 @@ def test_a_note_created_by_hand_under_the_same_name_is_never_replaced(vault, mem
     memory.put = create_first
     result = run(vault, memory, capture_block(name="Harbour visit", body="Visit on Friday."))
     outcome = result.captures[0]
-    assert (outcome["file"], outcome["supersedes"]) == ("project_harbour_visit_v2.md", target)
-    kept = memory.get(folder, target)
-    assert kept.split("---\n", 2)[2] == by_hand.split("---\n", 2)[2]
-    assert "superseded_by: project_harbour_visit_v2.md" in kept
+    assert outcome["status"] == "rejected" and "last written by a person" in outcome["reason"]
+    assert memory.get(folder, target) == by_hand  # kept whole: not replaced, not superseded
+    assert memory.get(folder, "project_harbour_visit_v2.md") is None
 
 
 # ---------------------------------------------------------------- the file layer

@@ -1,6 +1,7 @@
 """The Model Protocol and the offline model (spec/09)."""
 
 import json
+import re
 from importlib.metadata import entry_points
 
 import pytest
@@ -45,12 +46,23 @@ def test_offline_turns_a_remember_line_into_one_valid_capture(line, kind):
     assert rejected == [] and len(found) == 1 and found[0].type == kind
 
 
+def test_offline_turns_every_remember_line_into_a_capture_in_order():
+    text = OfflineModel().complete(request(
+        "Plan.\nremember: project: demo on Thursday\nremember: ???\n  REMEMBER: user: likes tea\n")).text
+    found, rejected = captures.extract(text)
+    assert rejected == [] and [(c.type, c.name) for c in found] == [
+        ("project", "demo on Thursday"), ("user", "likes tea")]
+    assert text.count("Nothing to remember") == 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=1, max_size=300))
 def test_offline_captures_are_always_valid_or_absent(text):
-    answer = OfflineModel().complete(request("remember: " + text)).text
+    work = "remember: " + text
+    answer = OfflineModel().complete(request(work)).text
     found, rejected = captures.extract(answer)
-    assert rejected == [] and len(found) <= 1
+    lines = re.findall(r"^[^\S\n]*remember:[^\S\n]*\S", work, re.IGNORECASE | re.MULTILINE)
+    assert rejected == [] and len(found) <= len(lines)
 
 
 @settings(max_examples=300, deadline=None)

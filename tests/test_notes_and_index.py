@@ -98,6 +98,8 @@ def test_slugs_keep_letters_of_any_script():
     assert slugify("Café Déjà-vu  2026") == "café_déjà_vu_2026"
     assert slugify("東京 meeting") == "東京_meeting"
     assert note_filename("user", "Ｆｕｌｌ width") == "user_full_width.md"
+    assert slugify("İstanbul") == slugify("istanbul") == "istanbul"  # no stray "_" from the dot
+    assert slugify("İZMİR") == "izmir" and slugify("ıı") == "ıı"
     with pytest.raises(NoteError):
         note_filename("user", "!!!")
 
@@ -184,3 +186,29 @@ def test_index_upsert_matches_its_line_by_line_definition():
             name = f"reference_n{rng.randint(0, 10)}.md"
             changes[name] = None if rng.random() < 0.3 else (rng.choice(titles), f"- [x]({name}) — new")
         assert index.upsert(text, changes) == _upsert_by_lines(text, changes)
+
+
+def test_a_link_in_the_description_is_not_taken_for_the_notes_own_link():
+    """A description may link to another note; the line still belongs to its own note."""
+    summary = {"name": "Deploy \\ [window]", "file": "decision_deploy_window.md",
+               "description": "see [other](reference_x.md) and [more](user_y.md)"}
+    line = index.entry_line(summary)
+    text = index.upsert("", {summary["file"]: ("Locked Decisions", line)})
+    assert index.listed(text) == {"decision_deploy_window.md": "Locked Decisions"}
+    assert index.listed(index.upsert(text, {summary["file"]: None})) == {}
+    hand = "- [a [b] c](project_a.md) — see [x](reference_x.md)\n- [a\\](b)](project_b.md) — b\n"
+    assert index.listed(hand) == {"project_a.md": "", "project_b.md": ""}
+
+
+def test_doctor_repair_settles_a_note_whose_description_links_elsewhere(vault):
+    from atomic_vault import doctor
+    from atomic_vault.backends.files import FileMemory
+    from atomic_vault.vault import open_agent
+    folder = open_agent("atlas", vault)
+    path = folder.memory / "decision_linked.md"
+    path.write_text(render_note({**GOOD, "name": "Linked", "description": "see [other](reference_x.md)"},
+                                "Body."), encoding="utf-8")
+    memory = FileMemory()
+    notes = memory.scan(folder)[0]
+    memory.put_index(folder, index.upsert(memory.get_index(folder), doctor.index_changes(folder, memory, notes)))
+    assert doctor.index_changes(folder, memory, memory.scan(folder)[0]) == {}

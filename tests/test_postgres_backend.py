@@ -184,3 +184,14 @@ def test_doctor_reports_note_files_that_differ_from_the_database(vault, pg_url, 
     note.write_text(note.read_text() + "\nHand edit.\n")
     found = [f for f in run() if "differ" in f["message"]]
     assert found and found[0]["level"] == "warn" and "--what memory" in found[0]["fix"]
+
+
+def test_a_broken_note_keeps_every_problem_in_the_database(pg_url, tmp_path):
+    folder = AgentFolder(tmp_path, "bot")
+    memory = PostgresMemory(pg_url)
+    text = "---\nschema_version: 1\nname: A\ndescription: d\ntype: gossip\ncaptured: 2026-01-01\n" \
+           "last_seen: 2026-01-01\nsources: []\nconfidence: sure\n---\nbody\n"
+    memory.put(folder, "project_a.md", text)
+    error = memory.scan(folder)[1]["project_a.md"]
+    assert [(p.field, p.message) for p in error.problems] == [
+        ("line 5: type", "'gossip' is not a note type"), ("line 9: confidence", "'sure' is not allowed")]

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from .. import runlog
 from ..errors import BackendError, LockLost, LogError, NoteError
-from ..notes import matching, parse_note_text, summarize, validate
+from ..notes import check_note_text, error_from_record, error_record, matching, summarize
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..vault import AgentFolder
 from . import redact, rows
@@ -345,7 +345,7 @@ class PostgresMemory:
                 if summary is not None:
                     notes[file] = summary
                 else:
-                    errors[file] = NoteError(**error)
+                    errors[file] = error_from_record(error)
         return notes, errors
 
     def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
@@ -378,11 +378,10 @@ class PostgresMemory:
         where = note_path(folder, file)
         summary, error, body = None, None, text
         try:
-            meta, body = parse_note_text(text, where)
-            validate(meta, where)
+            meta, body = check_note_text(text, where)
             summary = summarize(meta, file)
         except NoteError as exc:
-            error = {"message": exc.message, "path": exc.path, "field": exc.field, "fix": exc.fix}
+            error = error_record(exc)
             meta = {}
         row = {"agent": folder.name, "file": file, "text": text,
                "expected": expected if isinstance(expected, str) else None,
