@@ -11,7 +11,7 @@ import pytest
 
 from atomic_vault import runlog
 from atomic_vault.backends import files as files_backend
-from atomic_vault.backends import open_backend
+from atomic_vault.backends import known, open_backend
 from atomic_vault.testing import (JournalBackendSuite, LockBackendSuite, LogBackendSuite,
                                   MemoryBackendSuite)
 
@@ -27,7 +27,6 @@ def build(kind, name, request, tmp_path):
 
 
 def open_backend_with_url(kind, name, url, root):
-    from atomic_vault.backends import known
     return known(kind)[name].load()(url=url, root=root)
 
 
@@ -121,7 +120,8 @@ class TestLock(LockBackendSuite):
 
 
 class TestJournal(JournalBackendSuite):
-    @pytest.fixture(params=["files"])
+    # Every registered journal backend (entry points), so a new one is covered at once.
+    @pytest.fixture(params=sorted(known("journal")))
     def journal(self, request, tmp_path):
         return build("journal", request.param, request, tmp_path)
 
