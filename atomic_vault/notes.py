@@ -173,8 +173,10 @@ def validate(meta: dict[str, Any], path: Path) -> None:
         if key not in meta or meta[key] is None:
             fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
     if type(meta["schema_version"]) is not int or meta["schema_version"] != SCHEMA_VERSION:
+        newer = type(meta["schema_version"]) is int and meta["schema_version"] > SCHEMA_VERSION
         fail("schema_version", f"is {meta['schema_version']!r}; this version reads {SCHEMA_VERSION}",
-             "set schema_version: 1 or run `atomic-vault migrate`")
+             "upgrade atomic-vault (pip install -U atomic-vault): the note was written for a newer "
+             "schema" if newer else f"set schema_version: {SCHEMA_VERSION}")
     for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
         value = meta[key]
         if not isinstance(value, str) or not value.strip():

@@ -184,3 +184,14 @@ def test_index_upsert_matches_its_line_by_line_definition():
             name = f"reference_n{rng.randint(0, 10)}.md"
             changes[name] = None if rng.random() < 0.3 else (rng.choice(titles), f"- [x]({name}) — new")
         assert index.upsert(text, changes) == _upsert_by_lines(text, changes)
+
+
+@pytest.mark.parametrize("value, fix", [(2, "upgrade atomic-vault"), (0, "set schema_version: 1"),
+                                        ("1", "set schema_version: 1")])
+def test_a_schema_version_problem_points_at_the_right_remedy(tmp_path, value, fix):
+    # `atomic-vault migrate` copies between backends: it cannot fix a note's schema.
+    path = write(tmp_path, "decision_deploy_window.md", {**GOOD, "schema_version": value})
+    meta, _ = read_note(path)
+    with pytest.raises(NoteError) as caught:
+        validate(meta, path)
+    assert fix in caught.value.fix and "migrate" not in caught.value.fix
