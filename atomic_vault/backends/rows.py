@@ -69,10 +69,22 @@ def column_problem(agent: str, record: dict[str, Any], stored: tuple) -> str | N
     """Why the stored COLUMNS of a row disagree with its record's JSON, or None. Queries
     and the spend table read the columns, so a column edited alone would change answers."""
     for name, have, want in zip(COLUMNS, stored, columns(agent, record)):
-        if have != want:
+        if not _same(have, want):
             return (f"tampered: its {name} column holds {have!r} but the record says {want!r}: "
                     "the row was edited outside atomic-vault")
     return None
+
+
+def _same(have: Any, want: Any) -> bool:
+    if have == want:
+        return True
+    # SQLite keeps a number given to a TEXT column (a legacy record's numeric status) as text.
+    if isinstance(have, str) and isinstance(want, (int, float)):
+        try:
+            return float(have) == float(want)
+        except ValueError:
+            return False
+    return False
 
 
 def spend_problem(stored: list[tuple], derived: list[tuple]) -> str | None:
