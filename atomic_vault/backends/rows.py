@@ -6,6 +6,7 @@ hashed JSON says (derived data must never change an answer unnoticed)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ..errors import LogError
@@ -96,7 +97,8 @@ def spend_problem(stored: list[tuple], derived: list[tuple]) -> str | None:
     for day in sorted(set(have) | set(want)):
         a, b = have.get(day, (0, 0, 0, 0.0, 0)), want.get(day, (0, 0, 0, 0.0, 0))
         counts_a, counts_b = [int(a[i]) for i in (0, 1, 2, 4)], [int(b[i]) for i in (0, 1, 2, 4)]
-        if counts_a != counts_b or abs(float(a[3]) - float(b[3])) > 1e-9:
+        # Sums of floats taken in another order differ in their last bits, never by 1e-9.
+        if counts_a != counts_b or not math.isclose(float(a[3]), float(b[3]), rel_tol=1e-9, abs_tol=1e-9):
             return (f"tampered: the spend table says {day} had {int(a[0])} run(s) costing "
                     f"${float(a[3]):.6f}, the records say {int(b[0])} costing ${float(b[3]):.6f} "
                     "(edited outside atomic-vault; guardrail checks read this table)")
