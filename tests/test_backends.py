@@ -246,3 +246,13 @@ class _Relocated(FileMemory):
 
     def reindex(self, folder, progress=None):
         return super().reindex(self.target, progress)
+
+
+def test_commands_about_one_agent_use_its_own_backend(vault):
+    run_some(vault, 1)
+    assert av(vault, "migrate", "atlas", "--to", "sqlite").exit_code == 0
+    run_some(vault, 1)  # only in the sqlite log now
+    found = json.loads(av(vault, "doctor", "atlas", "--json").output)["findings"]
+    assert any("verify in the sqlite log" in f["message"] for f in found)
+    shown = json.loads(av(vault, "verify", "atlas", "--json").output)
+    assert shown["ok"] and shown["records"] == 2
