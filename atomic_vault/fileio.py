@@ -289,14 +289,20 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     if len(out) != len(pairs):
         seen: set[str] = set()
         twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise DuplicateKey(f"duplicate key {twice!r} in one record (a second copy of a field: "
-                           "one of them is forged)")
+        raise DuplicateKey(twice)
     return out
 
 
 def loads_strict(text: str | bytes) -> object:
     """json.loads that refuses duplicate keys (raises DuplicateKey, a ValueError)."""
-    return json.loads(text, object_pairs_hook=_unique_keys)
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        lenient = json.loads(text)  # only to name the record in the message
+        seq = lenient.get("seq") if isinstance(lenient, dict) else None
+        where = f"record seq {seq}" if isinstance(seq, int) else "one record"
+        raise DuplicateKey(f"duplicate key {exc.args[0]!r} in {where} (a second copy of a field: "
+                           "one of them is forged)") from None
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
