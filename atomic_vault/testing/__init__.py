@@ -500,6 +500,12 @@ class LogBackendSuite(_Suite):
         bad = log.verify(agent)
         assert not bad.ok and bad.first_bad["seq"] == 3 and bad.first_bad["reason"].startswith("missing")
 
+    def test_tamper_a_cut_tail_is_caught(self, log, agent):
+        self._four_runs(log, agent)
+        self.edit_stored(log, agent, 4, None)
+        bad = log.verify(agent)
+        assert not bad.ok and bad.first_bad["reason"].startswith("truncated: HEAD says seq 4")
+
     def test_tamper_reordered_records_are_caught(self, log, agent):
         records = self._four_runs(log, agent)
         self.edit_stored(log, agent, 2, _stored_text(records[2]))
