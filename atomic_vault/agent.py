@@ -67,10 +67,10 @@ class AtomicAgent:
         self.name = name
         self.trigger = _check_trigger(trigger)
         self.model = model
-        self.memory: MemoryBackend = open_backend("memory", memory, self.folder.root)
-        self.log: LogBackend = open_backend("log", log, self.folder.root)
-        self.lock: LockBackend = open_backend("lock", lock, self.folder.root)
-        self.journal: JournalBackend = open_backend("journal", journal, self.folder.root)
+        self.memory: MemoryBackend = open_backend("memory", memory, self.folder.root, self.folder.name)
+        self.log: LogBackend = open_backend("log", log, self.folder.root, self.folder.name)
+        self.lock: LockBackend = open_backend("lock", lock, self.folder.root, self.folder.name)
+        self.journal: JournalBackend = open_backend("journal", journal, self.folder.root, self.folder.name)
         self.lock_timeout = lock_timeout
 
     def call(self, work_item: str, *, critical: bool = False,

@@ -292,7 +292,7 @@ def _agent_row(ctx: click.Context, agent_name: str) -> dict[str, Any]:
                            "today_unknown": None, "error": None}
     try:
         folder = _folder(ctx, agent_name)
-        store = _backend(ctx, "log")
+        store = _backend(ctx, "log", agent=agent_name)
         config = load_model_config(folder.model)
         runs = [r for r in store.query(folder, LogQuery(limit=50)) if r.get("kind", "run") == "run"]
         if runs:
@@ -333,9 +333,10 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
     for agent_name in names if len(backends) == 4 else []:
         try:
             folder = _folder(ctx, agent_name)
+            own = {kind: _backend(ctx, kind, agent=agent_name) for kind in backends}
             if repair:
-                actions[agent_name] = checks.repair(folder, backends=backends)
-            findings += checks.check(folder, backends)
+                actions[agent_name] = checks.repair(folder, backends=own)
+            findings += checks.check(folder, own)
         except AtomicVaultError as exc:
             findings.append(checks.Finding(agent_name, "agent", "error", exc.message, exc.path, exc.fix))
     errors = sum(f.level == "error" for f in findings)
@@ -367,7 +368,7 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
     from .errors import AtomicVaultError
 
     try:
-        result = _backend(ctx, "log").verify(_folder(ctx, name), anchor)
+        result = _backend(ctx, "log", agent=name).verify(_folder(ctx, name), anchor)
     except AtomicVaultError as exc:
         _fail(exc)
     from .runlog import copied_from, copied_remedy
@@ -392,16 +393,17 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
-def _backend(ctx: click.Context, kind: str, name: str | None = None, url: str | None = None):
+def _backend(ctx: click.Context, kind: str, name: str | None = None, url: str | None = None, *,
+             agent: str | None = None):
     """The backend of ``kind`` for this vault: ``name``/``url`` when given, else the
-    environment, the vault's atomic_vault.yaml, or files."""
+    environment, the vault's atomic_vault.yaml (``agent``'s own entry first), or files."""
     from .backends import known, open_backend
     from .errors import BackendError
     from .vault import resolve_root
 
     root = resolve_root(ctx.obj["root"])
     if name is None:
-        return open_backend(kind, None, root)
+        return open_backend(kind, None, root, agent)
     if name not in known(kind):
         raise BackendError(f"unknown {kind} backend {name!r}", field=kind,
                            fix=f"use one of: {', '.join(sorted(known(kind)))}")
@@ -468,7 +470,7 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
 
     try:
         folder = _folder(ctx, name)
-        store = _backend(ctx, "log")
+        store = _backend(ctx, "log", agent=name)
         if action == "cost":
             rows = store.cost(folder, by, since=since, until=until)
         else:
@@ -585,7 +587,7 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
 
     try:
         folder = _folder(ctx, name)
-        memory = _backend(ctx, "memory")
+        memory = _backend(ctx, "memory", agent=name)
         if action == "show":
             if len(words) != 1:
                 raise click.UsageError("show takes one note file name (project_x.md, with or without "
@@ -643,7 +645,7 @@ def reindex(ctx: click.Context, name: str) -> None:
 
     try:
         folder = _folder(ctx, name)
-        memory = _backend(ctx, "memory")
+        memory = _backend(ctx, "memory", agent=name)
         notes_now, broken = memory.scan(folder)
         with click.progressbar(length=len(notes_now) + len(broken), label=f"indexing {name}",
                                file=sys.stderr) as bar:
@@ -662,15 +664,18 @@ def reindex(ctx: click.Context, name: str) -> None:
 @click.option("--from-url", metavar="URL", help="Source URL, when the backend needs one.")
 @click.option("--to", "target", metavar="BACKEND", required=True, help="Target backend (files to export).")
 @click.option("--to-url", metavar="URL", help="Target URL, when the backend needs one.")
+@click.option("--no-switch", is_flag=True, help="Only copy: the agent keeps its backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_context
 def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_url: str | None,
-            target: str, to_url: str | None, as_json: bool) -> None:
-    """Copy agent NAME's log (and/or memory) to another backend and verify it there.
+            target: str, to_url: str | None, no_switch: bool, as_json: bool) -> None:
+    """Copy agent NAME's log (and/or memory) to another backend, verify it there, and
+    switch the agent to it.
 
-    The chain arrives identical (same seq, prev and hash); an interrupted copy resumes.
-    Nothing is removed from the source. Afterwards, select the target for the agent
-    (ATOMIC_VAULT_<KIND>_BACKEND or atomic_vault.yaml).
+    The chain arrives identical (same seq, prev and hash); an interrupted copy resumes,
+    and going back copies the records written since. Nothing is removed from the source.
+    The switch is written for NAME alone under `agents:` in the vault's atomic_vault.yaml;
+    when ATOMIC_VAULT_<KIND>_BACKEND decides instead, the setting to make is printed.
 
     \b
     Examples:
@@ -686,16 +691,20 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
     try:
         folder = _folder(ctx, name)
         for kind in kinds:
-            src = _backend(ctx, kind, source, from_url) if source else _backend(ctx, kind)
+            src = _backend(ctx, kind, source, from_url) if source else _backend(ctx, kind, agent=name)
             dst = _backend(ctx, kind, target, to_url)
             if src.name == dst.name and (from_url or None) == (to_url or None) and src.name != "files":
-                raise click.UsageError(f"source and target are the same {kind} store")
+                raise click.UsageError(f"source and target are the same {kind} store" + (
+                    "" if source else f" ({name} already uses {dst.name}; --from names another source)"))
             total = (moves.count_records(src, folder) if kind == "log"
                      else sum(map(len, src.scan(folder))))
             with click.progressbar(length=total, label=f"{kind} {src.name} → {dst.name}",
                                    file=sys.stderr) as bar:
                 mover = moves.migrate_log if kind == "log" else moves.migrate_memory
                 outcomes.append(mover(folder, src, dst, bar.update))
+        for outcome in outcomes if not no_switch else []:  # only once every copy verified
+            outcome.switched, outcome.note = moves.switch_backend(
+                folder.root, folder.name, outcome.kind, target, to_url)
     except click.ClickException:
         raise
     except AtomicVaultError as exc:
@@ -708,6 +717,8 @@ def migrate(ctx: click.Context, name: str, what: str, source: str | None, from_u
         click.echo(f"{o.kind}: {o.copied} copied, {o.already} already there ({o.source} → {o.target}){head}")
         for item in o.skipped:
             click.echo(f"skipped {item}", err=True)
+        if o.note:
+            click.echo(o.note if o.switched else f"not switched: {o.note}")
 
 
 @cli.command()
@@ -742,7 +753,7 @@ def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) ->
     try:
         if name:
             _folder(ctx, name)
-        written = render(ctx.obj["root"], names, out_dir, log_backend=_backend(ctx, "log"),
+        written = render(ctx.obj["root"], names, out_dir, log_backend=_backend(ctx, "log", agent=name),
                          today=today.date() if today else None)
     except (AtomicVaultError, OSError) as exc:
         _fail(exc)

@@ -306,7 +306,7 @@ def _check_log(folder: AgentFolder, add) -> None:
     if files and ends_torn(files[-1]):
         add("log", "warn", "the last log line is torn (a crash during a write)", files[-1],
             "`doctor --repair` moves it aside into a .torn file")
-    result = runlog.verify(folder)
+    result = FileLog().verify(folder)  # the chain, and the cost rollup cache against it
     for warning in result.warnings:
         if "torn" not in warning:
             add("chain", "warn", warning, folder.head, "`doctor --repair`")
@@ -319,6 +319,8 @@ def _check_log(folder: AgentFolder, add) -> None:
         fix = ("`doctor --repair` rebuilds HEAD from the verified log"
                if bad["reason"].startswith("log/HEAD") else
                runlog.copied_remedy(folder.name, source) if source else
+               "delete the cache file: it is derived, and rebuilt from the log"
+               if bad["reason"].startswith("tampered: the cost rollup cache") else
                "restore the log from git or a backup; `atomic-vault verify` shows details")
         add("chain", "error", f"seq {bad['seq']} at line {bad['line']}: {bad['reason']}", bad["file"], fix)
 

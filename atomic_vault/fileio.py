@@ -279,11 +279,38 @@ def move_torn_tail(path: Path) -> tuple[int, Path]:
     return len(tail), torn
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice: readers disagree on which copy counts (Python
+    keeps the last, others the first), so a forged first copy could hide behind a hash."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise DuplicateKey(twice)
+    return out
+
+
+def loads_strict(text: str | bytes) -> object:
+    """json.loads that refuses duplicate keys (raises DuplicateKey, a ValueError)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        lenient = json.loads(text)  # only to name the record in the message
+        seq = lenient.get("seq") if isinstance(lenient, dict) else None
+        where = f"record seq {seq}" if isinstance(seq, int) else "one record"
+        raise DuplicateKey(f"duplicate key {exc.args[0]!r} in {where} (a second copy of a field: "
+                           "one of them is forged)") from None
+
+
 def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
     """Read a JSONL file into (line number, record) pairs plus (line number, problem) pairs.
 
     A last line without its newline is reported as torn, never parsed: it may be a prefix
-    of a longer record that happens to be valid JSON.
+    of a longer record that happens to be valid JSON. A line naming a key twice is a
+    problem starting with "tampered:", never a record (see ``loads_strict``).
     """
     records: list[tuple[int, dict]] = []
     problems: list[tuple[int, str]] = []
@@ -299,7 +326,10 @@ def read_jsonl(path: Path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]
         if not chunk.strip():
             continue
         try:
-            value = json.loads(chunk)
+            value = loads_strict(chunk)
+        except DuplicateKey as exc:
+            problems.append((number, f"tampered: {exc}"))
+            continue
         except (UnicodeDecodeError, ValueError) as exc:
             problems.append((number, f"not valid JSON ({exc})"))
             continue

@@ -2,16 +2,23 @@
 
 The log is copied record by record, verbatim, so the chain (every seq, prev and hash) is
 identical in the target; a target that already holds the source's first records gets the
-rest (an interrupted migration resumes). Memory is copied note by note, with INDEX.md.
-Nothing is deleted from the source: switching backends is a separate, deliberate step.
+rest (an interrupted migration resumes, and going back copies the records written
+since). Memory is copied note by note, with INDEX.md. Nothing is deleted from the source.
+Afterwards ``switch_backend`` selects the target for that one agent in the vault config,
+or says exactly what to set when something else (the environment) decides.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .backends import CONFIG_NAME, redact, vault_config
 from .errors import BackendError, LogError
+from .fileio import atomic_write
 from .protocols import LogBackend, MemoryBackend, Progress
 from .vault import AgentFolder
 
@@ -25,6 +32,8 @@ class Migration:
     already: int = 0
     head: dict[str, Any] | None = None
     skipped: list[str] = field(default_factory=list)
+    switched: bool = False  # the agent now uses the target (see ``switch_backend``)
+    note: str = ""  # what was switched, or the exact setting left to make
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -45,7 +54,12 @@ def migrate_log(folder: AgentFolder, source: LogBackend, target: LogBackend,
     existing = target.records(folder)
     for have in existing:
         want = next(records, None)
-        if want is None or want.get("hash") != have.get("hash") or want != have:
+        if want is None:
+            raise BackendError(f"the {target.name} log of {folder.name!r} is ahead of the {source.name} "
+                               f"log (it holds records after seq {result.already}); nothing was copied",
+                               field="target", fix=f"runs went to the {target.name} log: migrate the other "
+                                                   f"way (--from {target.name} --to {source.name})")
+        if want.get("hash") != have.get("hash") or want != have:
             raise BackendError(f"the {target.name} log of {folder.name!r} already holds records "
                                "that are not the source's; nothing was copied", field="target",
                                fix="migrate into an empty store, or export that store first")
@@ -97,3 +111,69 @@ def count_records(log: LogBackend, folder: AgentFolder) -> int:
     """How many records a store holds (for a progress bar's length)."""
     head = log.head(folder)
     return int(head["seq"]) if head else sum(1 for _ in log.records(folder))
+
+
+def switch_backend(root: Path, agent: str, kind: str, backend: str, url: str | None) -> tuple[bool, str]:
+    """Select ``backend`` for ``agent``'s ``kind`` under ``agents:`` in the vault config
+    (per agent: the other agents' logs stay where they are), written atomically and
+    keeping the rest of the file. Returns (switched, what to tell the operator): when the
+    environment decides, or the file cannot be edited safely, the exact setting to make."""
+    variable = f"ATOMIC_VAULT_{kind.upper()}_BACKEND"
+    if os.environ.get(variable):
+        return False, (f"{variable}={os.environ[variable]} chooses the {kind} backend, so {agent} does not "
+                       f"use {backend} yet: set {variable}={backend} for its runs")
+    value: Any = backend
+    note = ""
+    if url and redact(url) != url:
+        note = (f"; its URL holds a password, so it is not written there: set "
+                f"ATOMIC_VAULT_{kind.upper()}_URL to it")
+    elif url:
+        value = {"backend": backend, "url": url}
+    path = Path(root) / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    updated = _with_agent_backend(text, agent, kind, value)
+    if updated is None:
+        return False, (f"{path} could not be edited safely; to switch, add under `agents:` in it:  "
+                       f"{agent}: {{{kind}: {backend}}}")
+    atomic_write(path, updated)
+    chosen = vault_config(Path(root), agent).get(kind, {})
+    if chosen.get("backend") != backend:  # the file says otherwise: never claim a switch
+        return False, f"{path} still selects {chosen.get('backend')!r} for {agent}'s {kind}"
+    return True, f"{agent} now uses the {backend} {kind} backend ({path}: agents.{agent}.{kind}){note}"
+
+
+def _with_agent_backend(text: str, agent: str, kind: str, value: Any) -> str | None:
+    """``text`` with agents.<agent>.<kind> set to ``value``: the top-level ``agents:``
+    block is rewritten (or appended), every other line is kept as it was. None when the
+    result would not mean exactly the old file plus that one setting."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:
+        return None
+    data = {} if data is None else data
+    agents = data.get("agents") or {} if isinstance(data, dict) else None
+    mine = agents.get(agent) or {} if isinstance(agents, dict) else None
+    if not isinstance(mine, dict):
+        return None
+    agents = {**agents, agent: {**mine, kind: value}}
+    block = yaml.safe_dump({"agents": agents}, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"agents\s*:", line)), None)
+    if start is None:
+        updated = (text if not text or text.endswith("\n") else text + "\n") + block
+    else:
+        end = start + 1
+        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+            end += 1
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1  # blank lines after the block stay
+        updated = "".join(lines[:start]) + block + "".join(lines[end:])
+    try:
+        return updated if yaml.safe_load(updated) == {**data, "agents": agents} else None
+    except yaml.YAMLError:
+        return None

@@ -264,8 +264,10 @@ def problems(meta: dict[str, Any], path: Path) -> list[NoteError]:
             fail(key, "required field is missing", f"add '{key}:' to the frontmatter")
     version = meta.get("schema_version")
     if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
+        newer = type(version) is int and version > SCHEMA_VERSION
         fail("schema_version", f"is {version!r}; this version reads {SCHEMA_VERSION}",
-             "set schema_version: 1 or run `atomic-vault migrate`")
+             "upgrade atomic-vault (pip install -U atomic-vault): the note was written for a newer "
+             "schema" if newer else f"set schema_version: {SCHEMA_VERSION}")
     for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
         value = meta.get(key)
         if value is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import LockLost, LogError
-from .fileio import append_jsonl, atomic_write, ends_torn, last_line, read_jsonl
+from .fileio import append_jsonl, atomic_write, ends_torn, last_line, loads_strict, read_jsonl
 from .vault import MONTH, AgentFolder
 
 
@@ -101,7 +101,7 @@ def tail(folder: AgentFolder) -> tuple[int, str | None, Path | None]:
         if line is None:
             continue
         try:
-            record = json.loads(line)
+            record = loads_strict(line)
         except ValueError:
             record = None
         if not isinstance(record, dict):
@@ -219,8 +219,10 @@ def check_chain(agent: str, entries: Iterable[tuple[Any, int, dict[str, Any] | N
                 anchor: str | None = None) -> Verification:
     """The chain rules, shared by every LogBackend. ``entries`` yields (where, line, record,
     problem) in stored order: a record, or None and why the line cannot be read (a problem
-    starting with "warning:" is reported but does not break the chain). ``head`` is what
-    the store's HEAD said, read *before* the records (see ``verify``)."""
+    starting with "warning:" is reported but does not break the chain). A problem beside a
+    record is damage around it (a derived column that disagrees with it), reported once
+    the record itself passes. A problem starting with "tampered:" is reported as it is.
+    ``head`` is what the store's HEAD said, read *before* the records (see ``verify``)."""
     result = Verification(head=head)
     want = _parse_anchor(anchor) if anchor is not None else None
     anchor_seen = False
@@ -230,7 +232,7 @@ def check_chain(agent: str, entries: Iterable[tuple[Any, int, dict[str, Any] | N
             if problem and problem.startswith("warning:"):
                 result.warnings.append(f"{where}:{number}: {problem[8:].strip()}")
             else:
-                result.fail(where, number, None, f"unreadable line: {problem}")
+                result.fail(where, number, None, _reason(problem))
                 return result
             continue
         last_where, last_line_no = where, number
@@ -257,6 +259,8 @@ def check_chain(agent: str, entries: Iterable[tuple[Any, int, dict[str, Any] | N
             anchor_seen = True
             if record["hash"] != want[1]:
                 result.fail(where, number, seq, "differs from the anchor: the log was rewritten")
+        if result.first_bad is None and problem:
+            result.fail(where, number, seq, _reason(problem))
         if result.first_bad is not None:
             return result
         expected, prev = seq + 1, record["hash"]
@@ -278,6 +282,10 @@ def check_chain(agent: str, entries: Iterable[tuple[Any, int, dict[str, Any] | N
     if want is not None and result.ok and not anchor_seen:
         result.fail(head_where, 1, want[0], "the anchored record is not in the log")
     return result
+
+
+def _reason(problem: str) -> str:
+    return problem if problem.startswith("tampered:") else f"unreadable line: {problem}"
 
 
 def _parse_anchor(anchor: str) -> tuple[int, str]:

@@ -130,7 +130,7 @@ def test_migrate_to_sqlite_and_back_keeps_the_chain(vault, tmp_path):
     assert json.loads(out.stdout)[0]["copied"] == 4
     sqlite_log = open_backend("log", "sqlite", vault)
     assert list(sqlite_log.records(folder)) == source
-    again = json.loads(av(vault, "migrate", "atlas", "--to", "sqlite", "--json").stdout)[0]
+    again = json.loads(av(vault, "migrate", "atlas", "--from", "files", "--to", "sqlite", "--json").stdout)[0]
     assert (again["copied"], again["already"]) == (0, 4)  # resumable, idempotent
     AtomicAgent("atlas", root=vault, log="sqlite").call("a run on sqlite")
     # export back to plain files, in another vault copy
@@ -142,6 +142,52 @@ def test_migrate_to_sqlite_and_back_keeps_the_chain(vault, tmp_path):
     exported = list(FileLog().records(open_agent("atlas", export_root)))
     assert [r["hash"] for r in exported] == [r["hash"] for r in sqlite_log.records(folder)]
     assert av(export_root, "verify", "atlas").exit_code == 0
+
+
+def test_migrate_switches_the_agent_and_going_back_copies_the_records_written_since(vault):
+    (vault / "atomic_vault.yaml").write_text("# the vault's own settings\nprices:\n  'offline:*': {input: 0, output: 0}\n")
+    run_some(vault, 2)
+    folder = open_agent("atlas", vault)
+    there = av(vault, "migrate", "atlas", "--to", "sqlite")
+    assert there.exit_code == 0, there.output
+    assert "atlas now uses the sqlite log backend" in there.output
+    config = (vault / "atomic_vault.yaml").read_text()
+    assert config.startswith("# the vault's own settings\nprices:\n  'offline:*': {input: 0, output: 0}\n")
+    assert AtomicAgent("atlas", root=vault).log.name == "sqlite"  # the next run writes there
+    run_some(vault, 1)
+    assert len(list(FileLog().records(folder))) == 2
+    back = av(vault, "migrate", "atlas", "--to", "files", "--json")
+    assert back.exit_code == 0, back.output
+    outcome = json.loads(back.stdout)[0]
+    assert (outcome["already"], outcome["copied"], outcome["switched"]) == (2, 1, True)
+    assert AtomicAgent("atlas", root=vault).log.name == "files"
+    assert [r["seq"] for r in FileLog().records(folder)] == [1, 2, 3]
+    assert av(vault, "verify", "atlas").exit_code == 0
+    assert "prices:\n  'offline:*': {input: 0, output: 0}\n" in (vault / "atomic_vault.yaml").read_text()
+
+
+def test_migrate_switches_one_agent_only(vault):
+    shutil.copytree(vault / "atlas", vault / "other")
+    assert av(vault, "migrate", "atlas", "--to", "sqlite").exit_code == 0
+    assert AtomicAgent("atlas", root=vault).log.name == "sqlite"
+    assert AtomicAgent("other", root=vault).log.name == "files"
+
+
+def test_migrate_prints_the_setting_when_the_environment_decides(vault, monkeypatch):
+    monkeypatch.setenv("ATOMIC_VAULT_LOG_BACKEND", "files")
+    run_some(vault, 1)
+    out = av(vault, "migrate", "atlas", "--to", "sqlite")
+    assert out.exit_code == 0, out.output
+    assert "not switched" in out.output and "set ATOMIC_VAULT_LOG_BACKEND=sqlite" in out.output
+    assert not (vault / "atomic_vault.yaml").exists()
+
+
+def test_migrate_into_a_store_that_is_ahead_says_so(vault):
+    run_some(vault, 1)
+    assert av(vault, "migrate", "atlas", "--to", "sqlite", "--no-switch").exit_code == 0
+    AtomicAgent("atlas", root=vault, log="sqlite").call("a run on sqlite")
+    out = av(vault, "migrate", "atlas", "--to", "sqlite")
+    assert out.exit_code == 1 and "ahead" in out.output and "--from sqlite --to files" in out.output
 
 
 def test_migrate_refuses_a_target_with_other_records(vault):
@@ -201,3 +247,13 @@ class _Relocated(FileMemory):
 
     def reindex(self, folder, progress=None):
         return super().reindex(self.target, progress)
+
+
+def test_commands_about_one_agent_use_its_own_backend(vault):
+    run_some(vault, 1)
+    assert av(vault, "migrate", "atlas", "--to", "sqlite").exit_code == 0
+    run_some(vault, 1)  # only in the sqlite log now
+    found = json.loads(av(vault, "doctor", "atlas", "--json").output)["findings"]
+    assert any("verify in the sqlite log" in f["message"] for f in found)
+    shown = json.loads(av(vault, "verify", "atlas", "--json").output)
+    assert shown["ok"] and shown["records"] == 2

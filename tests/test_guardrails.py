@@ -419,3 +419,46 @@ def test_a_key_pasted_into_the_work_item_or_echoed_by_the_model_is_never_written
     for path in Path(vault).rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_hand_edited_cost_rollup_cache_is_ignored_and_a_resealed_one_fails_verify(vault):
+    # The guardrail check reads the cache: an edited entry must not move its decision.
+    import atomic_vault.backends.files as files
+    folder = open_agent("atlas", vault)
+    log = FileLog()
+    day = "2026-11-20"
+    for cost in (1.0, 2.0):
+        log.append(folder, {"kind": "run", "agent": "atlas", "ts": f"{day}T09:00:00.000+00:00",
+                            "cost_usd": cost, "status": "ok"})
+    cache_path = folder.state / "cost-rollup.json"
+    cache = json.loads(cache_path.read_text())
+    entry = cache[f"{day}.jsonl"]
+    entry["days"][day][3] = 50.0  # a raised spend would skip the next run on a cap
+    cache_path.write_text(json.dumps(cache))
+    files._ROLLUPS.clear()  # a new process
+    assert log.cost(folder, "day", since=day, until=day)[0].cost_usd == 3.0
+    checked = log.verify(folder)
+    assert checked.ok and any("not sealed" in w for w in checked.warnings)
+    entry["seal"] = files.seal(entry)  # sealed again by someone who read the code
+    cache_path.write_text(json.dumps(cache))
+    files._ROLLUPS.clear()
+    bad = log.verify(folder)
+    assert not bad.ok and bad.first_bad["reason"].startswith("tampered: the cost rollup cache")
+
+
+def test_an_unsealed_cost_rollup_cache_is_saved_sealed_at_the_next_append(vault):
+    import atomic_vault.backends.files as files
+    folder = open_agent("atlas", vault)
+    log = FileLog()
+    record = {"kind": "run", "agent": "atlas", "ts": "2026-11-20T09:00:00.000+00:00", "cost_usd": 1.0}
+    log.append(folder, record)
+    cache_path = folder.state / "cost-rollup.json"
+    cache = json.loads(cache_path.read_text())
+    for entry in cache.values():
+        del entry["seal"]  # as an older atomic-vault wrote it
+    cache_path.write_text(json.dumps(cache))
+    files._ROLLUPS.clear()
+    files._ON_DISK.clear()
+    log.append(folder, record)
+    saved = json.loads(cache_path.read_text())
+    assert all(entry["seal"] == files.seal(entry) for entry in saved.values())

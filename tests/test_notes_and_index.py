@@ -212,3 +212,14 @@ def test_doctor_repair_settles_a_note_whose_description_links_elsewhere(vault):
     notes = memory.scan(folder)[0]
     memory.put_index(folder, index.upsert(memory.get_index(folder), doctor.index_changes(folder, memory, notes)))
     assert doctor.index_changes(folder, memory, memory.scan(folder)[0]) == {}
+
+
+@pytest.mark.parametrize("value, fix", [(2, "upgrade atomic-vault"), (0, "set schema_version: 1"),
+                                        ("1", "set schema_version: 1")])
+def test_a_schema_version_problem_points_at_the_right_remedy(tmp_path, value, fix):
+    # `atomic-vault migrate` copies between backends: it cannot fix a note's schema.
+    path = write(tmp_path, "decision_deploy_window.md", {**GOOD, "schema_version": value})
+    meta, _ = read_note(path)
+    with pytest.raises(NoteError) as caught:
+        validate(meta, path)
+    assert fix in caught.value.fix and "migrate" not in caught.value.fix

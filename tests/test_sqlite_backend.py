@@ -154,3 +154,12 @@ def test_the_spend_table_is_backfilled_by_its_migration_and_follows_row_edits(ag
     conn.close()
     months = {r.period: (r.runs, r.cost_usd, r.unknown_cost) for r in log.cost(agent, "month")}
     assert months == {"2026-11": (2, 3.0, 1)}
+
+
+def test_a_legacy_record_with_a_numeric_status_still_verifies(agent):
+    # SQLite keeps a number bound to a TEXT column as text: not a forged column.
+    log = SQLiteLog()
+    legacy = {"agent": agent.name, "ts": "2026-01-01T00:00:00", "status": 200, "trigger": 7}
+    assert log.import_records(agent, iter([legacy])) == 1
+    log.append(agent, {"kind": "run", "agent": agent.name, "ts": "2026-11-20T09:00:00", "cost_usd": 1})
+    assert log.verify(agent).ok

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from atomic_vault import fileio, runlog
+from atomic_vault.backends import rows
 from atomic_vault.backends.files import FileLog
 from atomic_vault.backends.sqlite import SQLiteLog
 from atomic_vault.cli import cli
@@ -542,7 +543,10 @@ def test_sqlite_edited_field_with_its_hash_recomputed(db, bot):
     store, conn, path = db
     row_id, record = row(conn, 70)
     set_json(conn, row_id, rehashed(record, cost_usd=0.0))
-    sql_bad(store, bot, path, 71, 71, "inserted or replaced: prev does not match the record before")
+    # Caught at the row itself: its columns (hash, cost_usd) still say what was hashed.
+    result = store.verify(bot)
+    assert not result.ok and result.first_bad["seq"] == 70
+    assert result.first_bad["reason"].startswith("tampered: its hash column holds ")
 
 
 def test_sqlite_deleted_record(db, bot):
@@ -618,7 +622,10 @@ def test_sqlite_consistent_rewrite_is_caught_by_the_anchor(db, bot):
     for seq in range(1, TOTAL + 1):
         row_id, record = row(conn, seq)
         record = rehashed({**record, "cost_usd": 0.0}, prev=prev)
-        set_json(conn, row_id, record)
+        # A consistent rewrite: the indexed columns too (verify checks them against the JSON).
+        values = rows.columns(AGENT, record)
+        conn.execute(f"UPDATE records SET {', '.join(c + '=?' for c in rows.COLUMNS)}, json=? WHERE id=?",
+                     (*values, row_id))
         prev = record["hash"]
     conn.execute("UPDATE heads SET hash=?", (prev,))
     assert store.verify(bot).ok

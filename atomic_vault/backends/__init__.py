@@ -39,8 +39,10 @@ def redact(url: str | None) -> str:
     return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
-def vault_config(root: Path) -> dict[str, dict[str, str | None]]:
-    """The ``backends:`` block of ``<root>/atomic_vault.yaml`` as {kind: {backend, url}}."""
+def vault_config(root: Path, agent: str | None = None) -> dict[str, dict[str, str | None]]:
+    """The ``backends:`` block of ``<root>/atomic_vault.yaml`` as {kind: {backend, url}},
+    overlaid for ``agent`` with its entry under ``agents:`` (``migrate`` writes those: one
+    agent moves to another store while the others stay where their logs are)."""
     path = root / CONFIG_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,40 +54,52 @@ def vault_config(root: Path) -> dict[str, dict[str, str | None]]:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"is not valid YAML ({exc})", path=path, fix="fix the YAML syntax") from None
-    block = data.get("backends", {}) if isinstance(data, dict) else None
+    data = data if isinstance(data, dict) else None
+    out = _backends_block(data.get("backends", {}) if data is not None else None, path, "backends")
+    agents = data.get("agents", {}) if data is not None else {}
+    if not isinstance(agents, dict):
+        raise ConfigError("`agents` must be a mapping of agent name to backends", path=path, field="agents",
+                          fix="write e.g.  agents: {atlas: {log: sqlite}}")
+    if agent is not None and agents.get(agent) is not None:
+        out.update(_backends_block(agents[agent], path, f"agents.{agent}"))
+    return out
+
+
+def _backends_block(block: Any, path: Path, where: str) -> dict[str, dict[str, str | None]]:
     if not isinstance(block, dict):
-        raise ConfigError("`backends` must be a mapping of kind to backend", path=path, field="backends",
+        raise ConfigError(f"`{where}` must be a mapping of kind to backend", path=path, field=where,
                           fix="write e.g.  backends: {log: sqlite, lock: {backend: redis, url: redis://host}}")
     out: dict[str, dict[str, str | None]] = {}
     for kind, value in block.items():
         if kind not in KINDS:
-            raise ConfigError(f"unknown backend kind {kind!r}", path=path, field=f"backends.{kind}",
+            raise ConfigError(f"unknown backend kind {kind!r}", path=path, field=f"{where}.{kind}",
                               fix=f"use one of: {', '.join(KINDS)}")
         if isinstance(value, str):
             value = {"backend": value}
         if (not isinstance(value, dict) or not isinstance(value.get("backend"), str)
                 or set(value) - {"backend", "url"} or not isinstance(value.get("url", ""), (str, type(None)))):
             raise ConfigError("must be a backend name or {backend: NAME, url: URL}", path=path,
-                              field=f"backends.{kind}", fix="e.g.  log: {backend: postgres, url: postgresql://host/db}")
+                              field=f"{where}.{kind}", fix="e.g.  log: {backend: postgres, url: postgresql://host/db}")
         out[kind] = {"backend": value["backend"], "url": value.get("url")}
     return out
 
 
-def choice(kind: str, root: Path) -> tuple[str, str | None, str]:
+def choice(kind: str, root: Path, agent: str | None = None) -> tuple[str, str | None, str]:
     """(backend name, URL, where the choice came from) for one kind, without a kwarg."""
     env = os.environ.get(f"ATOMIC_VAULT_{kind.upper()}_BACKEND")
     env_url = os.environ.get(f"ATOMIC_VAULT_{kind.upper()}_URL") or None
     if env:
         return env.strip(), env_url, f"ATOMIC_VAULT_{kind.upper()}_BACKEND"
-    configured = vault_config(root).get(kind)
+    configured = vault_config(root, agent).get(kind)
     if configured:
         return configured["backend"], env_url or configured["url"], str(root / CONFIG_NAME)
     return DEFAULT, env_url, "default"
 
 
-def open_backend(kind: str, value: Any, root: Path) -> Any:
+def open_backend(kind: str, value: Any, root: Path, agent: str | None = None) -> Any:
     """The backend for ``kind``: ``value`` may be an object implementing the Protocol, a
-    backend name, or None to follow the environment, then the vault config, then files."""
+    backend name, or None to follow the environment, then the vault config (``agent``'s
+    own entry first), then files."""
     root = Path(root)
     if value is not None and not isinstance(value, str):
         missing = [m for m in _METHODS[kind] if not callable(getattr(value, m, None))]
@@ -96,7 +110,7 @@ def open_backend(kind: str, value: Any, root: Path) -> Any:
     if isinstance(value, str):
         name, url, source = value, os.environ.get(f"ATOMIC_VAULT_{kind.upper()}_URL") or None, "argument"
     else:
-        name, url, source = choice(kind, root)
+        name, url, source = choice(kind, root, agent)
     entries = known(kind)
     if name not in entries:
         names = ", ".join(sorted(entries)) or "none (is atomic-vault installed? pip install -e .)"

@@ -362,7 +362,13 @@ class FileLog:
         return runlog.read_head(folder)
 
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
-        return runlog.verify(folder, anchor)
+        result = runlog.verify(folder, anchor)
+        if result.ok:
+            problems, warnings = rollup_problems(folder)
+            result.warnings += warnings
+            if problems:
+                result.fail(folder.state / ROLLUP_CACHE, 1, None, problems[0])
+        return result
 
     def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
                        progress: Progress | None = None) -> int:
@@ -467,6 +473,11 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
     nothing on disk; and they persist only when a whole file had to be read, or when the
     newest file has grown by ROLLUP_LAG bytes since the copy on disk: a new process (a cron
     run's guardrail check) then reads at most that many bytes of new lines.
+
+    The guardrail check trusts these sums, so each entry is sealed (``seal``) over the
+    bytes it covers (offset and tail digest), the chain hash of the last record it read
+    (``covers``) and its sums: an entry edited by hand is ignored and rebuilt, and
+    ``verify`` recomputes every sealed entry from the day file (``rollup_problems``).
     """
     cache_path = folder.state / ROLLUP_CACHE
     saved = _ROLLUPS.get(cache_path)
@@ -477,7 +488,7 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
             saved = {}
         saved = saved if isinstance(saved, dict) else {}
         _ON_DISK[cache_path] = {key: entry.get("read") for key, entry in saved.items()
-                                if isinstance(entry, dict)}
+                                if seal(entry) and entry.get("seal") == seal(entry)}
     on_disk = _ON_DISK.setdefault(cache_path, {})
     worth_saving = False
     out = []
@@ -503,28 +514,44 @@ def _rollups(folder: AgentFolder, files: list[Path], persist: bool = False) -> l
 def _rollup_of(path: Path, entry: Any) -> tuple[dict[str, Any], bool]:
     """(rollup entry, whether it was (re)computed) for one day file."""
     st = os.stat(path)
-    if isinstance(entry, dict) and entry.get("ino") == st.st_ino and entry.get("mtime") == st.st_mtime_ns \
-            and entry.get("size") == st.st_size:
+    entry = entry if isinstance(entry, dict) and entry.get("seal") == seal(entry) else None
+    if entry is not None and (entry["ino"], entry["mtime"], entry["size"]) == (st.st_ino, st.st_mtime_ns, st.st_size):
         return entry, False
     days: dict[str, list] = {}
-    start = 0
+    start, covers = 0, None
     with open(path, "rb") as handle:
-        if (isinstance(entry, dict) and entry.get("ino") == st.st_ino
-                and isinstance(entry.get("read"), int) and 0 < entry["read"] <= st.st_size):
+        if entry is not None and entry["ino"] == st.st_ino and 0 < entry["read"] <= st.st_size:
             handle.seek(max(entry["read"] - _TAIL, 0))
-            if _digest(handle.read(min(entry["read"], _TAIL))) == entry.get("tail"):
-                start, days = entry["read"], {d: list(row) for d, row in entry["days"].items()}
+            if _digest(handle.read(min(entry["read"], _TAIL))) == entry["tail"]:
+                start, covers = entry["read"], entry["covers"]
+                days = {d: list(row) for d, row in entry["days"].items()}
         handle.seek(start)
         raw = handle.read()
     whole = raw.rfind(b"\n") + 1  # a torn last line is left for the next read
-    for line in raw[:whole].split(b"\n"):
+    covers = _add_lines(raw[:whole], days) or covers
+    read = start + whole
+    tail_from = max(read - _TAIL, 0)
+    tail = (raw[tail_from - start:whole] if tail_from >= start else _head_bytes(path, tail_from, read))
+    fresh = {"ino": st.st_ino, "mtime": st.st_mtime_ns, "size": st.st_size, "read": read,
+             "tail": _digest(tail), "covers": covers, "days": days}
+    fresh["seal"] = seal(fresh)
+    return fresh, True
+
+
+def _add_lines(raw: bytes, days: dict[str, list]) -> str | None:
+    """Add the run records of whole lines ``raw`` to ``days``; the last record's hash."""
+    last = None
+    for line in raw.split(b"\n"):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = fileio.loads_strict(line)
         except ValueError:
             continue
-        if not isinstance(record, dict) or record.get("kind", "run") != "run":
+        if not isinstance(record, dict):
+            continue
+        last = record.get("hash") if isinstance(record.get("hash"), str) else last
+        if record.get("kind", "run") != "run":
             continue
         row = days.setdefault(str(record.get("ts", ""))[:10], [0, 0, 0, 0.0, 0])
         row[0] += 1
@@ -535,11 +562,57 @@ def _rollup_of(path: Path, entry: Any) -> tuple[dict[str, Any], bool]:
             row[3] += cost
         else:
             row[4] += 1
-    read = start + whole
-    tail_from = max(read - _TAIL, 0)
-    tail = (raw[tail_from - start:whole] if tail_from >= start else _head_bytes(path, tail_from, read))
-    return {"ino": st.st_ino, "mtime": st.st_mtime_ns, "size": st.st_size, "read": read,
-            "tail": _digest(tail), "days": days}, True
+    return last
+
+
+_SEALED = ("ino", "mtime", "size", "read", "tail", "covers", "days")
+
+
+def seal(entry: Any) -> str | None:
+    """The digest binding a cached rollup to what it covers; None for a malformed entry."""
+    if not isinstance(entry, dict) or set(_SEALED) - set(entry) or not isinstance(entry.get("read"), int):
+        return None
+    body = json.dumps([entry[key] for key in _SEALED], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def rollup_problems(folder: AgentFolder) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the cost rollup cache on disk against the day files: a
+    sealed entry whose sums or chain hash differ from the bytes it covers would move a
+    guardrail decision (a problem); an unsealed one is ignored by every reader (a warning)."""
+    path = folder.state / ROLLUP_CACHE
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return [], []
+    problems: list[str] = []
+    warnings: list[str] = []
+    files = {day.name: day for day in runlog.day_files(folder)}
+    for name, entry in sorted(cache.items()) if isinstance(cache, dict) else []:
+        if name not in files:
+            continue
+        if not isinstance(entry, dict) or entry.get("seal") != seal(entry):
+            warnings.append(f"{path}: the cached cost rollup of {name} is not sealed (edited, or "
+                            "written by an older atomic-vault); it is ignored and rebuilt at the next run")
+            continue
+        st = os.stat(files[name])
+        with open(files[name], "rb") as handle:
+            raw = handle.read(entry["read"])
+        unchanged = (entry["ino"], entry["mtime"], entry["size"]) == (st.st_ino, st.st_mtime_ns, st.st_size)
+        grown = (entry["ino"] == st.st_ino and 0 < entry["read"] == len(raw)
+                 and _digest(raw[-_TAIL:]) == entry["tail"])
+        if not (unchanged or grown):
+            continue  # stale: readers rebuild it
+        days: dict[str, list] = {}
+        covers = _add_lines(raw[:raw.rfind(b"\n") + 1], days)
+        same = days.keys() == entry["days"].keys() and all(
+            row[:3] + row[4:] == list(entry["days"][day][:3]) + list(entry["days"][day][4:])
+            and abs(row[3] - entry["days"][day][3]) <= 1e-9 for day, row in days.items())
+        if not same or covers != entry["covers"]:
+            problems.append(f"tampered: the cost rollup cache ({path}) disagrees with {name} "
+                            "(edited outside atomic-vault; guardrail checks read it): "
+                            "delete the file, it is rebuilt from the log")
+    return problems, warnings
 
 
 def _digest(raw: bytes) -> str:

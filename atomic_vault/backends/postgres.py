@@ -9,7 +9,6 @@ writers on any host take turns and the chain cannot fork.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -221,7 +220,7 @@ class PostgresLog:
         with self.db.transaction() as conn:
             row = conn.execute("SELECT record FROM log_records WHERE agent=%s AND run_id=%s "
                                "ORDER BY id DESC LIMIT 1", (folder.name, run_id)).fetchone()
-        return json.loads(row[0]) if row else None
+        return rows.loads(row[0], self._where()) if row else None
 
     def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
         where, args = rows.query_filter(folder.name, query, "%s")
@@ -230,7 +229,7 @@ class PostgresLog:
             sql += f" LIMIT {max(int(query.limit), 0)}"
         with self.db.transaction() as conn:
             found = conn.execute(sql, args).fetchall()
-        return [json.loads(row[0]) for row in reversed(found)]
+        return [rows.loads(row[0], self._where()) for row in reversed(found)]
 
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
@@ -246,19 +245,20 @@ class PostgresLog:
         for _, _, record, _ in self._entries(folder):
             yield record
 
-    def _entries(self, folder: AgentFolder) -> Iterator[tuple[str, int, Any, Any]]:
+    def _entries(self, folder: AgentFolder, check: bool = False) -> Iterator[tuple[str, int, Any, Any]]:
+        """(where, row id, record, problem) in chain order; with ``check``, a row whose
+        indexed columns disagree with its JSON carries the reason as its problem."""
         last = 0
         while True:
             with self.db.transaction() as conn:
-                chunk = conn.execute("SELECT id, record FROM log_records WHERE agent=%s AND id>%s "
-                                     "ORDER BY id LIMIT 5000", (folder.name, last)).fetchall()
+                chunk = conn.execute(f"SELECT id, record, {', '.join(rows.COLUMNS)} FROM log_records "
+                                     "WHERE agent=%s AND id>%s ORDER BY id LIMIT 5000",
+                                     (folder.name, last)).fetchall()
             if not chunk:
                 return
-            for row_id, text in chunk:
-                try:
-                    yield f"{self._where()}#{row_id}", row_id, json.loads(text), None
-                except ValueError as exc:
-                    yield f"{self._where()}#{row_id}", row_id, None, f"not valid JSON ({exc})"
+            for row_id, text, *stored in chunk:
+                yield (f"{self._where()}#{row_id}", row_id,
+                       *rows.parsed(folder.name, text, stored if check else None))
             last = chunk[-1][0]
 
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
@@ -274,8 +274,25 @@ class PostgresLog:
 
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
         head = self.head(folder)
-        return runlog.check_chain(folder.name, self._entries(folder), head, f"{self._where()}#log_heads",
-                                  anchor=anchor)
+        result = runlog.check_chain(folder.name, self._entries(folder, check=True), head,
+                                    f"{self._where()}#log_heads", anchor=anchor)
+        if result.ok:
+            problem = self._spend_problem(folder)
+            if problem:
+                result.fail(f"{self._where()}#log_day_costs", 1, None, problem)
+        return result
+
+    def _spend_problem(self, folder: AgentFolder) -> str | None:
+        """The spend table against the sums of the (already checked) columns, in one
+        statement: one snapshot, so a run appending meanwhile changes neither alone."""
+        sql = ("SELECT 's', day, runs, input_tokens, output_tokens, cost_usd, unknown_cost "
+               "FROM log_day_costs WHERE agent=%s UNION ALL "
+               "SELECT 'r', day, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+               "coalesce(sum(cost_usd), 0), count(*) - count(cost_usd) FROM log_records "
+               "WHERE agent=%s AND kind='run' GROUP BY day")
+        with self.db.transaction() as conn:
+            found = conn.execute(sql, (folder.name, folder.name)).fetchall()
+        return rows.spend_problem([r[1:] for r in found if r[0] == "s"], [r[1:] for r in found if r[0] == "r"])
 
     def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
                        progress: Progress | None = None) -> int:

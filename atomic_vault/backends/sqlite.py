@@ -11,7 +11,6 @@ is picked up at the next run or ``reindex``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
@@ -224,7 +223,7 @@ class SQLiteLog:
         with self._read(folder) as db:
             row = db.execute("SELECT json FROM records WHERE agent=? AND run_id=? ORDER BY id DESC LIMIT 1",
                              (folder.name, run_id)).fetchone()
-        return json.loads(row[0]) if row else None
+        return rows.loads(row[0], str(self.path(folder))) if row else None
 
     def query(self, folder: AgentFolder, query: LogQuery = LogQuery()) -> list[dict[str, Any]]:
         where, args = rows.query_filter(folder.name, query, "?")
@@ -233,7 +232,7 @@ class SQLiteLog:
             sql += f" LIMIT {max(int(query.limit), 0)}"
         with self._read(folder) as db:
             found = db.execute(sql, args).fetchall()
-        return [json.loads(row[0]) for row in reversed(found)]
+        return [rows.loads(row[0], str(self.path(folder))) for row in reversed(found)]
 
     def cost(self, folder: AgentFolder, by: str = "day", *, since: str | None = None,
              until: str | None = None) -> list[CostRow]:
@@ -249,22 +248,20 @@ class SQLiteLog:
         for _, _, record, _ in self._entries(folder):
             yield record
 
-    def _entries(self, folder: AgentFolder) -> Iterator[tuple[str, int, Any, Any]]:
+    def _entries(self, folder: AgentFolder, check: bool = False) -> Iterator[tuple[str, int, Any, Any]]:
+        """(where, row id, record, problem) in chain order; with ``check``, a row whose
+        indexed columns disagree with its JSON carries the reason as its problem."""
         where = str(self.path(folder))
         last = 0
         while True:
             with self._read(folder) as db:
-                chunk = db.execute("SELECT id, json FROM records WHERE agent=? AND id>? ORDER BY id LIMIT ?",
-                                  (folder.name, last, BATCH)).fetchall()
+                chunk = db.execute(f"SELECT id, json, {', '.join(rows.COLUMNS)} FROM records "
+                                   "WHERE agent=? AND id>? ORDER BY id LIMIT ?",
+                                   (folder.name, last, BATCH)).fetchall()
             if not chunk:
                 return
-            for row_id, text in chunk:
-                try:
-                    record = json.loads(text)
-                except ValueError as exc:
-                    yield f"{where}#{row_id}", row_id, None, f"not valid JSON ({exc})"
-                    continue
-                yield f"{where}#{row_id}", row_id, record, None
+            for row_id, text, *stored in chunk:
+                yield (f"{where}#{row_id}", row_id, *rows.parsed(folder.name, text, stored if check else None))
             last = chunk[-1][0]
 
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
@@ -280,8 +277,29 @@ class SQLiteLog:
 
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
         head = self.head(folder)
-        return runlog.check_chain(folder.name, self._entries(folder), head,
-                                  f"{self.path(folder)}#heads", anchor=anchor)
+        result = runlog.check_chain(folder.name, self._entries(folder, check=True), head,
+                                    f"{self.path(folder)}#heads", anchor=anchor)
+        if result.ok:
+            problem = self._spend_problem(folder)
+            if problem:
+                result.fail(f"{self.path(folder)}#day_costs", 1, None, problem)
+        return result
+
+    def _spend_problem(self, folder: AgentFolder) -> str | None:
+        """The spend table against the sums of the (already checked) columns, both read
+        in one transaction so that a run appending meanwhile changes neither alone."""
+        with self._read(folder) as db:
+            db.execute("BEGIN")
+            try:
+                stored = db.execute("SELECT day, runs, input_tokens, output_tokens, cost_usd, unknown_cost "
+                                    "FROM day_costs WHERE agent=?", (folder.name,)).fetchall()
+                derived = db.execute("SELECT day, count(*), coalesce(sum(input_tokens), 0), "
+                                     "coalesce(sum(output_tokens), 0), total(cost_usd), sum(cost_usd IS NULL) "
+                                     "FROM records WHERE agent=? AND kind='run' GROUP BY day",
+                                     (folder.name,)).fetchall()
+            finally:
+                db.execute("COMMIT")
+        return rows.spend_problem(stored, derived)
 
     def import_records(self, folder: AgentFolder, records: Iterable[dict[str, Any]],
                        progress: Progress | None = None) -> int:

@@ -20,6 +20,7 @@ overrides ``stale_after`` (seconds).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -313,12 +314,36 @@ def _append_many(i: int, log: LogBackend, folder: AgentFolder, per: int) -> None
         log.append(folder, _run_record(folder.name, i * 1000 + n))
 
 
+def _stored_text(record: dict[str, Any]) -> str:
+    """A record's JSON as every built-in store keeps it (sorted keys, compact)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 class LogBackendSuite(_Suite):
-    """LogBackend: the chain, queries, cost rollups, verification, migration imports."""
+    """LogBackend: the chain, queries, cost rollups, verification, migration imports, and
+    a tamper matrix: what someone with access to the store can change, verify must see.
+
+    The tamper tests edit the store behind the backend's back through two hooks a store's
+    suite overrides: ``edit_stored`` (replace or remove one record's stored JSON) and
+    ``derived_forgeries`` (change each derived value the store keeps: indexed columns,
+    spend tables, rollup caches). Without ``edit_stored`` those tests are skipped.
+    """
 
     @pytest.fixture
     def log(self) -> LogBackend:
         raise NotImplementedError("provide a `log` fixture returning the backend under test")
+
+    def edit_stored(self, log: LogBackend, folder: AgentFolder, seq: int, text: str | None) -> None:
+        """Replace the stored JSON text of the record stored as ``seq`` (its row, or the
+        seq-th line of a file log) with ``text`` (None: remove it), bypassing the backend,
+        as an editor or a database client would."""
+        pytest.skip(f"{type(self).__name__} has no edit_stored hook for the tamper matrix")
+
+    def derived_forgeries(self, log: LogBackend) -> dict[str, Any]:
+        """{name: function(folder)}, each changing one derived value the store keeps
+        (an indexed column, a spend table, a rollup cache) and leaving the records alone.
+        Empty when the store keeps nothing derived."""
+        return {}
 
     @pytest.fixture
     def other_log(self, log) -> LogBackend:
@@ -455,6 +480,57 @@ class LogBackendSuite(_Suite):
         stored = log.append(other, _run_record("other", 1))
         assert stored["seq"] == 1 and [r["agent"] for r in log.records(other)] == ["other"]
         assert log.verify(agent).ok and log.verify(other).ok
+
+
+    # ---- the tamper matrix (every store, through the hooks above)
+
+    def _four_runs(self, log: LogBackend, folder: AgentFolder) -> list[dict[str, Any]]:
+        return [log.append(folder, _run_record(folder.name, i, day=f"2026-11-{20 + i // 2}"))
+                for i in range(4)]
+
+    def test_tamper_an_edited_field_is_caught(self, log, agent):
+        records = self._four_runs(log, agent)
+        self.edit_stored(log, agent, 2, _stored_text({**records[1], "cost_usd": 0.0}))
+        bad = log.verify(agent)
+        assert not bad.ok and bad.first_bad["seq"] == 2 and bad.first_bad["reason"].startswith("edited")
+
+    def test_tamper_a_dropped_record_is_caught(self, log, agent):
+        self._four_runs(log, agent)
+        self.edit_stored(log, agent, 2, None)
+        bad = log.verify(agent)
+        assert not bad.ok and bad.first_bad["seq"] == 3 and bad.first_bad["reason"].startswith("missing")
+
+    def test_tamper_a_cut_tail_is_caught(self, log, agent):
+        self._four_runs(log, agent)
+        self.edit_stored(log, agent, 4, None)
+        bad = log.verify(agent)
+        assert not bad.ok and bad.first_bad["reason"].startswith("truncated: HEAD says seq 4")
+
+    def test_tamper_reordered_records_are_caught(self, log, agent):
+        records = self._four_runs(log, agent)
+        self.edit_stored(log, agent, 2, _stored_text(records[2]))
+        self.edit_stored(log, agent, 3, _stored_text(records[1]))
+        bad = log.verify(agent)
+        assert not bad.ok and bad.first_bad["seq"] in (2, 3)
+
+    def test_tamper_a_duplicate_key_is_caught(self, log, agent):
+        # The forged copy first, the original last: a reader keeping the last copy hashes
+        # the original and would find nothing wrong, one keeping the first sees the forgery.
+        records = self._four_runs(log, agent)
+        self.edit_stored(log, agent, 2, '{"cost_usd":0.0,' + _stored_text(records[1])[1:])
+        bad = log.verify(agent)
+        assert not bad.ok and "duplicate key 'cost_usd'" in bad.first_bad["reason"]
+        assert bad.first_bad["reason"].startswith("tampered")
+
+    def test_tamper_a_forged_derived_value_is_caught(self, log, agent):
+        for n, (name, forge) in enumerate(self.derived_forgeries(log).items()):
+            folder = make_agent(agent.root, f"forged{n}")
+            self._four_runs(log, folder)
+            assert log.verify(folder).ok
+            forge(folder)
+            bad = log.verify(folder)
+            assert not bad.ok, f"{name} was forged and the log still verifies"
+            assert bad.first_bad["reason"].startswith("tampered"), bad.first_bad
 
 
 def _fence_part(head: dict[str, Any] | None) -> dict[str, Any]:
