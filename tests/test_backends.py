@@ -253,7 +253,7 @@ def test_commands_about_one_agent_use_its_own_backend(vault):
     run_some(vault, 1)
     assert av(vault, "migrate", "atlas", "--to", "sqlite").exit_code == 0
     run_some(vault, 1)  # only in the sqlite log now
-    found = json.loads(av(vault, "doctor", "atlas", "--json").output)["findings"]
+    found = [json.loads(line) for line in av(vault, "doctor", "atlas", "--json").stdout.splitlines()]
     assert any("verify in the sqlite log" in f["message"] for f in found)
     shown = json.loads(av(vault, "verify", "atlas", "--json").output)
     assert shown["ok"] and shown["records"] == 2
