@@ -655,6 +655,70 @@ def reindex(ctx: click.Context, name: str) -> None:
     click.echo(f"indexed {count} notes of {name} ({memory.name} backend)")
 
 
+@cli.command(name="eval")
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("cases", nargs=-1, callback=_text)
+@click.option("--model", callback=_model_name, help="Run the cases on this model instead of model.md's.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one case's outcome per line.")
+@click.pass_context
+def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | None, as_json: bool) -> None:
+    """Run agent NAME's golden cases (evals/*.md; only CASES when named), each on a
+    scratch copy of the agent: its notes, journal and log are never written.
+
+    Exit 0 every case passed, 1 a case failed, 2 an eval file is invalid (nothing run),
+    3 none failed but the cost guardrails skipped one. Each case is a real model call.
+
+    \b
+    Examples:
+      atomic-vault eval atlas
+      atomic-vault eval atlas remember_a_project --model offline --json
+    """
+    from .errors import AtomicVaultError
+    from .evals import load_cases, run_cases
+
+    try:
+        folder = _folder(ctx, name)
+        chosen, invalid = load_cases(folder, cases)
+    except AtomicVaultError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    for exc in invalid:
+        click.echo(f"error: {exc}", err=True)
+    if invalid:
+        click.echo(f"{len(invalid)} invalid eval file(s): no case was run", err=True)
+        sys.exit(EXIT_USAGE)
+    if not chosen:
+        click.echo(f"error: {folder.path / 'evals'}: no eval cases (fix: add evals/CASE.md with one "
+                   "```yaml block of work: and expect:, spec/14-evals.md)", err=True)
+        sys.exit(EXIT_USAGE)
+    outcomes = []
+    try:
+        running = run_cases(folder, chosen, _backend(ctx, "log", agent=name),
+                            _backend(ctx, "memory", agent=name), model=model)
+        if not as_json:
+            click.echo(f"{'case':<28} {'result':<7} {'status':<7} {'cost':>9}  what failed")
+        for outcome in running:
+            outcomes.append(outcome)
+            for warning in outcome.warnings:
+                click.echo(f"warning: {outcome.case}: {warning}", err=True)
+            if as_json:
+                from dataclasses import asdict
+                click.echo(json.dumps(asdict(outcome), ensure_ascii=False, default=str))
+                continue
+            failed = "; ".join(outcome.failures) or "-"
+            click.echo(f"{outcome.case[:28]:<28} {outcome.verdict.upper():<7} {outcome.status:<7} "
+                       f"{_cost_text(outcome.cost_usd):>9}  {failed}")
+    except AtomicVaultError as exc:
+        _fail(exc)
+    counts = {verdict: sum(o.verdict == verdict for o in outcomes) for verdict in ("pass", "fail", "skipped")}
+    known = [o.cost_usd for o in outcomes if o.cost_usd is not None]
+    unknown = f" + {len(outcomes) - len(known)} of unknown cost" if len(known) < len(outcomes) else ""
+    click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped; "
+               f"cost {_cost_text(sum(known))}{unknown}", err=True)
+    sys.exit(EXIT_ERROR if counts["fail"] else EXIT_SKIPPED if counts["skipped"] else EXIT_OK)
+
+
 @cli.command()
 @_root_option
 @click.argument("name")
