@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -139,6 +140,11 @@ class FileMemory:
         hits.sort(key=lambda h: (-h.score, h.file))
         return hits[:max(limit, 0)]
 
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        """What a run's write-back may write here, checked before its first write (each
+        note is checked again as it is written: a bad one rejects only its capture)."""
+        return [folder.index]
+
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
         catalog.forget(folder)
         notes, errors = catalog.scan(folder)
@@ -155,6 +161,36 @@ def refuse_linked_folders(folder: AgentFolder, path: Path) -> None:
         if where.is_symlink() or (where.exists() and not where.is_dir()):
             raise NoteError(f"{parent.as_posix()}/ is a link or not a folder; nothing was written",
                             path=where, fix=f"make {parent.as_posix()}/ a plain folder inside the agent folder")
+
+
+def check_destination(folder: AgentFolder, path: Path) -> None:
+    """Refuse, before anything is written, a destination inside the agent folder that a
+    write could not take: a link or a non-folder on the way down, a link or a non-regular
+    file at the end, or a missing folder whose parent cannot take it."""
+    where = folder.path
+    for part in path.relative_to(folder.path).parts:
+        where = where / part
+        last = where == path
+        try:
+            st = os.lstat(where)
+        except FileNotFoundError:
+            if not os.access(where.parent, os.W_OK | os.X_OK):
+                parent = "the agent folder" if where.parent == folder.path else folder.relative(where.parent) + "/"
+                raise NoteError(f"cannot be created: {parent} is not writable; nothing was written", path=where,
+                                fix="make the agent folder writable by the user running the agent") from None
+            return
+        what = folder.relative(where) + ("" if last else "/")
+        if stat.S_ISLNK(st.st_mode):
+            raise NoteError(f"{what} is a link; the write-back writes only inside the agent folder, "
+                            "and nothing was written", path=where,
+                            fix=f"replace {what} with the plain {'file' if last else 'folder'} it points to")
+        if not (stat.S_ISREG(st.st_mode) if last else stat.S_ISDIR(st.st_mode)):
+            raise NoteError(f"{what} is not a {'regular file' if last else 'folder'}; nothing was written",
+                            path=where, fix=f"move it away and make {what} a plain "
+                                            f"{'file' if last else 'folder'}")
+    if not os.access(path, os.W_OK):
+        raise NoteError("is not writable; nothing was written", path=path,
+                        fix="make it writable by the user running the agent")
 
 
 def _refuse_links(folder: AgentFolder, path: Path) -> None:
@@ -303,6 +339,9 @@ class FileLog:
     def ready(self, folder: AgentFolder) -> None:
         refuse_linked_folders(folder, folder.head)
         runlog.ready(folder)
+
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        return [folder.log_file(day), folder.head]
 
     def append(self, folder: AgentFolder, record: dict[str, Any],
                fence: tuple[str, int] | None = None) -> dict[str, Any]:
@@ -563,6 +602,9 @@ class FileJournal:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        return [folder.journal_file(day)]
 
     def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
         path = folder.journal_file(when.date())
