@@ -430,3 +430,70 @@ class _NoReads:
 
     def recent(self, folder, days):
         return []
+
+
+# ---- a disk failure at every write of a CLI run -------------------------------------------
+
+CLI_WORK = "one\nremember: project: disk failure at a write"
+
+
+def cli_run(root):
+    from click.testing import CliRunner
+
+    from atomic_vault.cli import cli
+
+    return CliRunner().invoke(cli, ["--root", str(root), "run", "atlas", CLI_WORK])
+
+
+def fresh_vault(tmp_path, name):
+    import shutil
+
+    from conftest import SAMPLES
+
+    root = tmp_path / name
+    shutil.copytree(SAMPLES, root)
+    return root
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_disk_failure_at_every_write_of_a_cli_run_is_one_line_and_the_log_agrees(tmp_path, code):
+    points = []
+    fileio.fault_hook = lambda point, path: points.append(point)
+    try:
+        assert cli_run(fresh_vault(tmp_path, "count")).exit_code == 0
+    finally:
+        fileio.fault_hook = None
+    assert len(points) >= 8
+    for n in range(1, len(points) + 1):
+        root = fresh_vault(tmp_path, f"{code}-{n}")
+        folder = open_agent("atlas", root)
+        records_before = len(list(runlog.records(folder)))
+        fired: list[Path] = []
+
+        def hook(point, path, seen=[0]):
+            seen[0] += 1
+            if seen[0] == n:
+                fired.append(path)
+                raise OSError(code, os.strerror(code))  # as os.write raises it: no file name
+
+        fileio.fault_hook = hook
+        try:
+            result = cli_run(root)
+        finally:
+            fileio.fault_hook = None
+        where = f"write {n} ({points[n - 1]} of {fired[0] if fired else '?'})"
+        assert fired, where
+        assert "Traceback" not in result.output and not isinstance(result.exception, OSError), where
+        records = list(runlog.records(folder))
+        if result.exit_code == 1:  # before the commit point: one line, and nothing of the run
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and str(fired[0]) in errors[0] and "(fix: " in errors[0], where
+            assert len(records) == records_before, where
+            assert problems(folder) == [], where
+            assert not (folder.memory / "project_disk_failure_at_a_write.md").exists(), where
+        else:  # after it (or a derived cache): the run is logged ok, and says what lags
+            assert result.exit_code == 0, where
+            assert records[-1][2]["status"] == "ok" and len(records) == records_before + 1, where
+            if ".atomic_vault" not in fired[0].parts:
+                assert any(line.startswith("warning: ") and str(fired[0]) in line
+                           for line in result.stderr.splitlines()), where
