@@ -25,7 +25,7 @@ from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dir
 from ..notes import FILENAME, matching
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..locks import os_locks
-from ..vault import MONTH, AgentFolder
+from ..vault import MONTH, AgentFolder, readable_inside
 
 WORD = re.compile(r"\w+")
 
@@ -67,15 +67,18 @@ class FileMemory:
         self.url = url
 
     def scan(self, folder: AgentFolder):
+        refuse_linked_memory(folder)
         return catalog.scan(folder)
 
     def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
              archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
+        refuse_linked_memory(folder)
         notes, _ = catalog.scan(folder, persist=False)
         return matching(notes.values(), type=type, pinned=pinned, archived=archived, recent=recent)
 
     def get(self, folder: AgentFolder, file: str) -> str | None:
         path = note_path(folder, file)
+        refuse_linked_memory(folder)
         try:
             return read_text_cached(path)
         except UnicodeDecodeError as exc:
@@ -103,6 +106,7 @@ class FileMemory:
         return True
 
     def get_index(self, folder: AgentFolder) -> str | None:
+        refuse_linked_memory(folder)
         if folder.index.is_symlink() or (folder.index.exists() and not folder.index.is_file()):
             raise NoteError("is a link or not a regular file", path=folder.index,
                             fix="move it away; `doctor --repair` then rebuilds INDEX.md from the notes")
@@ -125,6 +129,7 @@ class FileMemory:
         terms = words(query)
         if not terms:
             return []
+        refuse_linked_memory(folder)
         notes, _ = catalog.scan(folder, persist=False)
         hits = []
         for file, summary in notes.items():
@@ -161,6 +166,16 @@ def refuse_linked_folders(folder: AgentFolder, path: Path) -> None:
         if where.is_symlink() or (where.exists() and not where.is_dir()):
             raise NoteError(f"{parent.as_posix()}/ is a link or not a folder; nothing was written",
                             path=where, fix=f"make {parent.as_posix()}/ a plain folder inside the agent folder")
+
+
+def refuse_linked_memory(folder: AgentFolder) -> None:
+    """memory/ is read, as it is written, only as a plain folder of the agent: notes behind
+    a link would reach the prompt from outside the agent folder."""
+    memory = folder.memory
+    if memory.is_symlink() or (memory.exists() and not memory.is_dir()):
+        raise NoteError("memory/ is a link or not a folder; notes are read and written only "
+                        "inside the agent folder", path=memory,
+                        fix="make memory/ a plain folder inside the agent folder (move the notes into it)")
 
 
 def check_destination(folder: AgentFolder, path: Path) -> None:
@@ -617,8 +632,11 @@ class FileJournal:
         refuse_linked_folders(folder, folder.journal / "day")  # refused before the model is paid
         out = []
         for path in recent_journal_days(folder, days):
+            real = readable_inside(folder, path)  # a day behind a link out, or a FIFO: refused
+            if real is None:
+                continue
             try:
-                text = read_text_cached(path)
+                text = read_text_cached(real)
             except UnicodeDecodeError as exc:
                 raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                                 fix="re-save the journal file as UTF-8") from None
