@@ -181,7 +181,7 @@ def refuse_linked_memory(folder: AgentFolder) -> None:
 def check_destination(folder: AgentFolder, path: Path) -> None:
     """Refuse, before anything is written, a destination inside the agent folder that a
     write could not take: a link or a non-folder on the way down, a link or a non-regular
-    file at the end, or a missing folder whose parent cannot take it."""
+    file at the end, or a folder (missing, or the file's own) that cannot take it."""
     where = folder.path
     for part in path.relative_to(folder.path).parts:
         where = where / part
@@ -203,9 +203,9 @@ def check_destination(folder: AgentFolder, path: Path) -> None:
             raise NoteError(f"{what} is not a {'regular file' if last else 'folder'}; nothing was written",
                             path=where, fix=f"move it away and make {what} a plain "
                                             f"{'file' if last else 'folder'}")
-    if not os.access(path, os.W_OK):
-        raise NoteError("is not writable; nothing was written", path=path,
-                        fix="make it writable by the user running the agent")
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # a replace renames, an append may create
+        raise NoteError(f"cannot be written: {folder.relative(path.parent)}/ is not writable; nothing "
+                        "was written", path=path, fix="make the folder writable by the user running the agent")
 
 
 def _refuse_links(folder: AgentFolder, path: Path) -> None:
