@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, clock, guardrails, journal, keys, pricing, retries
+from . import captures, clock, guardrails, journal, keys, pricing, retries, writeback
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
-from .errors import AtomicVaultError, ConfigError, LogError, ModelError, NoteError
+from .errors import AtomicVaultError, ConfigError, HeadBehind, LogError, ModelError
 from .models import Model, ModelRequest, ModelResponse, UnavailableModel, load_model, token_ceiling
 from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
@@ -95,22 +95,32 @@ class AtomicAgent:
             found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
             with self.lock.hold(self.folder, self.lock_timeout) as lease:
                 self.log.ready(self.folder)  # checked again under the lock, before any note is written
-                outcomes = captures.write(self.folder, self.memory, tools, found, started.date(),
-                                          lease) + rejected
-                cost = run.settle(done)
-                lease.check()
-                self.journal.append(self.folder, started, run.redact(journal.section(
+                writeback.preflight(self.folder, started.date(), self.memory, self.log, self.journal)
+                notes = writeback.Notes(self.memory, lease)  # checks the lease before each write
+                try:
+                    outcomes = captures.write(self.folder, notes, tools, found, started.date(),
+                                              lease) + rejected
+                    cost = run.settle(done)
+                    lease.check()
+                    late, record = [], self.log.append(self.folder, run.record(done, cost, outcomes),
+                                                       fence=_fence(self.lock, lease))
+                except HeadBehind as exc:  # the record is durable: the run is logged (spec/02)
+                    late, record = [str(exc)], exc.record
+                except BaseException as exc:  # before the commit point: take back, leave nothing
+                    left = notes.take_back(self.folder)
+                    if left:
+                        raise writeback.failed(exc, left, self.name) from exc
+                    raise
+                late += _journal_after(self, started, record, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
                     answer=response.text if response else done.error, outcomes=outcomes,
                     status="error" if done.error else "ok")))
-                record = self.log.append(self.folder, run.record(done, cost, outcomes),
-                                         fence=_fence(self.lock, lease))
         finally:
             run.release()
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
-        return _result(record, response, outcomes, prompt, run.redact.all(run.warnings))
+        return _result(record, response, outcomes, prompt, run.redact.all(run.warnings + late))
 
     def _check_log(self) -> None:
         """Fail before the model is paid for when the log cannot take a record. Unlocked
@@ -188,6 +198,18 @@ def _count(model: Model, prompt: Prompt, config: ModelConfig, agent: str,
         warnings.append(f"the provider could not count the prompt's tokens ({type(exc).__name__}: "
                         f"{keys.redact(str(exc))[:200]}); the estimate was used")
         return None
+
+
+def _journal_after(agent: AtomicAgent, started: datetime, record: dict[str, Any], section: str) -> list[str]:
+    """Append the run's journal section once its record is durable, so that a run refused
+    or failed before its commit point leaves none; a failure now is a warning: the run is
+    logged, only its journal section is missing."""
+    try:
+        agent.journal.append(agent.folder, started, section)
+    except (AtomicVaultError, OSError) as exc:
+        return [f"the run is logged as seq {record['seq']}, but its journal section was not written "
+                f"({exc}); fix the cause (a full disk?): the log record holds the run"]
+    return []
 
 
 def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
@@ -299,15 +321,20 @@ class _Run:
         """Log (and journal) a run the guardrails stopped before any model was paid for."""
         agent, reason = self.agent, "; ".join(self.budget.reasons)
         with agent.lock.hold(agent.folder, agent.lock_timeout) as lease:
-            agent.journal.append(agent.folder, self.started, self.redact(journal.section(
+            writeback.preflight(agent.folder, self.started.date(), agent.log, agent.journal)
+            done = retries.Completion(None, None, model)
+            try:
+                late, record = [], agent.log.append(
+                    agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
+                                   "summary": self.redact(f"skipped: {journal.shorten(reason, 180)}")},
+                    fence=_fence(agent.lock, lease))
+            except HeadBehind as exc:
+                late, record = [str(exc)], exc.record
+            late += _journal_after(agent, self.started, record, self.redact(journal.section(
                 self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
-            done = retries.Completion(None, None, model)
-            record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
-                                                     "summary": self.redact(f"skipped: {journal.shorten(reason, 180)}")},
-                                      fence=_fence(agent.lock, lease))
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
-        return _result(record, None, [], self.prompt, self.redact.all(self.warnings))
+        return _result(record, None, [], self.prompt, self.redact.all(self.warnings + late))
 
     def settle(self, done: retries.Completion) -> float | None:
         """The run's cost; under the lock, drop its reservation and note thresholds crossed."""

@@ -20,7 +20,7 @@ from .models import estimate_tokens
 from .notes import every_problem, is_live
 from .fileio import read_text_cached
 from .protocols import JournalBackend, MemoryBackend
-from .vault import PERSONA_FILES, AgentFolder
+from .vault import PERSONA_FILES, AgentFolder, readable_inside
 
 TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # Groups of layers that change at the same pace; providers that cache prompts may cache
@@ -110,9 +110,14 @@ def _layer(source: str, text: str | None, layer: str) -> Layer | None:
 
 
 def _file_text(folder: AgentFolder, path: Path) -> str | None:
-    """Persona, goal, tools and wiki files are always plain files in the agent folder."""
+    """Persona, goal, tools and wiki files are always plain files in the agent folder:
+    anything else there is an error, not a layer silently left out (tools.md, a config
+    file, may link to a shared one, as spec/06 allows)."""
+    real = readable_inside(folder, path, shared=path == folder.tools)
+    if real is None:
+        return None
     try:
-        return read_text_cached(path)
+        return read_text_cached(real)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                           fix="re-save the file as UTF-8") from None

@@ -16,11 +16,30 @@ def _dump(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception, agent: str | None = None) -> None:
+    """One line on stderr, naming the file and the fix, and the exit code: never a traceback."""
     from .errors import LockTimeout
 
-    click.echo(f"error: {exc}", err=True)
+    text = _disk_error(exc, agent or "AGENT") if isinstance(exc, OSError) else str(exc)
+    click.echo("error: " + " ".join(text.split()), err=True)
     sys.exit(EXIT_BUSY if isinstance(exc, LockTimeout) else EXIT_ERROR)
+
+
+def _disk_error(exc: OSError, agent: str) -> str:
+    """A failed read or write of the disk (full, I/O error, permissions), as the file and the fix."""
+    import errno
+
+    where = exc.filename or "a file of the vault"
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "free space on the disk holding the vault (or raise the quota), then run again"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the file and its folder writable by the user running atomic-vault"
+    elif exc.errno == errno.EIO:
+        fix = "the disk reported an I/O error: check it before running again"
+    else:
+        fix = "check the disk and the file"
+    return (f"{where}: {exc.strerror or exc} (fix: {fix}; `atomic-vault doctor {agent}` "
+            "then checks the agent)")
 
 
 # Argument checks. Text that reaches the files must be valid Unicode (an argument holding
@@ -110,7 +129,17 @@ def _root_option(command: Any) -> Any:
                         help="Vault folder holding the agents (as before the command).")(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command reports a failed read or write of the disk as one error line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="ATOMIC_VAULT_ROOT", type=_Path(file_okay=False),
               help="Vault folder holding the agents [env ATOMIC_VAULT_ROOT; default ~/agents].")
 @click.version_option(package_name="atomic-vault")
@@ -208,8 +237,8 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
         result = agent.call(work_item, critical=critical)
-    except AtomicVaultError as exc:
-        _fail(exc)
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:

@@ -9,6 +9,7 @@ the chain are never rewritten.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +49,7 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
                            str(path) if path is not None else None, fix))
 
     _check_layout(folder, add)
+    _check_links(folder, add)
     memory, log = backends["memory"], backends["log"]
     _check_models_and_costs(folder, log, add)
     if memory.name != "files":
@@ -96,6 +98,34 @@ def _check_layout(folder: AgentFolder, add) -> None:
         add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
     else:
         add("layout", "ok", "agent folder layout is valid")
+
+
+def _check_links(folder: AgentFolder, add) -> None:
+    """Every link and every special file in the agent folder (derived state and .git
+    aside): runs refuse them on reads and writes, so each is named here with its fix."""
+    base = os.path.realpath(folder.path)
+    shared = {folder.model, folder.tools}  # config files may link to a shared one (spec/06)
+    for directory, dirs, files in os.walk(folder.path):
+        dirs[:] = [d for d in dirs if d not in (".atomic_vault", ".git")]
+        for name in sorted(dirs + files):
+            path = Path(directory) / name
+            st = os.lstat(path)
+            what = folder.relative(path)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(path)
+                inside = real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+                if path in shared:
+                    add("links", "warn", f"{what} is a link to {real}, read as a shared config file",
+                        path, "keep it only if that file is meant to be shared")
+                elif what == "memory" or what.startswith("memory/"):
+                    add("links", "error", f"{what} is a link; notes are read and written only as plain "
+                        "files in memory/", path, "replace the link with the file or folder it points to")
+                elif not inside:
+                    add("links", "error", f"{what} is a link out of the agent folder (to {real}); runs "
+                        "refuse it", path, "replace the link with a copy inside the agent folder")
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                add("links", "error", f"{what} is not a regular file (a FIFO, a device or a socket); "
+                    "runs refuse it", path, "remove it, or replace it with a plain file")
 
 
 def _check_models_and_costs(folder: AgentFolder, log: Any, add) -> None:
@@ -255,8 +285,8 @@ def _check_memory_disagreement(folder: AgentFolder, memory: Any, add) -> None:
 
 
 def _check_notes(folder: AgentFolder, memory: Any, add) -> dict[str, dict[str, Any]] | None:
-    if memory.name in ("files", "sqlite") and not folder.memory.is_dir():
-        return None
+    if memory.name in ("files", "sqlite") and (folder.memory.is_symlink() or not folder.memory.is_dir()):
+        return None  # a linked memory/ is reported by the links check
     notes, broken = memory.scan(folder)
     for name, error in sorted(broken.items()):
         for problem in every_problem(error):  # all of them at once, not one per fix
@@ -348,7 +378,8 @@ def _journal_days(folder: AgentFolder) -> list[Path]:
     if not folder.journal.is_dir():
         return []
     return [path for month in sorted(folder.journal.iterdir()) if month.is_dir() and MONTH.match(month.name)
-            for path in sorted(month.glob("????-??-??.md"))]
+            for path in sorted(month.glob("????-??-??.md"))
+            if path.is_file() and not path.is_symlink()]  # the others: the links check
 
 
 def _cut_mid_character(raw: bytes) -> bool | None:

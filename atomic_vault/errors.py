@@ -75,3 +75,18 @@ class BackendError(AtomicVaultError):
 
 class LockLost(AtomicVaultError):
     """The lock expired or was taken over while held: this holder must not write."""
+
+
+class HeadBehind(LogError):
+    """The record is appended and durable (the run's commit point has passed), but log/HEAD
+    could not be moved to it. The run *is* logged: HEAD lags one record behind, which
+    ``verify`` reports and the next append or ``doctor --repair`` corrects. ``record`` is
+    the record as written."""
+
+    def __init__(self, record: dict, reason: OSError):
+        self.record = record
+        where = reason.filename or "log/HEAD"
+        super().__init__(f"the run is logged as seq {record.get('seq')}, but log/HEAD could not be "
+                         f"moved to it ({reason.strerror or reason}): HEAD lags one record behind",
+                         path=where, fix="free space or fix the disk; the next run, or "
+                                         "`atomic-vault doctor AGENT --repair`, moves HEAD")

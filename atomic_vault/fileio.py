@@ -55,6 +55,8 @@ def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         _fsync(fd)
+    except OSError as exc:
+        raise _named(exc, directory)
     finally:
         os.close(fd)
 
@@ -136,8 +138,10 @@ def synced_temp(path: Path, raw: bytes, mode: int | None = None, *, durable: boo
             os.close(fd)
         if fault_hook is not None:
             fault_hook("temp:complete", path)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _named(exc, path)
         raise
     return temp
 
@@ -200,13 +204,14 @@ def _cut_back(fd: int, written: int) -> None:
         pass
 
 
-def create_new(path: Path, text: str) -> bool:
+def create_new(path: Path, text: str, *, durable: bool = True) -> bool:
     """Create ``path`` holding ``text`` unless it exists (then False): the content is
     complete before the name appears (hard link of a synced temp file), so concurrent
-    creators never see, or add to, a half-made file."""
+    creators never see, or add to, a half-made file. ``durable=False`` skips fsync, for
+    derived state only."""
     try:
         make_dirs(path.parent)
-        temp = synced_temp(path, text.encode("utf-8"))
+        temp = synced_temp(path, text.encode("utf-8"), durable=durable)
         try:
             os.link(temp, path)
             created = True
@@ -214,7 +219,7 @@ def create_new(path: Path, text: str) -> bool:
             created = False
         finally:
             temp.unlink(missing_ok=True)
-        if created:
+        if created and durable:
             fsync_dir(path.parent)
     except OSError as exc:
         raise _named(exc, path)

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from .config import ModelConfig
+from .fileio import create_new
 from .locks import pid_alive
 from .pricing import Price
 from .protocols import LogBackend
@@ -186,12 +187,10 @@ def _hold(folder: AgentFolder, usd: float) -> str:
     a shared file, and a run killed mid-write leaves at most one unreadable (ignored) file."""
     host = re.sub(r"[^A-Za-z0-9.-]", "_", _host())
     key = f"{host}_{os.getpid()}_{os.urandom(4).hex()}.json"
-    directory = folder.ensure_state_dir() / RESERVATIONS
-    directory.mkdir(exist_ok=True)
-    fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"usd": usd, "host": _host(), "pid": os.getpid(),
-                                 "at": time.time()}))
+    # through fileio: whole before its name appears, and a full disk names the file
+    create_new(folder.ensure_state_dir() / RESERVATIONS / key,
+               json.dumps({"usd": usd, "host": _host(), "pid": os.getpid(), "at": time.time()}),
+               durable=False)
     return key
 
 
@@ -205,6 +204,8 @@ def in_flight(folder: AgentFolder, prune: bool = True) -> dict[str, float]:
         return {}
     host, now, out = _host(), time.time(), {}
     for name in names:
+        if name.startswith("."):  # a temp file of a reservation being made (fileio)
+            continue
         path = folder.state / RESERVATIONS / name
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))

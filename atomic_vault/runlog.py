@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import LockLost, LogError
+from .errors import HeadBehind, LockLost, LogError
 from .fileio import append_jsonl, atomic_write, ends_torn, last_line, loads_strict, read_jsonl
 from .vault import MONTH, AgentFolder
 
@@ -163,7 +163,10 @@ def append(folder: AgentFolder, record: dict[str, Any],
     if newest is not None and newest.name > path.name:
         path = newest  # the clock went back: never append before the chain's end
     append_jsonl(path, chained)
-    write_head(folder, chained["seq"], chained["hash"], kept)
+    try:
+        write_head(folder, chained["seq"], chained["hash"], kept)
+    except OSError as exc:  # the record is durable: the run is logged, HEAD lags (spec/02)
+        raise HeadBehind(chained, exc) from exc
     return chained
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import date
@@ -116,6 +117,28 @@ class AgentFolder:
             from .fileio import atomic_write
             atomic_write(ignore, "*\n", durable=False)
         return self.state
+
+
+def readable_inside(folder: AgentFolder, path: Path, *, shared: bool = False) -> Path | None:
+    """Where to read ``path`` from: its real path when that is a regular file inside the
+    agent folder, None when it is missing. A link (the file's, or a folder's on the way)
+    that leads out of the agent folder, or a FIFO, device or folder where a file belongs,
+    is an error naming the file: never silently followed, never silently dropped.
+    ``shared``: a config file (model.md, tools.md), which may be a link to a shared one."""
+    base = os.path.realpath(folder.path)
+    real = os.path.realpath(path)
+    if not shared and real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise ConfigError(f"is a link out of the agent folder (to {real}); files outside it are "
+                          "never read", path=path,
+                          fix="replace the link with a copy of the file inside the agent folder")
+    try:
+        st = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError("is not a regular file (a FIFO, a device or a folder)", path=path,
+                          fix="replace it with a plain Markdown file, or remove it")
+    return Path(real)
 
 
 def open_agent(name: str, root: str | os.PathLike | None = None) -> AgentFolder:

@@ -846,28 +846,104 @@ def test_a_note_that_is_not_a_regular_file_is_left_out_and_nothing_follows_it(ho
     assert under(assert_confined(before, tree(home)), "memory") == [] and passwd_digest() == passwd
 
 
-def test_memory_as_a_link_out_of_the_agent_folder_is_read_but_never_written(home):
-    """Documented: notes found through a linked memory/ are read; captures are refused."""
+def test_memory_as_a_link_out_of_the_agent_folder_is_neither_read_nor_written(home):
+    """Regression: notes found through a linked memory/ reached the prompt."""
     case("layout", "memory-link-outside")
     outside = home / "elsewhere"
     outside.mkdir()
     (outside / "project_hand.md").write_text(note_text(), encoding="utf-8")
     folder_of(home).memory.symlink_to(outside)
     before = tree(home)
-    result = call(home, fenced(cap()))
-    assert result.captures[0]["status"] == "rejected"
-    assert result.captures[0]["reason"].startswith("memory/ is a link or not a folder")
-    moved = assert_confined(before, tree(home))
-    assert not any(p.startswith("elsewhere") for p in moved) and under(moved, "memory") == []
+    model, prompts = Answer(fenced(cap())), []
+    answer = model.complete
+    model.complete = lambda request: prompts.append(request) or answer(request)
+    with pytest.raises(NoteError) as caught:
+        AtomicAgent(AGENT, root=home / "vault", model=model).call("do it")
+    assert caught.value.message.startswith("memory/ is a link or not a folder") and caught.value.fix
+    assert changed(before, tree(home)) == [] and prompts == []  # nothing written, nothing sent
 
 
-def test_memory_as_a_file_refuses_captures(home):
+def test_memory_as_a_file_refuses_the_run(home):
     case("layout", "memory-is-a-file")
     folder_of(home).memory.write_text("not a folder\n", encoding="utf-8")
     before = tree(home)
-    result = call(home, fenced(cap()))
-    assert result.captures[0]["status"] == "rejected"
-    assert under(assert_confined(before, tree(home)), "memory") == []
+    with pytest.raises(NoteError):
+        call(home, fenced(cap()))
+    assert changed(before, tree(home)) == []
+
+
+def _links_found(home: Path) -> list[str]:
+    from atomic_vault import doctor
+
+    return [f.message for f in doctor.check(folder_of(home)) if f.check == "links" and f.level == "error"]
+
+
+@pytest.mark.parametrize("target", ["persona/SOUL.md", "persona/USER.md", "goal.md", "wiki/INDEX.md",
+                                    "persona", "journal/day"])
+@pytest.mark.parametrize("kind", ["link-outside", "fifo"])
+def test_prompt_files_behind_a_link_out_or_a_fifo_are_an_error_not_dropped(home, target, kind):
+    """Regression: such files were silently left out of the prompt; outside text never enters it."""
+    case("layout", "prompt-file", kind, target)
+    folder = folder_of(home)
+    if target == "journal/day":
+        day = sorted(folder.journal.glob("*/*.md"))
+        path = day[-1] if day else folder.journal_file(TODAY)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        path = folder.path / target
+    if target == "persona" and kind == "fifo":
+        path = folder.persona / "SOUL.md"  # a folder cannot be a FIFO: its file is
+    secret = "OUTSIDE-TEXT-" + kind
+    if path.is_dir():
+        (home / "outside").mkdir()
+        for child in path.iterdir():
+            (home / "outside" / child.name).write_text(child.read_text(encoding="utf-8") + secret)
+        import shutil
+
+        shutil.rmtree(path)
+        path.symlink_to(home / "outside")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            (home / "outside.md").write_text(f"# {secret}\n", encoding="utf-8")
+            path.symlink_to(home / "outside.md")
+    model, prompts = Answer("ok"), []
+    answer = model.complete
+    model.complete = lambda request: prompts.append(request) or answer(request)
+    before = tree(home)
+    with pytest.raises(AtomicVaultError) as caught:
+        AtomicAgent(AGENT, root=home / "vault", model=model).call("do it")
+    assert caught.value.path and caught.value.fix, caught.value
+    assert ("link out of the agent folder" if kind == "link-outside" else "not a regular file") \
+        in caught.value.message
+    assert prompts == [] and changed(before, tree(home)) == []
+    assert _links_found(home), "doctor must name it"
+
+
+def test_doctor_reports_every_link_out_of_the_folder_and_links_inside_memory(home):
+    case("layout", "doctor-links")
+    folder = folder_of(home)
+    from atomic_vault import doctor
+
+    assert [f for f in doctor.check(folder) if f.check == "links"] == []
+    (home / "outside").mkdir()
+    (folder.path / "wiki").mkdir(exist_ok=True)
+    (folder.path / "wiki" / "ref").symlink_to(home / "outside")
+    folder.memory.mkdir(exist_ok=True)
+    note = next(folder.memory.glob("*_*.md"), None)
+    (folder.memory / "project_inside_link.md").symlink_to(note if note else folder.goal)
+    found = _links_found(home)
+    assert any(m.startswith("wiki/ref is a link out of the agent folder") for m in found), found
+    assert any(m.startswith("memory/project_inside_link.md is a link") for m in found), found
+    (folder.memory / "project_inside_link.md").unlink()
+    import shutil
+
+    shutil.move(str(folder.memory), str(home / "notes"))
+    folder.memory.symlink_to(home / "notes")
+    assert any(m.startswith("memory is a link") for m in _links_found(home))
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")

@@ -8,12 +8,12 @@ import pytest
 
 from atomic_vault import AtomicAgent
 from atomic_vault.backends import open_backend
-from atomic_vault.backends.files import FileJournal, FileLog
+from atomic_vault.backends.files import FileLog, FileMemory
 from atomic_vault.backends.redis_lock import RedisLock
 from atomic_vault.errors import BackendError, LockLost, LockTimeout
 from atomic_vault.testing import make_agent
 
-from conftest import ScriptedModel
+from conftest import ScriptedModel, capture_block
 
 
 def test_an_expired_lease_is_lost_and_never_deletes_the_new_owners_lock(redis_url, tmp_path):
@@ -44,26 +44,42 @@ def test_check_keeps_a_working_holder_alive(redis_url, tmp_path):
                 pass
 
 
-class SlowJournal(FileJournal):
-    """Stalls the first write-back long enough for its lease to expire."""
+class SlowLog(FileLog):
+    """Stalls the first append, before it is written, long enough for the lease to expire."""
 
     def __init__(self):
         super().__init__()
         self.entered = threading.Event()
         self.stall = True
 
-    def append(self, folder, when, section):
+    def append(self, folder, record, fence=None):
         if self.stall:
             self.stall = False
             self.entered.set()
             time.sleep(1.0)
-        super().append(folder, when, section)
+        return super().append(folder, record, fence)
 
 
-def test_a_stale_holders_write_back_is_fenced_off(vault, redis_url):
+class SlowMemory(FileMemory):
+    """Stalls after writing the first note, long enough for the lease to expire."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.stall = True
+
+    def put(self, folder, file, text, **kwargs):
+        super().put(folder, file, text, **kwargs)
+        if self.stall:
+            self.stall = False
+            self.entered.set()
+            time.sleep(1.0)
+
+
+def stale_and_fresh(vault, redis_url, answer, **slow):
+    """A stale run stalled by ``slow`` while a fresh run takes the expired lock and logs."""
     lock = RedisLock(redis_url + "&lease=0.3", root=vault)
-    slow = SlowJournal()
-    stale = AtomicAgent("atlas", root=vault, model=ScriptedModel("first"), lock=lock, journal=slow)
+    stale = AtomicAgent("atlas", root=vault, model=ScriptedModel(answer), lock=lock, **slow)
     outcome = {}
 
     def run_stale():
@@ -74,16 +90,37 @@ def test_a_stale_holders_write_back_is_fenced_off(vault, redis_url):
 
     thread = threading.Thread(target=run_stale)
     thread.start()
-    assert slow.entered.wait(30)
+    assert next(iter(slow.values())).entered.wait(30)
     time.sleep(0.5)  # the stale run's lease has expired
     fresh = AtomicAgent("atlas", root=vault, model=ScriptedModel("second"), lock=lock).call("the quick one")
     thread.join(30)
     assert isinstance(outcome.get("error"), LockLost), outcome
+    return stale.folder, fresh
+
+
+def nothing_of_the_stale_run(folder, files):
+    assert not any((folder.memory / file).exists() for file in files)
+    assert not any(file in folder.index.read_text() for file in files)
+    journal = "".join(p.read_text() for p in folder.journal.glob("*/*.md"))
+    assert "the slow one" not in journal and "the quick one" in journal
     log = FileLog()
-    records = list(log.records(stale.folder))
-    assert [r["summary"] for r in records] == ["second"] and records[0]["seq"] == fresh.seq
-    assert log.head(stale.folder)["fence"][0] == "redis"
-    assert log.verify(stale.folder).ok
+    records = list(log.records(folder))
+    assert [r["summary"] for r in records] == ["second"]
+    assert log.head(folder)["fence"][0] == "redis" and log.verify(folder).ok
+
+
+def test_a_stale_holder_refused_at_the_log_leaves_no_note_no_index_line_no_journal(vault, redis_url):
+    answer = "first\n" + capture_block(name="stale claim", body="Written by a run that lost its lock.")
+    folder, fresh = stale_and_fresh(vault, redis_url, answer, log=SlowLog())
+    assert fresh.seq == 1
+    nothing_of_the_stale_run(folder, ["project_stale_claim.md"])
+
+
+def test_a_stale_holder_refused_between_two_notes_takes_back_the_first(vault, redis_url):
+    answer = "first\n" + "\n".join(capture_block(name=f"stale claim {n}", body=f"Claim {n}.")
+                                    for n in (1, 2))
+    folder, fresh = stale_and_fresh(vault, redis_url, answer, memory=SlowMemory())
+    nothing_of_the_stale_run(folder, ["project_stale_claim_1.md", "project_stale_claim_2.md"])
 
 
 def test_an_unreachable_redis_is_a_clear_error(tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -24,7 +25,7 @@ from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dir
 from ..notes import FILENAME, matching
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..locks import os_locks
-from ..vault import MONTH, AgentFolder
+from ..vault import MONTH, AgentFolder, readable_inside
 
 WORD = re.compile(r"\w+")
 
@@ -66,15 +67,18 @@ class FileMemory:
         self.url = url
 
     def scan(self, folder: AgentFolder):
+        refuse_linked_memory(folder)
         return catalog.scan(folder)
 
     def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
              archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
+        refuse_linked_memory(folder)
         notes, _ = catalog.scan(folder, persist=False)
         return matching(notes.values(), type=type, pinned=pinned, archived=archived, recent=recent)
 
     def get(self, folder: AgentFolder, file: str) -> str | None:
         path = note_path(folder, file)
+        refuse_linked_memory(folder)
         try:
             return read_text_cached(path)
         except UnicodeDecodeError as exc:
@@ -102,6 +106,7 @@ class FileMemory:
         return True
 
     def get_index(self, folder: AgentFolder) -> str | None:
+        refuse_linked_memory(folder)
         if folder.index.is_symlink() or (folder.index.exists() and not folder.index.is_file()):
             raise NoteError("is a link or not a regular file", path=folder.index,
                             fix="move it away; `doctor --repair` then rebuilds INDEX.md from the notes")
@@ -124,6 +129,7 @@ class FileMemory:
         terms = words(query)
         if not terms:
             return []
+        refuse_linked_memory(folder)
         notes, _ = catalog.scan(folder, persist=False)
         hits = []
         for file, summary in notes.items():
@@ -138,6 +144,11 @@ class FileMemory:
                                       snippet(text.split("---", 2)[-1], terms)))
         hits.sort(key=lambda h: (-h.score, h.file))
         return hits[:max(limit, 0)]
+
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        """What a run's write-back may write here, checked before its first write (each
+        note is checked again as it is written: a bad one rejects only its capture)."""
+        return [folder.index]
 
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
         catalog.forget(folder)
@@ -155,6 +166,46 @@ def refuse_linked_folders(folder: AgentFolder, path: Path) -> None:
         if where.is_symlink() or (where.exists() and not where.is_dir()):
             raise NoteError(f"{parent.as_posix()}/ is a link or not a folder; nothing was written",
                             path=where, fix=f"make {parent.as_posix()}/ a plain folder inside the agent folder")
+
+
+def refuse_linked_memory(folder: AgentFolder) -> None:
+    """memory/ is read, as it is written, only as a plain folder of the agent: notes behind
+    a link would reach the prompt from outside the agent folder."""
+    memory = folder.memory
+    if memory.is_symlink() or (memory.exists() and not memory.is_dir()):
+        raise NoteError("memory/ is a link or not a folder; notes are read and written only "
+                        "inside the agent folder", path=memory,
+                        fix="make memory/ a plain folder inside the agent folder (move the notes into it)")
+
+
+def check_destination(folder: AgentFolder, path: Path) -> None:
+    """Refuse, before anything is written, a destination inside the agent folder that a
+    write could not take: a link or a non-folder on the way down, a link or a non-regular
+    file at the end, or a folder (missing, or the file's own) that cannot take it."""
+    where = folder.path
+    for part in path.relative_to(folder.path).parts:
+        where = where / part
+        last = where == path
+        try:
+            st = os.lstat(where)
+        except FileNotFoundError:
+            if not os.access(where.parent, os.W_OK | os.X_OK):
+                parent = "the agent folder" if where.parent == folder.path else folder.relative(where.parent) + "/"
+                raise NoteError(f"cannot be created: {parent} is not writable; nothing was written", path=where,
+                                fix="make the agent folder writable by the user running the agent") from None
+            return
+        what = folder.relative(where) + ("" if last else "/")
+        if stat.S_ISLNK(st.st_mode):
+            raise NoteError(f"{what} is a link; the write-back writes only inside the agent folder, "
+                            "and nothing was written", path=where,
+                            fix=f"replace {what} with the plain {'file' if last else 'folder'} it points to")
+        if not (stat.S_ISREG(st.st_mode) if last else stat.S_ISDIR(st.st_mode)):
+            raise NoteError(f"{what} is not a {'regular file' if last else 'folder'}; nothing was written",
+                            path=where, fix=f"move it away and make {what} a plain "
+                                            f"{'file' if last else 'folder'}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # a replace renames, an append may create
+        raise NoteError(f"cannot be written: {folder.relative(path.parent)}/ is not writable; nothing "
+                        "was written", path=path, fix="make the folder writable by the user running the agent")
 
 
 def _refuse_links(folder: AgentFolder, path: Path) -> None:
@@ -303,6 +354,9 @@ class FileLog:
     def ready(self, folder: AgentFolder) -> None:
         refuse_linked_folders(folder, folder.head)
         runlog.ready(folder)
+
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        return [folder.log_file(day), folder.head]
 
     def append(self, folder: AgentFolder, record: dict[str, Any],
                fence: tuple[str, int] | None = None) -> dict[str, Any]:
@@ -637,6 +691,9 @@ class FileJournal:
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
 
+    def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
+        return [folder.journal_file(day)]
+
     def append(self, folder: AgentFolder, when: datetime, section: str) -> None:
         path = folder.journal_file(when.date())
         refuse_linked_folders(folder, path)
@@ -648,8 +705,11 @@ class FileJournal:
         refuse_linked_folders(folder, folder.journal / "day")  # refused before the model is paid
         out = []
         for path in recent_journal_days(folder, days):
+            real = readable_inside(folder, path)  # a day behind a link out, or a FIFO: refused
+            if real is None:
+                continue
             try:
-                text = read_text_cached(path)
+                text = read_text_cached(real)
             except UnicodeDecodeError as exc:
                 raise NoteError(f"is not valid UTF-8 (byte {exc.start})", path=path,
                                 fix="re-save the journal file as UTF-8") from None
