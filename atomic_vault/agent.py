@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, clock, guardrails, journal, keys, pricing, retries
+from . import captures, clock, guardrails, journal, keys, pricing, retries, telemetry
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -107,6 +107,7 @@ class AtomicAgent:
                                          fence=_fence(self.lock, lease))
         finally:
             run.release()
+        telemetry.export(run.telemetry, record, run.request, response.text if response else None)
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
@@ -243,6 +244,7 @@ class _Run:
         self.budget: guardrails.Budget | None = None
         self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
+        self.telemetry = telemetry.for_run(agent.folder.root, self.warnings)
 
     @property
     def input_tokens(self) -> int:
@@ -306,6 +308,7 @@ class _Run:
             record = agent.log.append(agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
                                                      "summary": self.redact(f"skipped: {journal.shorten(reason, 180)}")},
                                       fence=_fence(agent.lock, lease))
+        telemetry.export(self.telemetry, record)
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _result(record, None, [], self.prompt, self.redact.all(self.warnings))
 
