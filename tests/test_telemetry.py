@@ -173,6 +173,19 @@ def test_the_vault_config_switches_telemetry_on_and_a_bad_value_is_refused(vault
     assert snap(vault) == before
 
 
+def test_a_bad_switch_is_refused_before_anything_is_written(vault, spans, snap, monkeypatch):
+    monkeypatch.setenv("ATOMIC_VAULT_OTEL", "maybe")
+    before = snap(vault)
+    with pytest.raises(ConfigError) as bad:
+        AtomicAgent("atlas", root=vault).call("Plan Monday.")
+    assert bad.value.field == "ATOMIC_VAULT_OTEL" and "ATOMIC_VAULT_OTEL=1" in bad.value.fix
+    assert snap(vault) == before and spans.get_finished_spans() == ()
+    monkeypatch.setenv("ATOMIC_VAULT_OTEL", "0")  # over the config file
+    (vault / "atomic_vault.yaml").write_text("otel: true\n")
+    AtomicAgent("atlas", root=vault).call("Plan Monday.")
+    assert spans.get_finished_spans() == ()
+
+
 def test_a_failing_exporter_never_fails_a_run(vault, spans, caplog):
     class Broken:
         def get_tracer(self, *args, **kwargs):
