@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, clock, guardrails, journal, keys, pricing, retries, writeback
+from . import captures, clock, guardrails, journal, keys, pricing, retries, telemetry, writeback
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -117,6 +117,7 @@ class AtomicAgent:
                     status="error" if done.error else "ok")))
         finally:
             run.release()
+        telemetry.export(run.telemetry, record, run.request, response.text if response else None)
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
@@ -265,6 +266,7 @@ class _Run:
         self.budget: guardrails.Budget | None = None
         self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
+        self.telemetry = telemetry.for_run(agent.folder.root, self.warnings)
 
     @property
     def input_tokens(self) -> int:
@@ -333,6 +335,7 @@ class _Run:
             late += _journal_after(agent, self.started, record, self.redact(journal.section(
                 self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
+        telemetry.export(self.telemetry, record)
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _result(record, None, [], self.prompt, self.redact.all(self.warnings + late))
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from datetime import timezone
 from typing import Any, Callable
 
+from . import clock
 from .config import RetryPolicy
 from .errors import ModelError
 from .keys import redact
@@ -70,7 +72,9 @@ def _try(model: Model, request: ModelRequest, policy: RetryPolicy,
     name = getattr(model, "name", "custom")
     for attempt in range(1, policy.attempts + 1):
         began = time.monotonic()
-        entry: dict[str, Any] = {"model": name, "attempt": attempt}
+        # The wall-clock start, so that a trace of the run shows each attempt where it happened.
+        entry: dict[str, Any] = {"model": name, "attempt": attempt,
+                                 "ts": clock.now(timezone.utc).isoformat(timespec="milliseconds")}
         done.attempts.append(entry)
         try:
             response = model.complete(request)

@@ -44,6 +44,21 @@ def vault_config(root: Path, agent: str | None = None) -> dict[str, dict[str, st
     overlaid for ``agent`` with its entry under ``agents:`` (``migrate`` writes those: one
     agent moves to another store while the others stay where their logs are)."""
     path = root / CONFIG_NAME
+    data = vault_file(root)
+    out = _backends_block(data.get("backends", {}) if data is not None else None, path, "backends")
+    agents = data.get("agents", {}) if data is not None else {}
+    if not isinstance(agents, dict):
+        raise ConfigError("`agents` must be a mapping of agent name to backends", path=path, field="agents",
+                          fix="write e.g.  agents: {atlas: {log: sqlite}}")
+    if agent is not None and agents.get(agent) is not None:
+        out.update(_backends_block(agents[agent], path, f"agents.{agent}"))
+    return out
+
+
+def vault_file(root: Path) -> dict[str, Any] | None:
+    """The top-level mapping of ``<root>/atomic_vault.yaml`` ({} when there is no file,
+    None when it is not a mapping): the one reader of the file's keys besides ``prices:``."""
+    path = Path(root) / CONFIG_NAME
     try:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
@@ -54,15 +69,7 @@ def vault_config(root: Path, agent: str | None = None) -> dict[str, dict[str, st
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"is not valid YAML ({exc})", path=path, fix="fix the YAML syntax") from None
-    data = data if isinstance(data, dict) else None
-    out = _backends_block(data.get("backends", {}) if data is not None else None, path, "backends")
-    agents = data.get("agents", {}) if data is not None else {}
-    if not isinstance(agents, dict):
-        raise ConfigError("`agents` must be a mapping of agent name to backends", path=path, field="agents",
-                          fix="write e.g.  agents: {atlas: {log: sqlite}}")
-    if agent is not None and agents.get(agent) is not None:
-        out.update(_backends_block(agents[agent], path, f"agents.{agent}"))
-    return out
+    return data if isinstance(data, dict) else None
 
 
 def _backends_block(block: Any, path: Path, where: str) -> dict[str, dict[str, str | None]]:
