@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 from datetime import tzinfo
@@ -95,20 +95,31 @@ class ToolsConfig:
         return False
 
 
+def _fences(lines: list[str]) -> Iterator[tuple[int, int | None, bool]]:
+    """(opening line index, closing line index or None, tagged yaml) of each fenced block:
+    the one reading of Markdown fences that both the settings and the prose checks use."""
+    i = 0
+    while i < len(lines):
+        opened = _ANY_FENCE.match(lines[i].strip())
+        if not opened:
+            i += 1
+            continue
+        fence = opened.group(1)
+        close = next((j for j in range(i + 1, len(lines))
+                      if lines[j].strip().startswith(fence[0] * len(fence))
+                      and not lines[j].strip().strip(fence[0])), None)
+        yield i, close, bool(_FENCE_OPEN.match(lines[i].strip()))
+        i = len(lines) if close is None else close + 1
+
+
 def yaml_blocks(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Every fenced yaml block as (first line number, mapping); malformed ones raise."""
     blocks: list[tuple[int, dict[str, Any]]] = []
     lines = text.split("\n")
-    i = 0
-    while i < len(lines):
-        opened = _FENCE_OPEN.match(lines[i].strip())
-        if not opened:
-            i += 1
+    for i, close, tagged in _fences(lines):
+        if not tagged:
             continue
-        fence, start = opened.group(1), i + 2
-        close = next((j for j in range(i + 1, len(lines))
-                      if lines[j].strip().startswith(fence[0] * len(fence))
-                      and not lines[j].strip().strip(fence[0])), None)
+        start = i + 2
         if close is None:
             raise ConfigError("the ```yaml block is never closed", path=path, field=f"line {i + 1}",
                               fix="end the block with a line of three backticks")
@@ -128,7 +139,6 @@ def yaml_blocks(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise ConfigError("the YAML block is not a mapping of keys", path=path,
                               field=f"line {start}", fix="write one 'key: value' per line")
         blocks.append((start, value or {}))
-        i = close + 1
     return blocks
 
 
@@ -136,23 +146,15 @@ def _mistagged(text: str, known: set[str]) -> tuple[int, str] | None:
     """(line, opening) of the first fenced block that is not tagged yaml but holds a
     mapping with a known key: settings that would otherwise be read as prose."""
     lines = text.split("\n")
-    i = 0
-    while i < len(lines):
-        opened = _ANY_FENCE.match(lines[i].strip())
-        if not opened:
-            i += 1
+    for i, close, tagged in _fences(lines):
+        if tagged:
             continue
-        fence = opened.group(1)
-        close = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence[0] * len(fence))
-                      and not lines[j].strip().strip(fence[0])), len(lines))
-        if not _FENCE_OPEN.match(lines[i].strip()):
-            try:
-                value = yaml.load("\n".join(lines[i + 1:close]), Loader=_LOADER)  # noqa: S506 - safe loader
-            except (yaml.YAMLError, RecursionError):
-                value = None
-            if isinstance(value, dict) and {str(key) for key in value} & known:
-                return i + 1, lines[i].strip()
-        i = close + 1
+        try:
+            value = yaml.load("\n".join(lines[i + 1:close]), Loader=_LOADER)  # noqa: S506 - safe loader
+        except (yaml.YAMLError, RecursionError):
+            value = None
+        if isinstance(value, dict) and {str(key) for key in value} & known:
+            return i + 1, lines[i].strip()
     return None
 
 

@@ -34,21 +34,14 @@ def create_agent(root: str | os.PathLike | None, name: str, *, model: str = "off
                              autoescape=False)
     values = {"name": name, "model": model, "operator": operator, "role": role,
               "today": date.today().isoformat()}
-    folder.root.mkdir(parents=True, exist_ok=True)
-    staging = folder.root / f".{name}.init-{os.getpid()}"
-    try:
+    def fill(staging: Path) -> None:
         for template in env.list_templates(extensions=["j2"]):
             target = staging / template.removesuffix(".j2")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(env.get_template(template).render(values), encoding="utf-8")
         for empty in ("journal", "log"):
             (staging / empty).mkdir(exist_ok=True)
-        _fsync_tree(staging)
-        os.rename(staging, folder.path)
-        fsync_dir(folder.root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return _publish(folder, fill)
 
 
 # What a new agent does not inherit from the folder it is copied from: the log records
@@ -78,12 +71,20 @@ def copy_agent(root: str | os.PathLike | None, name: str, source: str | os.PathL
                 raise ConfigError("is a link or a special file; init --from copies only plain "
                                   "files and folders", path=Path(directory) / entry,
                                   fix="replace it with a plain file, or copy the agent by hand")
-    folder.root.mkdir(parents=True, exist_ok=True)
-    staging = folder.root / f".{name}.init-{os.getpid()}"
-    try:
+    def fill(staging: Path) -> None:
         shutil.copytree(origin, staging, symlinks=True, ignore=lambda d, _: (
             NOT_COPIED if Path(d) == origin else ()))
         (staging / "log").mkdir()
+    return _publish(folder, fill)
+
+
+def _publish(folder: AgentFolder, fill) -> AgentFolder:
+    """Build the agent in a staging folder beside its place, make every file durable, then
+    rename it into place: a crash leaves no half-made agent, only a staging folder."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    staging = folder.root / f".{folder.name}.init-{os.getpid()}"
+    try:
+        fill(staging)
         _fsync_tree(staging)
         os.rename(staging, folder.path)
         fsync_dir(folder.root)
