@@ -274,7 +274,8 @@ class _Run:
         self.warnings += [f"{name}: unknown key {key!r} ignored (spec/06-config.md lists every key)"
                           for name, key in unknown]
         self.id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
-        self.toolbox = tools.load(load_tools_config(agent.folder.tools), agent.folder.tools)
+        self.toolbox = tools.discover(tools.load(load_tools_config(agent.folder.tools), agent.folder.tools),
+                                      agent.folder.path, self.warnings)
         # The gate is read only when there is a tool to gate: a run with none pays nothing.
         self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md") \
             if self.toolbox.tools else None

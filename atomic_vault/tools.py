@@ -1,8 +1,10 @@
 """Tools an agent may call, declared in tools.md, and how each kind runs.
 
 A tool is a name, a description and a JSON Schema for its arguments, of one kind:
-``python`` (a callable: ``module:function`` or an ``atomic_vault.tools`` entry point) or
-``command`` (an argv template run without a shell). Whatever happens when a tool runs —
+``python`` (a callable: ``module:function`` or an ``atomic_vault.tools`` entry point),
+``command`` (an argv template run without a shell) or ``mcp`` (a tool of an MCP server
+started over stdio through the official ``mcp`` SDK, the ``[mcp]`` extra, imported only
+then; its description and schema come from the server). Whatever happens when a tool runs —
 an exception, a non-zero exit, a timeout, too much output — becomes a ``Result`` the
 model reads; it never crashes the run. Arguments are checked against the schema first
 with a small built-in validator (the subset in spec/06); invalid ones run nothing.
@@ -24,10 +26,10 @@ from .config import ToolsConfig
 from .errors import ConfigError
 
 ENTRY_POINT_GROUP = "atomic_vault.tools"
-KINDS = ("python", "command")
+KINDS = ("python", "command", "mcp")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 _KEYS = {"name", "description", "kind", "input_schema", "function", "entry_point", "argv",
-         "timeout_s", "cwd", "env", "max_output_bytes"}
+         "timeout_s", "cwd", "env", "max_output_bytes", "server", "tool"}
 # Always passed to a command (when set); a tool gets any other variable only by naming it in env:.
 BASE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 DEFAULT_TIMEOUT_S = 30.0
@@ -66,6 +68,9 @@ class Tool:
     cwd: str | None = None
     env: tuple[str, ...] = ()
     max_output_bytes: int = DEFAULT_MAX_OUTPUT
+    server: tuple[str, ...] = ()  # mcp: the server's argv
+    remote: str | None = None  # mcp: the tool's name on the server
+    checked: bool = True  # False: the schema is beyond the subset, so the server alone validates
 
     def spec(self) -> dict[str, Any]:
         """The tool as data for a model request (models.ModelRequest.tools)."""
@@ -115,13 +120,16 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
     if not isinstance(name, str) or not NAME.match(name) or name == "atomic_capture":
         raise bad(f"{name!r} is not a tool name", "name",
                   "a letter then letters, digits, _ or - (64 at most; atomic_capture is the runtime's)")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise bad(f"kind {kind!r} is not one of {', '.join(KINDS)}", "kind",
+                  "write kind: python, kind: command or kind: mcp")
+    if kind == "mcp":  # the server describes its tools
+        return _parse_mcp(raw, bad)
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         raise bad("a tool needs a description (the model reads it to decide when to call it)",
                   "description", "write description: what the tool does, in one sentence")
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise bad(f"kind {kind!r} is not one of {', '.join(KINDS)}", "kind", "write kind: python or kind: command")
     schema = raw.get("input_schema", {"type": "object", "properties": {}})
     problem = check_schema(schema)
     if problem:
@@ -163,6 +171,117 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
                 raise bad(f"argv names {{{placeholder}}}, which the schema does not declare", "argv",
                           f"add {placeholder} under input_schema.properties")
     return Tool(**common, argv=tuple(argv), cwd=cwd)
+
+
+def _parse_mcp(raw: dict[str, Any], bad: Callable[[str, str, str], ConfigError]) -> Tool:
+    server = raw.get("server")
+    if not isinstance(server, list) or not server or not all(isinstance(x, str) for x in server):
+        raise bad("an mcp tool needs server: the server's argv, a list of strings (no shell runs it)",
+                  "server", "write e.g. server: [python, my_server.py]")
+    for key in ("input_schema", "argv", "function", "entry_point"):
+        if key in raw:
+            raise bad(f"an mcp tool takes no {key}: the server describes the tool", key, f"remove {key}:")
+    remote = raw.get("tool", raw["name"])
+    if not isinstance(remote, str) or not remote:
+        raise bad(f"{remote!r} is not a tool name", "tool", "write the tool's name as the server lists it")
+    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise bad(f"timeout_s {timeout!r} is not a number of seconds from 0 to 3600", "timeout_s", "write e.g. timeout_s: 30")
+    env = raw.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(x, str) for x in env):
+        raise bad("env must be a list of variable names", "env", "write e.g. env: [MY_TOOL_HOME]")
+    description = raw.get("description")
+    return Tool(name=raw["name"], description=description if isinstance(description, str) else "",
+                kind="mcp", input_schema={}, server=tuple(server), remote=remote, timeout_s=float(timeout),
+                cwd=raw.get("cwd"), env=tuple(env), max_output_bytes=raw.get("max_output_bytes", DEFAULT_MAX_OUTPUT))
+
+
+def discover(box: Toolbox, agent_root: Path, warnings: list[str]) -> Toolbox:
+    """The toolbox with each mcp tool's description and schema as its server lists them.
+    A server that cannot be reached, or lacks the tool, leaves that tool out of the run
+    with a warning: it is never offered with a guessed schema."""
+    if not any(tool.kind == "mcp" for tool in box.tools.values()):
+        return box
+    from dataclasses import replace
+
+    listed: dict[tuple[str, ...], Any] = {}
+    out: dict[str, Tool] = {}
+    for name, tool in box.tools.items():
+        if tool.kind != "mcp":
+            out[name] = tool
+            continue
+        if tool.server not in listed:
+            try:
+                listed[tool.server] = _mcp(tool, agent_root, lambda session: session.list_tools())
+            except Exception as exc:  # the SDK missing, the server failing to start or answer
+                listed[tool.server] = exc
+        found = listed[tool.server]
+        if isinstance(found, Exception):
+            warnings.append(f"tool {name!r} is not offered: its MCP server {' '.join(tool.server)!r} "
+                            f"could not be reached ({_why(found)})")
+            continue
+        remote = next((t for t in found.tools if t.name == tool.remote), None)
+        if remote is None:
+            warnings.append(f"tool {name!r} is not offered: its MCP server lists no tool {tool.remote!r}")
+            continue
+        schema = getattr(remote, "input_schema", None) or getattr(remote, "inputSchema", None) or {"type": "object"}
+        out[name] = replace(tool, input_schema=dict(schema), checked=check_schema(schema) is None,
+                            description=tool.description or remote.description or name)
+    return Toolbox(out, box.warnings)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ImportError):
+        return "the mcp SDK is not installed: pip install 'atomic-vault[mcp]'"
+    text = f"{type(exc).__name__}: {exc}"
+    inner = getattr(exc, "exceptions", None)  # a task group's error wraps the real one
+    if inner:
+        text = f"{type(inner[0]).__name__}: {inner[0]}"
+    return text[:300]
+
+
+def _mcp(tool: Tool, agent_root: Path, act: Callable[[Any], Any]) -> Any:
+    """Start the tool's server over stdio, initialise a session, ``act`` on it, stop it;
+    all within the tool's timeout."""
+    import asyncio
+
+    from mcp import ClientSession, StdioServerParameters  # the [mcp] extra
+    from mcp.client.stdio import stdio_client
+
+    cwd = agent_root if tool.cwd is None else (Path(tool.cwd) if os.path.isabs(tool.cwd) else agent_root / tool.cwd)
+    env = {name: os.environ[name] for name in (*BASE_ENV, *tool.env) if name in os.environ}
+    params = StdioServerParameters(command=tool.server[0], args=list(tool.server[1:]), env=env, cwd=str(cwd))
+
+    async def session() -> Any:
+        with open(os.devnull, "w") as quiet:
+            async with stdio_client(params, errlog=quiet) as (read, write):
+                async with ClientSession(read, write) as client:
+                    await client.initialize()
+                    return await act(client)
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(session(), timeout=tool.timeout_s)
+
+    return asyncio.run(bounded())
+
+
+def _run_mcp(tool: Tool, arguments: dict[str, Any], agent_root: Path) -> Result:
+    import asyncio
+
+    try:
+        answer = _mcp(tool, agent_root, lambda session: session.call_tool(tool.remote, arguments))
+    except (asyncio.TimeoutError, TimeoutError):
+        return Result("timeout", f"the MCP server gave no answer within {tool.timeout_s:g} s; it was stopped")
+    parts = []
+    for item in getattr(answer, "content", None) or []:
+        text = getattr(item, "text", None)
+        parts.append(text if isinstance(text, str) else json.dumps(getattr(item, "model_dump", lambda: str(item))(),
+                                                                   default=str))
+    out, cut = _capped("\n".join(parts).encode("utf-8"), tool.max_output_bytes)
+    is_error = getattr(answer, "is_error", None)
+    if is_error is None:
+        is_error = getattr(answer, "isError", False)
+    return Result("error" if is_error else "ok", out, cut)
 
 
 def check_schema(schema: Any, where: str = "") -> str | None:
@@ -252,12 +371,14 @@ def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def run(tool: Tool, arguments: dict[str, Any], agent_root: Path) -> Result:
     """Run ``tool`` with arguments already checked and allowed; never raises."""
-    errors = validate(tool.input_schema, arguments)
+    errors = validate(tool.input_schema, arguments) if tool.checked else []
     if errors:  # checked again here: a revised argument must fit the schema too
         return Result("invalid", "the arguments do not fit the tool's schema, nothing was run: " + "; ".join(errors))
     try:
         if tool.kind == "python":
             return _run_python(tool, arguments)
+        if tool.kind == "mcp":
+            return _run_mcp(tool, arguments, agent_root)
         return _run_command(tool, arguments, agent_root)
     except Exception as exc:  # a tool's failure is the model's to read, never a crashed run
         return Result("error", f"the tool failed: {type(exc).__name__}: {exc}"[:2000])

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -349,3 +350,27 @@ def test_openai_function_calls_and_tool_messages_through_the_loop(vault, stub, m
                                         "function": {"name": "leap_year", "arguments": '{"year": 1800}'}}]
     assert tool["role"] == "tool" and tool["tool_call_id"] == "call_0" and "blocked" in tool["content"]
     assert records(vault)[-2]["outcome"] == "block"
+
+
+# --- mcp ---------------------------------------------------------------------------------------
+
+def test_an_mcp_tool_takes_its_schema_from_the_server_and_its_errors_are_results(vault):
+    pytest.importorskip("mcp")
+    allow_all(vault)
+    server = [PY, str(Path(__file__).resolve().parent / "mcp_tiny_server.py")]
+    tools_md(vault, [{"name": "add", "kind": "mcp", "server": server},
+                     {"name": "fail", "kind": "mcp", "server": server, "timeout_s": 60}])
+    result = run(vault, 'tool: add {"a": 2, "b": 3}\ntool: add {"a": "two"}\ntool: fail {}')
+    calls = records(vault)[-1]["steps"][0]["calls"]
+    assert "Tool add answered: 5" in result.text
+    assert calls[0]["effect"] == {"status": "ok", "result": "5"}
+    assert calls[1]["effect"]["status"] == "invalid"  # the server's schema, checked before anything runs
+    assert calls[2]["effect"]["status"] == "error"
+
+
+def test_an_mcp_server_that_cannot_start_leaves_its_tool_out_with_a_warning(vault):
+    pytest.importorskip("mcp")
+    tools_md(vault, [{"name": "add", "kind": "mcp", "server": ["/nonexistent/server"]}])
+    result = run(vault, 'tool: add {"a": 2, "b": 3}')
+    assert "not offered" in result.text
+    assert any("'add' is not offered: its MCP server" in w for w in result.warnings)
