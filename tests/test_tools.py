@@ -374,3 +374,15 @@ def test_an_mcp_server_that_cannot_start_leaves_its_tool_out_with_a_warning(vaul
     result = run(vault, 'tool: add {"a": 2, "b": 3}')
     assert "not offered" in result.text
     assert any("'add' is not offered: its MCP server" in w for w in result.warnings)
+
+
+def test_doctor_names_a_policy_that_fails_closed_and_a_malformed_tool(vault):
+    from atomic_vault import doctor
+
+    folder = open_agent("atlas", vault)
+    assert not [f for f in doctor.check(folder) if f.check == "config" and f.level != "ok"]
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\nrules: [{tool: x, verdict: maybe}]\n```\n")
+    tools_md(vault, [{"name": "x", "kind": "shell", "description": "d"}])
+    found = [(f.level, f.message) for f in doctor.check(folder) if f.check == "config"]
+    assert ("error", "tools[0].kind: kind 'shell' is not one of python, command, mcp") in found
+    assert any(level == "error" and "fails closed" in message and "line 4" in message for level, message in found)
