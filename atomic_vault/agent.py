@@ -114,7 +114,7 @@ class AtomicAgent:
                     raise
                 late += _journal_after(self, started, record, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
-                    answer=response.text if response else done.error, outcomes=outcomes,
+                    answer=done.error or (response.text if response else ""), outcomes=outcomes,
                     status="error" if done.error else "ok")))
         finally:
             run.release()

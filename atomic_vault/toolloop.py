@@ -149,7 +149,10 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
     if verdict is None:  # no gate at all cannot happen in a run; refuse rather than run unchecked
         return told("not_run", "no policy could be consulted, so nothing was run", "block")
     record["rule"] = verdict.rule
-    log = {"kind": "verdict", "ts": clock.now(run.started.tzinfo).isoformat(timespec="milliseconds"),
+    # ts is the run's start, as in the run's record, so that both land in the same day file
+    # (records go to the file of their ts) even when the loop runs past midnight.
+    log = {"kind": "verdict", "ts": run.started.isoformat(timespec="milliseconds"),
+           "decided": clock.now(run.started.tzinfo).isoformat(timespec="milliseconds"),
            "agent": run.agent.name, "trigger": run.agent.trigger, "run": run.id,
            "step": step, "call": call.id, "tool": call.name, "args_sha256": record["args_sha256"],
            "rule": verdict.rule, "policy_sha256": verdict.policy_sha256, "outcome": verdict.outcome,

@@ -386,3 +386,44 @@ def test_doctor_names_a_policy_that_fails_closed_and_a_malformed_tool(vault):
     found = [(f.level, f.message) for f in doctor.check(folder) if f.check == "config"]
     assert ("error", "tools[0].kind: kind 'shell' is not one of python, command, mcp") in found
     assert any(level == "error" and "fails closed" in message and "line 4" in message for level, message in found)
+
+
+def test_a_loop_that_runs_past_midnight_keeps_its_verdicts_in_the_run_day_file(vault, monkeypatch):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from atomic_vault import clock, toolloop
+
+    tomorrow = SimpleNamespace(now=lambda zone=None: clock.now(zone) + timedelta(days=1))
+    monkeypatch.setattr(toolloop, "clock", tomorrow)  # the gate decides after midnight
+    run(vault, 'tool: leap_year {"year": 2028}')
+    verdict, record = records(vault)[-2:]
+    assert verdict["ts"] == record["ts"] and verdict["decided"][:10] > record["ts"][:10]
+    assert runlog.verify(open_agent("atlas", vault)).ok
+
+
+def test_a_model_failing_after_a_tool_ran_fails_the_run_on_the_record_with_its_steps(vault):
+    from atomic_vault.errors import ModelError
+
+    class ThenFails:
+        name = "test:then-fails"
+
+        def __init__(self):
+            self.calls = 0
+
+        def complete(self, request):
+            self.calls += 1
+            if self.calls > 1:
+                raise ModelError("the server went away", field="model")
+            return ModelResponse(text="", input_tokens=10, output_tokens=5, cost_usd=0.25, model=self.name,
+                                 tool_calls=(ToolCall("c1", "leap_year", '{"year": 2028}'),))
+
+    with pytest.raises(ModelError):
+        AtomicAgent("atlas", root=vault, model=ThenFails()).call("Check 2028.")
+    record = records(vault)[-1]
+    assert record["status"] == "error" and record["error"] == "the server went away"
+    assert record["steps"][0]["calls"][0]["effect"]["status"] == "ok"  # what ran is on the record
+    assert record["cost_usd"] == pytest.approx(0.25)  # the step that was paid for is counted
+    day = record["ts"][:10]
+    journal = (vault / "atlas" / "journal" / day[:7] / f"{day}.md").read_text()
+    assert "the server went away" in journal.split(f"run {record['run_id']}")[1]
