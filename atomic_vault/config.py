@@ -397,6 +397,10 @@ def load_tools_config(path: Path) -> ToolsConfig:
                 declared = tuple(x for x in items if isinstance(x, dict))
                 items = [x for x in items if not isinstance(x, dict)]
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                if key == "tools":
+                    raise ConfigError("must be a list of tool declarations", path=path, field=key,
+                                      fix="declare each tool as a mapping with name, kind and description "
+                                          "(spec/06), or write tools: []")
                 raise ConfigError("must be a list of strings", path=path, field=key,
                                   fix=f"write e.g. {key}: [memory/]")
             if key != "tools":
