@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -20,8 +19,6 @@ from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
 
 MAX_WORK_ITEM = 200_000
-# The capture tool as a provider is sent it, for the byte ceiling of a request (spec/12).
-CAPTURE_TOOL_TEXT = json.dumps(captures.TOOL, ensure_ascii=False)
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 

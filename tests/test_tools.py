@@ -427,3 +427,22 @@ def test_a_model_failing_after_a_tool_ran_fails_the_run_on_the_record_with_its_s
     day = record["ts"][:10]
     journal = (vault / "atlas" / "journal" / day[:7] / f"{day}.md").read_text()
     assert "the server went away" in journal.split(f"run {record['run_id']}")[1]
+
+
+def test_a_python_tool_found_through_the_entry_point_group(vault, monkeypatch):
+    import importlib.metadata
+
+    class EntryPoint:
+        name = "shout"
+
+        def load(self):
+            return lambda text: text.upper()
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [EntryPoint()]
+                        if kw.get("group") == tools.ENTRY_POINT_GROUP else real(**kw))
+    allow_all(vault)
+    tools_md(vault, [{"name": "shout", "kind": "python", "entry_point": "shout", "description": "louder",
+                      "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}}}])
+    result = run(vault, 'tool: shout {"text": "hello"}')
+    assert "Tool shout answered: HELLO" in result.text
