@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, clock, guardrails, journal, keys, pricing, retries, telemetry, writeback
+from . import captures, clock, guardrails, journal, keys, pricing, retries, telemetry, toolloop, tools, writeback
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, ConfigError, HeadBehind, LogError, ModelError
 from .models import Model, ModelRequest, ModelResponse, UnavailableModel, load_model, token_ceiling
+from .policy import Gate
 from .protocols import JournalBackend, LockBackend, LogBackend, MemoryBackend
 from .vault import open_agent
 
 MAX_WORK_ITEM = 200_000
-# The capture tool as a provider is sent it, for the byte ceiling of a request (spec/12).
-CAPTURE_TOOL_TEXT = json.dumps({"name": captures.TOOL_NAME, "description": captures.TOOL_DESCRIPTION,
-                                "input_schema": captures.TOOL_SCHEMA}, ensure_ascii=False)
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
@@ -89,7 +86,7 @@ class AtomicAgent:
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
         try:
-            done = retries.complete(run.candidates(model), run.request, config.retries)
+            done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps, self.folder.path)
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
             found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
@@ -102,10 +99,11 @@ class AtomicAgent:
                                               lease) + rejected
                     cost = run.settle(done)
                     lease.check()
-                    late, record = [], self.log.append(self.folder, run.record(done, cost, outcomes),
+                    late = _log_verdicts(self, done.verdicts, run, lease)
+                    record = self.log.append(self.folder, run.record(done, cost, outcomes),
                                                        fence=_fence(self.lock, lease))
                 except HeadBehind as exc:  # the record is durable: the run is logged (spec/02)
-                    late, record = [str(exc)], exc.record
+                    late, record = [*late, str(exc)], exc.record
                 except BaseException as exc:  # before the commit point: take back, leave nothing
                     left = notes.take_back(self.folder)
                     if left:
@@ -113,7 +111,7 @@ class AtomicAgent:
                     raise
                 late += _journal_after(self, started, record, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
-                    answer=response.text if response else done.error, outcomes=outcomes,
+                    answer=done.error or (response.text if response else ""), outcomes=outcomes,
                     status="error" if done.error else "ok")))
         finally:
             run.release()
@@ -213,6 +211,18 @@ def _journal_after(agent: AtomicAgent, started: datetime, record: dict[str, Any]
     return []
 
 
+def _log_verdicts(agent: AtomicAgent, verdicts: list[dict[str, Any]], run: _Run, lease: Any) -> list[str]:
+    """Log the gate's verdicts (``kind: verdict``), before the run's record and under the
+    same lock hold, so that the chain shows each decision ahead of the run it served."""
+    late: list[str] = []
+    for verdict in verdicts:
+        try:
+            agent.log.append(agent.folder, run.redact.all(verdict), fence=_fence(agent.lock, lease))
+        except HeadBehind as exc:  # durable; only the head marker lags
+            late.append(str(exc))
+    return late
+
+
 def _fence(lock: LockBackend, lease: Any) -> tuple[str, int] | None:
     """The log's fence for leases that can expire (an OS lock cannot: no fence, so a
     deleted lock file, which restarts its counter, never locks the agent out)."""
@@ -261,8 +271,15 @@ class _Run:
         self.warnings += [f"{name}: unknown key {key!r} ignored (spec/06-config.md lists every key)"
                           for name, key in unknown]
         self.id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
+        self.toolbox = tools.discover(tools.load(load_tools_config(agent.folder.tools), agent.folder.tools),
+                                      agent.folder.path, self.warnings)
+        # The gate is read only when there is a tool to gate: a run with none pays nothing.
+        self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md") \
+            if self.toolbox.tools else None
+        self.warnings += [*self.toolbox.warnings, *(self.gate.problems if self.gate else [])]
         self.request = ModelRequest(model="", system=prompt.system, messages=prompt.messages,
-                                    max_output_tokens=config.max_output_tokens, agent=agent.name)
+                                    max_output_tokens=config.max_output_tokens, agent=agent.name,
+                                    tools=(captures.TOOL, *(t.spec() for t in self.toolbox.tools.values())))
         self.budget: guardrails.Budget | None = None
         self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
@@ -281,7 +298,7 @@ class _Run:
         when it gave one, else the byte ceiling (models.token_ceiling), never the estimate."""
         if model is not None and self.prompt.counted is not None:
             return self.prompt.counted
-        return token_ceiling(self.request, CAPTURE_TOOL_TEXT)
+        return token_ceiling(self.request)
 
     def reserve(self, model: Model) -> bool:
         """Hold this run's most expensive outcome against the caps; False: skip the run.
@@ -299,6 +316,25 @@ class _Run:
         if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
             self.warnings += self.budget.reasons
         return self.budget.action != "skip"
+
+    def reserve_next(self, model: Model | None, request: ModelRequest, spent_usd: float) -> str | None:
+        """Check a tool loop's next model call against the caps before it is made; the
+        reason it may not be made, or None. The run's reservation then holds what the run
+        cost so far plus the next call's most expensive outcome."""
+        if self.budget is None or self.budget.action == "bypassed":
+            return None
+        name = getattr(model, "name", "custom")
+        with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
+            following = guardrails.reserve(
+                self.agent.folder, self.agent.log, self.config, self.started, model=name,
+                price=self.price(name), input_tokens=token_ceiling(request), critical=self.critical,
+                already_usd=spent_usd, replaces=self.budget.reservation)
+        if following.action != "skip":
+            self.budget.reservation = following.reservation
+        if following.action in ("skip", "fallback"):  # a loop does not change model midway
+            return "; ".join(following.reasons)
+        self.warnings += [r for r in following.reasons if r not in self.warnings]
+        return None
 
     def candidates(self, model: Model) -> list[Callable[[], Model]]:
         """The model to call, then the fallback after failures, if it fits the reservation."""
@@ -393,6 +429,7 @@ class _Run:
             "captures": outcomes,
             "manifest": self.prompt.manifest,
             "attempts": done.attempts,
+            **({"steps": done.steps} if done.steps else {}),
             "fallback_from": done.fallback_from or self.replaced or (
                 self.config.model if self.budget and self.budget.action == "fallback" else None),
             **({"guardrail": self.budget.as_record()} if self.budget else {}),

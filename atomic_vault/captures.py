@@ -71,6 +71,7 @@ TOOL_SCHEMA: dict[str, Any] = {
     "required": list(REQUIRED),
     "additionalProperties": False,
 }
+TOOL: dict[str, Any] = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": TOOL_SCHEMA}
 
 
 def extract(text: str, tool_captures: tuple[str, ...] | list[str] = ()) -> tuple[list[Capture], list[dict[str, str]]]:

@@ -464,8 +464,13 @@ WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?
 
 
 def _gist(record: dict, width: int = 60) -> str:
-    """The summary column: the start of the answer (or of the error) on one line."""
-    text = record.get("summary") or record.get("error") or ""
+    """The summary column: the start of the answer (or of the error) on one line; for a
+    verdict, the tool, the outcome, the rule and the reason."""
+    if record.get("kind") == "verdict":
+        text = (f"{record.get('tool')} → {record.get('outcome')} ({record.get('rule')}): "
+                f"{record.get('reason')}")
+    else:
+        text = record.get("summary") or record.get("error") or ""
     if not isinstance(text, str):
         text = str(text)
     flat = " ".join(text.replace("```atomic_capture", " ").split())
@@ -481,18 +486,21 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--until", metavar="DATE", callback=_when, help="Up to this ISO date or time (inclusive).")
 @click.option("--status", type=click.Choice(["ok", "error", "skipped"]), help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
+@click.option("--kind", type=click.Choice(["run", "verdict", "repair"]),
+              help="Only records of this kind (verdict: the authority gate's decisions).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")
 @click.pass_context
 def log(ctx: click.Context, name: str, action: str, limit: int, since: str | None, until: str | None,
-        status: str | None, trigger: str | None, by: str, as_json: bool) -> None:
+        status: str | None, trigger: str | None, kind: str | None, by: str, as_json: bool) -> None:
     """Show agent NAME's runs (newest last), or `cost`: spend and tokens by day or month.
 
     \b
     Examples:
       atomic-vault log atlas --since 2026-11-01 --status error
       atomic-vault log atlas cost --by month --json
+      atomic-vault log atlas --kind verdict
     """
     from .errors import AtomicVaultError
     from .protocols import LogQuery
@@ -504,14 +512,14 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
             rows = store.cost(folder, by, since=since, until=until)
         else:
             found = store.query(folder, LogQuery(since=since, until=until, status=status,
-                                                 trigger=trigger, limit=max(limit, 0)))
+                                                 trigger=trigger, kind=kind, limit=max(limit, 0)))
     except AtomicVaultError as exc:
         _fail(exc)
     if action == "cost":
         _print_cost(folder, store, rows, by, as_json, filtered=since is not None or until is not None)
         return
     if not found:
-        filtered = any(v is not None for v in (since, until, status, trigger)) or limit <= 0
+        filtered = any(v is not None for v in (since, until, status, trigger, kind)) or limit <= 0
         click.echo("no runs match" if filtered else f"no runs yet: {name}'s log is empty", err=True)
         return
     if not as_json:
@@ -522,8 +530,11 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
             continue
         seq, ts, status_, trigger_, model = (str(record.get(key, "-")) for key in (
             "seq", "ts", "status", "trigger", "model"))
+        cost = _cost_text(record.get("cost_usd"))
+        if record.get("kind", "run") != "run":  # its kind in the status column, no model or cost
+            status_, model, cost = str(record.get("kind")), "-", "-"
         click.echo(f"{seq:>5} {ts[:19]:<19} {status_:<7} {trigger_:<8} {model:<12} "
-                   f"{_cost_text(record.get('cost_usd')):>9}  {_gist(record)}")
+                   f"{cost:>9}  {_gist(record)}")
 
 
 def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool, filtered: bool) -> None:

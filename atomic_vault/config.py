@@ -66,6 +66,7 @@ class ModelConfig:
     retries: RetryPolicy = RetryPolicy()
     prices: dict[str, Any] = field(default_factory=dict)
     timezone: str | None = None
+    max_steps: int = 8  # model calls of one run's tool loop (spec/06)
 
     @property
     def zone(self) -> tzinfo | None:
@@ -83,8 +84,9 @@ class ToolsConfig:
 
     read: tuple[str, ...] = ("persona/", "memory/", "wiki/", "journal/")
     write: tuple[str, ...] = ("memory/",)
-    tools: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # names in the older list form: declared nowhere, offered never
     unknown_keys: tuple[str, ...] = ()
+    declared: tuple[dict[str, Any], ...] = ()  # tool mappings, checked by tools.py
 
     def may_write(self, relative_dir: str) -> bool:
         wanted = relative_dir.strip("/")
@@ -302,7 +304,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone"}
+               "prices", "timezone", "max_steps"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -376,6 +378,7 @@ def load_model_config(path: Path) -> ModelConfig:
             retries=_retries(data.get("retries"), path),
             prices=parse_prices(data.get("prices"), path),
             timezone=_timezone(data.get("timezone"), path),
+            max_steps=_int(data, "max_steps", 8, 1, 100, path),
         )
     return _cached(path, parse)
 
@@ -387,11 +390,19 @@ def load_tools_config(path: Path) -> ToolsConfig:
             return ToolsConfig()
         data = _settings(text, path, _TOOLS_KEYS, _has_heading(text, "read paths", "write paths"))
         values: dict[str, tuple[str, ...]] = {}
+        declared: tuple[dict[str, Any], ...] = ()
         for key in ("read", "write", "tools"):
             if key not in data:
                 continue
             items = data[key] or []
+            if key == "tools" and isinstance(items, list):
+                declared = tuple(x for x in items if isinstance(x, dict))
+                items = [x for x in items if not isinstance(x, dict)]
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                if key == "tools":
+                    raise ConfigError("must be a list of tool declarations", path=path, field=key,
+                                      fix="declare each tool as a mapping with name, kind and description "
+                                          "(spec/06), or write tools: []")
                 raise ConfigError("must be a list of strings", path=path, field=key,
                                   fix=f"write e.g. {key}: [memory/]")
             if key != "tools":
@@ -405,7 +416,7 @@ def load_tools_config(path: Path) -> ToolsConfig:
                         raise ConfigError(f"{item!r} holds a control character", path=path, field=key,
                                           fix="write plain folder names, e.g. memory/")
             values[key] = tuple(items)
-        return ToolsConfig(**values, unknown_keys=_unknown(data, _TOOLS_KEYS, path))
+        return ToolsConfig(**values, unknown_keys=_unknown(data, _TOOLS_KEYS, path), declared=declared)
     return _cached(path, parse)
 
 

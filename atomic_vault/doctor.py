@@ -94,10 +94,29 @@ def _check_layout(folder: AgentFolder, add) -> None:
         if config.unknown_keys:
             add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
                 "check their spelling against spec/06-config.md")
+    _check_tools(folder, add)
     if not folder.memory.is_dir():
         add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
     else:
         add("layout", "ok", "agent folder layout is valid")
+
+
+def _check_tools(folder: AgentFolder, add) -> None:
+    """Tool declarations and the policies that gate them: what a run would refuse or
+    block, named before it runs (no server is started here)."""
+    from . import policy, tools
+
+    try:
+        for warning in tools.load(load_tools_config(folder.tools), folder.tools).warnings:
+            add("config", "warn", warning, folder.tools)
+    except AtomicVaultError as exc:  # tools.md's own errors are reported above
+        if exc.path == str(folder.tools) and exc.field and exc.field.startswith("tools["):
+            add("config", "error", f"{exc.field}: {exc.message}", exc.path, exc.fix)
+    for path in (folder.path / "policy.md", folder.root / "policy.md"):
+        loaded = policy.load(path)
+        if loaded is not None and loaded.error is not None:
+            add("config", "error", f"fails closed, every tool call is blocked: {loaded.error.message}"
+                + (f" ({loaded.error.field})" if loaded.error.field else ""), path, loaded.error.fix)
 
 
 def _check_links(folder: AgentFolder, add) -> None:

@@ -74,17 +74,21 @@ def spent(log: LogBackend, folder: AgentFolder, when: datetime) -> tuple[float, 
 def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: datetime, *,
             model: str, price: Price | None, input_tokens: int, critical: bool,
             fallback: str | None = None, fallback_price: Price | None = None,
-            fallback_input_tokens: int | None = None) -> Budget:
+            fallback_input_tokens: int | None = None, already_usd: float = 0.0,
+            replaces: str | None = None) -> Budget:
     """Decide whether this run may call ``model`` and hold its estimate. ``input_tokens``
     must bound what the provider bills (agent._Run.input_bound), or the caps do not hold.
-    The caller holds the agent's lock, so no other run reserves or settles meanwhile."""
+    A further call of a tool loop adds what the run's earlier calls cost (``already_usd``)
+    and ``replaces`` the run's reservation: kept when the call is refused, dropped when
+    the new one is held. The caller holds the agent's lock, so no other run reserves or
+    settles meanwhile."""
     rails = config.cost_guardrails
     day_spent, month_spent = spent(log, folder, when)
-    in_flight_usd = sum(in_flight(folder).values())
+    in_flight_usd = sum(usd for key, usd in in_flight(folder).items() if key != replaces)
     budget = Budget(spent_day_usd=day_spent, spent_month_usd=month_spent, in_flight_usd=in_flight_usd,
                     daily_cap_usd=rails.get("daily_cap_usd"), monthly_cap_usd=rails.get("monthly_cap_usd"),
                     input_tokens=input_tokens)
-    estimate = price.ceiling(input_tokens, config.max_output_tokens) if price else None
+    estimate = price.ceiling(input_tokens, config.max_output_tokens) + already_usd if price else None
     budget.estimate_usd = estimate
     breaches = _breaches(rails, day_spent + in_flight_usd, month_spent + in_flight_usd, estimate, model)
     if price is None:
@@ -101,7 +105,8 @@ def reserve(folder: AgentFolder, log: LogBackend, config: ModelConfig, when: dat
                           fallback, fallback_price,
                           input_tokens if fallback_input_tokens is None else fallback_input_tokens)
     if budget.action != "skip":
-        budget.reservation = _hold(folder, budget.estimate_usd or 0.0)
+        budget.reservation = _hold(folder, budget.estimate_usd or already_usd)
+        release(folder, replaces)
     return budget
 
 

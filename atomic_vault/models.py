@@ -19,18 +19,32 @@ ENTRY_POINT_GROUP = "atomic_vault.models"
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One tool call a model asked for: the provider's id for it, the tool's name, and
+    the arguments as the raw JSON text the model wrote (validated by the runtime)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ModelRequest:
     """What a provider gets: system text blocks (in order, each with ``text``, ``layer``,
-    ``source`` and ``cache_breakpoint``), the chat messages, and the output limit. A
-    provider that supports tools offers the ``atomic_capture`` tool (``captures.TOOL``)
-    when ``capture_tool`` is true."""
+    ``source`` and ``cache_breakpoint``), the chat messages, and the output limit.
+
+    ``tools`` are plain data, each ``{"name", "description", "input_schema"}`` (the capture
+    tool among them); a provider that supports tools translates them to its wire format.
+    Besides ``user`` / ``assistant`` text, ``messages`` of a tool loop hold an assistant
+    turn with ``tool_calls`` (``[{"id", "name", "arguments"}]``, arguments as JSON text) and
+    one ``{"role": "tool", "tool_call_id", "name", "content", "is_error"}`` per result."""
 
     model: str
     system: list[dict[str, Any]]
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_output_tokens: int
     agent: str = ""
-    capture_tool: bool = True
+    tools: tuple[dict[str, Any], ...] = ()
 
     @property
     def system_text(self) -> str:
@@ -41,7 +55,8 @@ class ModelRequest:
 class ModelResponse:
     """What a provider returns. ``input_tokens`` counts uncached input only; tokens read
     from or written to a prompt cache are counted apart. ``tool_captures`` holds the raw
-    JSON of each ``atomic_capture`` tool call, validated like a fenced block. The runtime
+    JSON of captures a custom model hands over directly, validated like a fenced block
+    (providers return every tool call, the capture tool's too, in ``tool_calls``). The runtime
     prices the tokens (pricing.py); ``cost_usd`` is used only for a model the price table
     does not know (None: unknown). A model that cannot count may leave the token counts
     out: the runtime then estimates them and records ``tokens_estimated``."""
@@ -56,6 +71,7 @@ class ModelResponse:
     tool_captures: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_estimated: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()  # every tool call, the capture tool's included
 
 
 @runtime_checkable
@@ -167,11 +183,15 @@ TOOL_OVERHEAD = 1024
 def token_ceiling(request: ModelRequest, tool_schema: str = "") -> int:
     """An upper bound of the input tokens a byte-level BPE tokenizer can bill for
     ``request``: each such token stands for at least one UTF-8 byte, so the bytes of every
-    system block, message and offered tool schema, plus the overheads above, bound the
-    count from above whatever the text (code, CJK, emoji)."""
+    system block, message (tool calls and results included) and offered tool schema, plus
+    the overheads above, bound the count from above whatever the text (code, CJK, emoji)."""
     parts = [block["text"] for block in request.system]
     parts += [str(message.get("content", "")) for message in request.messages]
-    tools = TOOL_OVERHEAD + len(tool_schema.encode("utf-8")) if request.capture_tool and tool_schema else 0
+    parts += [json.dumps(message["tool_calls"], ensure_ascii=False)
+              for message in request.messages if message.get("tool_calls")]
+    schemas = len(tool_schema.encode("utf-8")) + (
+        len(json.dumps(list(request.tools), ensure_ascii=False).encode("utf-8")) if request.tools else 0)
+    tools = TOOL_OVERHEAD + schemas if schemas else 0
     return sum(len(part.encode("utf-8")) for part in parts) + PART_OVERHEAD * (len(parts) + 1) + tools
 
 
@@ -179,6 +199,8 @@ def token_ceiling(request: ModelRequest, tool_schema: str = "") -> int:
 _REMEMBER = re.compile(r"^[^\S\n]*remember:[^\S\n]*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.IGNORECASE)
+_TOOL = re.compile(r"^[^\S\n]*tool:[^\S\n]*(?P<name>[A-Za-z0-9_.-]+)[^\S\n]*(?P<args>\{.*\})?[^\S\n]*$",
+                   re.IGNORECASE | re.MULTILINE)
 
 
 class OfflineModel:
@@ -193,7 +215,17 @@ class OfflineModel:
         self.name = "offline"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        work = request.messages[-1]["content"] if request.messages else ""
+        work = next((str(m.get("content", "")) for m in reversed(request.messages) if m.get("role") == "user"), "")
+        results = [m for m in request.messages if m.get("role") == "tool"]
+        lines = list(_TOOL.finditer(work))
+        offered = {tool.get("name") for tool in request.tools}
+        if lines and not results:  # first step: ask for every offered tool its line names
+            calls = tuple(ToolCall(f"offline_{i}", m.group("name"), m.group("args") or "{}")
+                          for i, m in enumerate(lines, 1) if m.group("name") in offered)
+            if calls:
+                return ModelResponse(text="", input_tokens=estimate_tokens(request.system_text + work),
+                                     output_tokens=sum(estimate_tokens(c.arguments) for c in calls),
+                                     cost_usd=0.0, model="offline", tool_calls=calls)
         words = work.split()
         first = " ".join(words[:24]) + (" …" if len(words) > 24 else "")
         layers = [block["layer"] for block in request.system if "layer" in block]
@@ -212,6 +244,12 @@ class OfflineModel:
                 parts.append(self._capture(remembered))
             else:
                 parts.append("Nothing to remember: the remember: line has no letters or digits.")
+        for m in lines:
+            if m.group("name") not in offered:
+                parts.append(f"Tool {m.group('name')} is not offered to this agent.")
+        for result in results:
+            answer = " ".join(str(result.get("content", "")).split())
+            parts.append(f"Tool {result.get('name')} answered: {answer[:500]}")
         text = "\n\n".join(parts) + "\n"
         return ModelResponse(text=text,
                              input_tokens=estimate_tokens(request.system_text + work),

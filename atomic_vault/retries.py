@@ -30,6 +30,8 @@ class Completion:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     fallback_from: str | None = None
     fix: str | None = None  # what the provider advised about the last failure
+    steps: list[dict[str, Any]] = field(default_factory=list)  # a tool loop's steps (toolloop.py)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # the gate's, to be logged
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,

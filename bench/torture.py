@@ -70,7 +70,9 @@ _TORN = {".jsonl": '{"agent":"atlas","attempts":[{"attempt":1,"model":"offline",
 
 
 def _work_item(tag: str) -> str:
-    return f"Torture run {tag}.\nremember: project: torture {tag}"
+    # A tool call too: every run is gated (a verdict record before its run record) and
+    # loops twice, so kills land between the verdict and the run's commit point as well.
+    return f'Torture run {tag}.\nremember: project: torture {tag}\ntool: leap_year {{"year": 2028}}'
 
 
 def _killer(at: int, torn_cut: float | None):
@@ -309,6 +311,9 @@ class Torture:
                 text = memory.get(folder, file)
                 if text is None:
                     self._problem(f"run {ack['run_id']} captured {file}, which does not exist")
+            verdicts = [r for r in log.query(folder, LogQuery(kind="verdict")) if r.get("run") == ack["run_id"]]
+            if [v.get("outcome") for v in verdicts] != ["allow"] or verdicts[0]["seq"] >= record["seq"]:
+                self._problem(f"run {ack['run_id']} has verdicts {verdicts} instead of one allow before it")
             day = folder.journal_file(_day(record["ts"]))
             if f"run {ack['run_id']}" not in day.read_text(encoding="utf-8", errors="replace"):
                 self._problem(f"run {ack['run_id']} returned but has no journal section in {day.name}")

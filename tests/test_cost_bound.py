@@ -72,7 +72,7 @@ def test_runs_started_together_never_settle_past_the_cap_when_the_provider_count
 def test_the_ceiling_counts_bytes_so_dense_text_cannot_pass_it():
     cjk = "東京の天気は晴れ" * 50  # 3 bytes a character: four times the chars/4 estimate
     request = ModelRequest(model="m", system=[{"text": "系统", "layer": "identity"}],
-                           messages=[{"role": "user", "content": cjk}], max_output_tokens=1, capture_tool=False)
+                           messages=[{"role": "user", "content": cjk}], max_output_tokens=1)
     assert token_ceiling(request) == len(cjk.encode()) + len("系统".encode()) + 3 * PART_OVERHEAD
     assert token_ceiling(request) > 3 * len(cjk) > estimate_tokens(cjk)
     with_tool = ModelRequest(model="m", system=[], messages=[{"role": "user", "content": "hi"}],

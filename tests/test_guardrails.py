@@ -17,7 +17,6 @@ from atomic_vault import AtomicAgent, clock, guardrails, runlog
 from atomic_vault.backends.files import FileLog
 from atomic_vault.config import RetryPolicy
 from atomic_vault.errors import ModelError
-from atomic_vault.agent import CAPTURE_TOOL_TEXT
 from atomic_vault.models import ModelResponse, token_ceiling
 from atomic_vault.retries import backoff
 from atomic_vault.vault import open_agent
@@ -40,7 +39,7 @@ class Metered:
         if self.failures:
             raise self.failures.pop(0)
         time.sleep(self.delay)
-        tokens = token_ceiling(request, CAPTURE_TOOL_TEXT)
+        tokens = token_ceiling(request)  # the request carries its tools (the capture tool)
         return ModelResponse(text="metered answer", input_tokens=tokens,
                              output_tokens=request.max_output_tokens, model=self.name)
 

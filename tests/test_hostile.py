@@ -1146,7 +1146,8 @@ def _tools_table() -> list[tuple[str, str, str | None, str]]:
     for key in ("read", "write", "tools"):
         for label, value in [("string", "memory/"), ("ints", "[1]"), ("map", "{a: b}"), ("null-item", "[null]"),
                              ("nested", "[[memory/]]")]:
-            rows.append((f"{key}:{label}", block(f"{key}: {value}", ""), key, "must be a list of strings"))
+            rows.append((f"{key}:{label}", block(f"{key}: {value}", ""), key,
+                         "must be a list of tool declarations" if key == "tools" else "must be a list of strings"))
     for key in ("read", "write"):
         for label, value in [("absolute", "/etc"), ("home", '"~"'), ("home-path", "~/x"), ("dotdot", ".."),
                              ("inner-dotdot", "memory/../.."), ("backslash-dotdot", '"..\\\\.."'),

@@ -1,5 +1,6 @@
 """Claude through Anthropic's Messages API: the assembly's cache marks become prompt-cache
-breakpoints, and captures may arrive as calls of the ``atomic_capture`` tool."""
+breakpoints, and the request's tools (the capture tool among them) are offered as tools,
+their calls coming back as ``tool_use`` blocks and their results sent as ``tool_result``."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ import json
 from typing import Any
 
 from .. import keys
-from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
-from ..models import ModelRequest, ModelResponse
+from ..models import ModelRequest, ModelResponse, ToolCall
 from . import positive_seconds, require, sdk_error
 
 PROVIDER = "anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
 _REFUSED = "the request was refused: check the model name and max_output_tokens in model.md"
-CAPTURE_TOOL = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": TOOL_SCHEMA}
 
 
 class AnthropicModel:
@@ -48,8 +47,8 @@ class AnthropicModel:
             output_tokens=usage.output_tokens or 0,
             cache_read_tokens=usage.cache_read_input_tokens or 0,
             cache_write_tokens=usage.cache_creation_input_tokens or 0,
-            tool_captures=tuple(json.dumps(block.input, ensure_ascii=False) for block in message.content
-                                if block.type == "tool_use" and block.name == TOOL_NAME),
+            tool_calls=tuple(ToolCall(block.id, block.name, json.dumps(block.input, ensure_ascii=False))
+                             for block in message.content if block.type == "tool_use"),
             model=f"{PROVIDER}:{message.model or self.model_name}",
             cost_usd=None,
             extra={"stop_reason": message.stop_reason},
@@ -63,12 +62,13 @@ class AnthropicModel:
             raise self._error(exc) from None
 
     def _prompt(self, request: ModelRequest) -> dict[str, Any]:
-        prompt: dict[str, Any] = {"model": self.model_name, "messages": list(request.messages)}
+        prompt: dict[str, Any] = {"model": self.model_name, "messages": _messages(request.messages)}
         system = _system_blocks(request.system)
         if system:
             prompt["system"] = system
-        if request.capture_tool:
-            prompt["tools"] = [CAPTURE_TOOL]
+        if request.tools:
+            prompt["tools"] = [{"name": t["name"], "description": t["description"],
+                                "input_schema": t["input_schema"]} for t in request.tools]
         return prompt
 
     def _error(self, exc: Exception) -> ModelError:
@@ -89,3 +89,39 @@ def _system_blocks(system: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return blocks
 
 
+def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runtime's messages in the Messages API's shape: an assistant turn's tool calls
+    become ``tool_use`` blocks, and the results that follow one user turn of ``tool_result``
+    blocks (the API wants every result of a turn in the next user message)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": message.get("content", "")}
+            if message.get("is_error"):
+                block["is_error"] = True
+            if out and out[-1].get("_results"):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block], "_results": True})
+        elif message.get("tool_calls"):
+            content: list[dict[str, Any]] = [{"type": "text", "text": message["content"]}] \
+                if message.get("content") else []
+            content += [{"type": "tool_use", "id": call["id"], "name": call["name"],
+                         "input": _input(call["arguments"])} for call in message["tool_calls"]]
+            out.append({"role": "assistant", "content": content})
+        else:
+            out.append({"role": message["role"], "content": message["content"]})
+    for message in out:
+        message.pop("_results", None)
+    return out
+
+
+def _input(arguments: str) -> Any:
+    """A call's arguments as sent back: the object the model wrote (an unparsable one as
+    it was; the runtime told the model it was not valid)."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {"unparsed": arguments}
+    return value if isinstance(value, dict) else {"value": value}

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import keys
-from ..captures import TOOL_DESCRIPTION, TOOL_NAME, TOOL_SCHEMA
 from ..errors import ModelError
-from ..models import ModelRequest, ModelResponse, estimate_tokens
+from ..models import ModelRequest, ModelResponse, ToolCall, estimate_tokens
 from . import positive_seconds, require, sdk_error
-
-CAPTURE_TOOL = {"type": "function", "function": {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
-                                                 "parameters": TOOL_SCHEMA}}
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ PRESETS = {preset.provider: preset for preset in (
 
 class OpenAIModel:
     """A chat model behind an OpenAI-compatible server. ``provider`` picks the preset;
-    ``tools`` overrides whether the ``atomic_capture`` tool is offered."""
+    ``tools`` overrides whether the request's tools are offered (as functions)."""
 
     def __init__(self, model_name: str, *, base_url: str | None = None, timeout_s: float = 600.0,
                  api_key_env: str | None = None, tools: bool | None = None, provider: str = "openai"):
@@ -74,10 +70,12 @@ class OpenAIModel:
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         system = [{"role": "system", "content": request.system_text}] if request.system_text else []
-        params: dict[str, Any] = {"model": self.model_name, "messages": system + list(request.messages),
+        params: dict[str, Any] = {"model": self.model_name, "messages": system + _messages(request.messages),
                                   self.preset.limit_param: request.max_output_tokens}
-        if request.capture_tool and self.tools:
-            params["tools"] = [CAPTURE_TOOL]
+        if request.tools and self.tools:
+            params["tools"] = [{"type": "function", "function": {
+                "name": t["name"], "description": t["description"], "parameters": t["input_schema"]}}
+                for t in request.tools]
         try:
             completion = self._client.chat.completions.create(**params)
         except self._sdk.APIError as exc:
@@ -87,17 +85,18 @@ class OpenAIModel:
                              field="model", retryable=True, fix="retry; check the server's logs")
         choice = completion.choices[0]
         text = choice.message.content or ""
-        tool_captures = tuple(_arguments(call.function) for call in choice.message.tool_calls or ()
-                              if getattr(call, "function", None) and call.function.name == TOOL_NAME)
+        tool_calls = tuple(ToolCall(call.id or f"call_{i}", call.function.name, _arguments(call.function))
+                           for i, call in enumerate(choice.message.tool_calls or ())
+                           if getattr(call, "function", None))
         extra: dict[str, Any] = {"finish_reason": choice.finish_reason}
         input_tokens, output_tokens, cached = _tokens(completion.usage)
         if input_tokens is None:  # some local servers send no usage
             extra["usage_estimated"] = True
             sent = request.system_text + "".join(str(m.get("content", "")) for m in request.messages)
             input_tokens = estimate_tokens(sent)
-            output_tokens = estimate_tokens(text + "".join(tool_captures))
+            output_tokens = estimate_tokens(text + "".join(c.arguments for c in tool_calls))
         return ModelResponse(text=text, input_tokens=input_tokens, output_tokens=output_tokens,
-                             cache_read_tokens=cached, tool_captures=tool_captures, cost_usd=None,
+                             cache_read_tokens=cached, tool_calls=tool_calls, cost_usd=None,
                              model=f"{self.preset.provider}:{completion.model or self.model_name}",
                              extra=extra, tokens_estimated="usage_estimated" in extra)
 
@@ -127,6 +126,24 @@ def llamacpp(model_name: str, **options: Any) -> OpenAIModel:
 
 def moonshot(model_name: str, **options: Any) -> OpenAIModel:
     return OpenAIModel(model_name, provider="moonshot", **options)
+
+
+def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runtime's messages as Chat Completions wants them: tool calls as functions of
+    the assistant turn, each result a ``tool`` message naming its call."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") == "tool":
+            out.append({"role": "tool", "tool_call_id": message["tool_call_id"],
+                        "content": message.get("content", "")})
+        elif message.get("tool_calls"):
+            out.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": [
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}
+                for call in message["tool_calls"]]})
+        else:
+            out.append({"role": message["role"], "content": message["content"]})
+    return out
 
 
 def _arguments(function: Any) -> str:

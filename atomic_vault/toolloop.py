@@ -1,0 +1,179 @@
+"""The tool loop: model, gate, tool, result back to the model, up to ``max_steps`` calls.
+
+With no tools declared this is one model call, as it always was (the capture tool's calls
+become captures either way). Each further call is checked against the cost caps before
+it is made; every step and every verdict is kept for the run's write-back, where the
+verdicts are logged (``kind: verdict``) before the run's record, under the same lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any, Callable, Protocol
+
+from . import captures, clock, pricing, retries, tools
+from .config import RetryPolicy
+from .keys import redact
+from .models import Model, ModelRequest, ModelResponse, ToolCall
+from .policy import Gate
+
+RECORD_CHARS = 2000  # of each argument text and result kept in the step record
+
+
+class Loop(Protocol):
+    """What the loop needs of the run (agent._Run)."""
+
+    id: str
+    started: Any
+    agent: Any
+    request: ModelRequest
+    toolbox: tools.Toolbox
+    gate: Gate | None
+    warnings: list[str]
+
+    def reserve_next(self, model: Model | None, request: ModelRequest, spent_usd: float) -> str | None: ...
+    def price(self, model_name: str) -> Any: ...
+
+
+def args_sha256(arguments: Any) -> str:
+    """The arguments' hash: of their canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPolicy,
+             max_steps: int, agent_root: Any) -> retries.Completion:
+    """Call the model until it answers without asking for a tool (or the loop must stop)."""
+    request = run.request
+    done = retries.complete(candidates, request, policy)
+    if not run.toolbox.tools:
+        if done.response is not None:
+            done.response = _split(done.response)
+        return done
+    answers: list[ModelResponse] = []
+    attempts = list(done.attempts)
+    step = 1
+    while True:
+        if done.response is None:
+            break
+        response = _split(done.response)
+        answers.append(response)
+        name = response.model or getattr(done.model, "name", "custom")
+        entry: dict[str, Any] = {"step": step, "model": name, "input_tokens": response.input_tokens,
+                                 "output_tokens": response.output_tokens,
+                                 "cost_usd": pricing.run_cost(run.price(name), response), "calls": []}
+        done.steps.append(entry)
+        calls = [call for call in response.tool_calls if call.name != captures.TOOL_NAME]
+        if not calls:
+            break
+        if step >= max_steps:
+            entry["stopped"] = f"max_steps {max_steps} reached: the model's last tool calls were not run"
+            run.warnings.append(f"the tool loop stopped at max_steps {max_steps} (model.md): "
+                                f"{len(calls)} tool call(s) of the last step were not run")
+            break
+        results = [_call(run, step, call, entry, agent_root, done) for call in response.tool_calls]
+        request = replace(request, messages=[
+            *request.messages,
+            {"role": "assistant", "content": response.text,
+             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls]},
+            *results])
+        spent = sum(s["cost_usd"] or 0.0 for s in done.steps)
+        refused = run.reserve_next(done.model, request, spent)
+        if refused:
+            entry["stopped"] = f"the cost guardrails refused step {step + 1}: {refused}"
+            run.warnings.append(f"the tool loop stopped before step {step + 1}: {refused}")
+            break
+        model = done.model
+        following = retries.complete([lambda: model], request, policy)
+        attempts += following.attempts
+        done.response, done.error, done.fix = following.response, following.error, following.fix
+        step += 1
+    done.attempts = attempts
+    if answers:
+        done.response = _combined(answers, done.response if done.error is None else None)
+    return done
+
+
+def _split(response: ModelResponse) -> ModelResponse:
+    """The capture tool's calls moved to ``tool_captures`` (validated like fenced blocks)."""
+    found = tuple(redact(call.arguments) for call in response.tool_calls if call.name == captures.TOOL_NAME)
+    return replace(response, tool_captures=response.tool_captures + found) if found else response
+
+
+def _combined(answers: list[ModelResponse], last: ModelResponse | None) -> ModelResponse:
+    """One response for the run: every step's text and captures, the tokens summed (the
+    run's cost is priced from them), the last step's model."""
+    final = answers[-1]
+    cost = [a.cost_usd for a in answers]
+    return replace(final, text="\n\n".join(a.text for a in answers if a.text.strip()) + (
+        "" if any(a.text.strip() for a in answers) else final.text),
+        input_tokens=sum(a.input_tokens or 0 for a in answers),
+        output_tokens=sum(a.output_tokens or 0 for a in answers),
+        cache_read_tokens=sum(a.cache_read_tokens for a in answers),
+        cache_write_tokens=sum(a.cache_write_tokens for a in answers),
+        tool_captures=tuple(raw for a in answers for raw in a.tool_captures),
+        tokens_estimated=any(a.tokens_estimated for a in answers),
+        cost_usd=None if any(c is None for c in cost) else sum(cost))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= RECORD_CHARS else text[:RECORD_CHARS - 1] + "…"
+
+
+def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_root: Any,
+          done: retries.Completion) -> dict[str, Any]:
+    """Gate and run one call; the tool message that carries its result to the model."""
+    record: dict[str, Any] = {"id": call.id, "tool": call.name, "args": _short(call.arguments)}
+    entry["calls"].append(record)
+
+    def told(status: str, text: str, verdict: str | None = None) -> dict[str, Any]:
+        record["effect"] = {"status": status, "result": _short(text)}
+        if verdict:
+            record["verdict"] = verdict
+        return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text,
+                "is_error": status != "ok"}
+
+    if call.name == captures.TOOL_NAME:
+        return told("ok", "noted: the capture is validated and saved when the run ends")
+    tool = run.toolbox.tools.get(call.name)
+    if tool is None:
+        return told("not_run", f"there is no tool {call.name!r}; the tools are: {', '.join(run.toolbox.tools)}")
+    arguments, problem = tools.parse_arguments(call.arguments)
+    errors = [problem] if problem else tools.validate(tool.input_schema, arguments) if tool.checked else []
+    if errors:
+        return told("invalid", "the arguments do not fit the tool's schema, nothing was run: " + "; ".join(errors))
+    record["args_sha256"] = args_sha256(arguments)
+    verdict = run.gate.decide(call.name, arguments) if run.gate else None
+    if verdict is None:  # no gate at all cannot happen in a run; refuse rather than run unchecked
+        return told("not_run", "no policy could be consulted, so nothing was run", "block")
+    record["rule"] = verdict.rule
+    # ts is the run's start, as in the run's record, so that both land in the same day file
+    # (records go to the file of their ts) even when the loop runs past midnight.
+    log = {"kind": "verdict", "ts": run.started.isoformat(timespec="milliseconds"),
+           "decided": clock.now(run.started.tzinfo).isoformat(timespec="milliseconds"),
+           "agent": run.agent.name, "trigger": run.agent.trigger, "run": run.id,
+           "step": step, "call": call.id, "tool": call.name, "args_sha256": record["args_sha256"],
+           "rule": verdict.rule, "policy_sha256": verdict.policy_sha256, "outcome": verdict.outcome,
+           "reason": verdict.reason}
+    if verdict.floor_sha256:
+        log["floor_sha256"] = verdict.floor_sha256
+    if verdict.outcome == "revise":
+        log["revised_sha256"] = record["revised_sha256"] = args_sha256(verdict.arguments)
+        record["revised_args"] = _short(json.dumps(verdict.arguments, ensure_ascii=False))
+    done.verdicts.append(log)
+    if verdict.outcome == "block":
+        return told("blocked", f"the policy blocked this call, nothing was run: {verdict.reason}", "block")
+    if verdict.outcome == "escalate":
+        run.warnings.append(f"step {step}: {call.name} was escalated ({verdict.reason}): it awaits a "
+                            "person's decision and was not run")
+        return told("escalated", "this action awaits a person's decision and was not run "
+                    f"({verdict.reason}); go on without its result, and say that it is pending", "escalate")
+    result = tools.run(tool, verdict.arguments, agent_root)
+    record["effect"] = {"status": result.status, "result": _short(result.text)}
+    if result.truncated:
+        record["effect"]["truncated"] = True
+    record["verdict"] = verdict.outcome
+    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.text,
+            "is_error": not result.ok}
