@@ -147,3 +147,11 @@ def check(log: Any, folder: Any, records: Iterable[dict[str, Any]]) -> Iterator[
             yield record, f"tampered: snapshot {sha} does not match its hash"
         for sha in found.missing:
             yield record, f"missing: snapshot {sha} is gone and no prune record removed it"
+
+
+def verify_snapshots(log: Any, folder: Any, result: Any) -> None:
+    """Fail ``result`` (a ``runlog.Verification`` of a chain that verified) at the first
+    record naming a tampered or unexplained missing snapshot."""
+    for record, problem in check(log, folder, log.records(folder)):
+        result.fail(f"snapshots of run {record.get('run_id')}", 1, record.get("seq"), problem)
+        return
