@@ -71,3 +71,18 @@ def test_a_failed_run_snapshots_its_errors(vault, backend):
     refs = record["snapshots"]
     assert refs["answer"] is None and len(refs["errors"]) == 1
     assert "fell over" in agent.log.get_snapshot(agent.folder, refs["errors"][0])
+
+
+def test_doctor_reports_snapshots_no_record_names(vault, backend):
+    from atomic_vault import doctor
+    from atomic_vault.backends import open_backend
+
+    agent = _agent(vault, backend)
+    agent.call("Plan.")
+    checks = lambda: [f for f in doctor.check(agent.folder, {"log": open_backend("log", backend, vault)})
+                      if f.check == "snapshots"]  # noqa: E731
+    assert checks() == []
+    orphan = "a text stored by a run cut off before its record"
+    agent.log.put_snapshots(agent.folder, {snapshots.digest(orphan): orphan})
+    found = checks()
+    assert len(found) == 1 and found[0].level == "warn" and "1 snapshot(s)" in found[0].message
