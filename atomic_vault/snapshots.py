@@ -22,12 +22,25 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def system_text(blocks: Iterable[dict[str, Any]], hashes: list[str]) -> str:
-    """The system as sent, by reference: each block's layer, source, cache breakpoint and
-    the snapshot of its text, in order (the texts themselves are stored once each)."""
-    return json.dumps([{"layer": b["layer"], "source": b["source"], "snapshot": h,
-                        "cache_breakpoint": bool(b.get("cache_breakpoint"))}
-                       for b, h in zip(blocks, hashes)], ensure_ascii=False, separators=(",", ":"))
+_LAYER_HASHES: dict[str, tuple[str, tuple, str, str]] = {}
+
+
+def _layer(taken: "Taken", redact: Any, block: dict[str, Any]) -> str:
+    """A layer's snapshot hash. Redacting and hashing a large unchanged layer (INDEX.md at
+    10,000 notes) every run would cost more than the rest of the snapshot: while assembly
+    hands out the very same string and the known keys are the same, the result is reused."""
+    text, source = block["text"], block["source"]
+    keys = tuple(getattr(redact, "secrets", ()) or ())
+    hit = _LAYER_HASHES.get(source)
+    if hit is not None and hit[0] is text and hit[1] == keys:
+        taken.texts.setdefault(hit[2], hit[3])
+        return hit[2]
+    clean = redact(text)
+    sha = taken.add(clean)
+    if len(_LAYER_HASHES) > 512:
+        _LAYER_HASHES.clear()
+    _LAYER_HASHES[source] = (text, keys, sha, clean)
+    return sha
 
 
 @dataclass
@@ -46,12 +59,12 @@ class Taken:
 
 def take(redact: Any, system: list[dict[str, Any]], work_item: str, answer: str | None,
          errors: list[str], captures: list[str]) -> Taken:
-    """Every text of one run, redacted (keys never reach the store) before hashing."""
+    """Every text of one run, redacted (keys never reach the store) before hashing. The
+    system is the layers in manifest order (each file entry's ``snapshot``)."""
     taken = Taken()
-    taken.layers = [taken.add(redact(block["text"])) for block in system]
+    taken.layers = [_layer(taken, redact, block) for block in system]
     taken.refs = {
         "work_item": taken.add(redact(work_item)),
-        "system": taken.add(system_text(system, taken.layers)),
         "answer": taken.add(redact(answer)) if answer is not None else None,
         "errors": [taken.add(redact(text)) for text in errors],
         "captures": [taken.add(redact(text)) for text in captures],
@@ -68,7 +81,7 @@ def named(record: dict[str, Any]) -> list[str]:
     for entry in (record.get("manifest") or {}).get("files") or []:
         if isinstance(entry, dict):
             found.append(entry.get("snapshot"))
-    for key in ("work_item", "system", "answer"):
+    for key in ("work_item", "answer"):
         found.append(refs.get(key))
     for key in ("errors", "captures"):
         found.extend(refs.get(key) or [])

@@ -458,7 +458,8 @@ class FileLog:
         return count
 
 
-    # Snapshots: log/snapshots/<2 hex>/<sha256>.txt, plain UTF-8 (grep and git diff work).
+    # Snapshots: log/snapshots/<sha256>.txt, plain UTF-8 (grep and git diff work). One
+    # folder, so that a run's new snapshots cost one folder fsync, not one per file.
 
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
         new = {}
@@ -480,19 +481,11 @@ class FileLog:
             return None
 
     def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
-        found: list[str] = []
-        base = folder.log / SNAPSHOTS
         try:
-            parts = sorted(os.listdir(base))
+            names = os.listdir(folder.log / SNAPSHOTS)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        for part in parts:
-            try:
-                names = os.listdir(base / part)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            found += [n[:-4] for n in names if n.endswith(".txt") and SNAPSHOT_SHA.match(n[:-4])]
-        return sorted(found)
+        return sorted(n[:-4] for n in names if n.endswith(".txt") and SNAPSHOT_SHA.match(n[:-4]))
 
     def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
         removed, parents = 0, set()
@@ -514,11 +507,11 @@ SNAPSHOT_SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def snapshot_path(folder: AgentFolder, sha: str) -> Path:
-    """log/snapshots/ab/<sha>.txt; anything but a hex SHA-256 is refused (no path tricks)."""
+    """log/snapshots/<sha>.txt; anything but a hex SHA-256 is refused (no path tricks)."""
     if not isinstance(sha, str) or not SNAPSHOT_SHA.match(sha):
         raise LogError(f"{str(sha)[:80]!r} is not a snapshot hash", field="snapshot",
                        fix="name a snapshot by the 64 hex digits of its SHA-256")
-    return folder.log / SNAPSHOTS / sha[:2] / f"{sha}.txt"
+    return folder.log / SNAPSHOTS / f"{sha}.txt"
 
 
 def _fence_of(head: dict[str, Any] | None) -> list | None:
