@@ -56,7 +56,10 @@ def chain_to_head(log: Any, folder: Any, record: dict[str, Any]) -> list[dict[st
     few days of records; the whole log is read only if the clock went back meanwhile)."""
     seq = record.get("seq")
     since = str(record.get("ts", ""))[:10] or None
-    found = [r for r in log.query(folder, LogQuery(since=since)) if isinstance(r.get("seq"), int) and r["seq"] >= seq]
+    if callable(getattr(log, "records_from", None)):  # a database log reads by its seq index
+        found = log.records_from(folder, seq)
+    else:
+        found = [r for r in log.query(folder, LogQuery(since=since)) if isinstance(r.get("seq"), int) and r["seq"] >= seq]
     if not found or found[0].get("hash") != record.get("hash") or any(
             b["seq"] != a["seq"] + 1 for a, b in zip(found, found[1:])):
         found = [r for r in log.records(folder) if isinstance(r.get("seq"), int) and r["seq"] >= seq]
@@ -101,7 +104,7 @@ def write(files: dict[str, bytes], out: Path) -> str:
                        fix="name a new file (FILE.tar.gz) or a new folder")
     if out.name.endswith((".tar.gz", ".tgz")):
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
             for name, raw in sorted(files.items()):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(raw), 0o644, 0

@@ -72,7 +72,7 @@ def measure(log, folder, run_id: str, old_id: str, repeat: int, scratch: Path) -
     def export(rid=run_id):
         record = evidence.find_run(log, folder, rid)
         files, _ = bundle.build(log, folder, record)
-        bundle.write(files, scratch / f"b{next(counter)}.tar.gz")
+        bundle.write(files, scratch / f"{log.name}-{next(counter)}.tar.gz")
 
     show(), export()  # warm: connections, page cache
     began = time.perf_counter()

@@ -287,6 +287,13 @@ class PostgresLog:
                 result.fail(f"{self._where()}#log_day_costs", 1, None, problem)
         return result
 
+    def records_from(self, folder: AgentFolder, seq: int) -> list[dict[str, Any]]:
+        """The records from ``seq`` to the end, in chain order (by the (agent, seq) key)."""
+        with self.db.transaction() as conn:
+            found = conn.execute("SELECT record FROM log_records WHERE agent=%s AND seq>=%s ORDER BY seq",
+                                 (folder.name, seq)).fetchall()
+        return [rows.loads(row[0], self._where()) for row in found]
+
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
         if not texts:
             return

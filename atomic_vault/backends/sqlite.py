@@ -289,6 +289,13 @@ class SQLiteLog:
                 result.fail(f"{self.path(folder)}#day_costs", 1, None, problem)
         return result
 
+    def records_from(self, folder: AgentFolder, seq: int) -> list[dict[str, Any]]:
+        """The records from ``seq`` to the end, in chain order (by the (agent, seq) index)."""
+        with self._read(folder) as db:
+            found = db.execute("SELECT json FROM records WHERE agent=? AND seq>=? ORDER BY seq",
+                               (folder.name, seq)).fetchall()
+        return [rows.loads(row[0], str(self.path(folder))) for row in found]
+
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
         if not texts:
             return
