@@ -954,6 +954,7 @@ def export(ctx: click.Context, name: str, run_id: str | None, last: bool, out: s
 
 
 @cli.command("verify-bundle")
+@_root_option  # accepted like everywhere, and unused: a bundle is checked with no vault
 @click.argument("path", type=_Path(exists=True))
 @click.option("--anchor", metavar="SEQ:HASH", help="Also check the chain against a HEAD kept elsewhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print the check as JSON.")
