@@ -84,3 +84,17 @@ def test_doctor_reports_snapshots_no_record_names(vault, backend):
     agent.log.put_snapshots(agent.folder, {snapshots.digest(orphan): orphan})
     found = checks()
     assert len(found) == 1 and found[0].level == "warn" and "1 snapshot(s)" in found[0].message
+
+
+def test_migrate_carries_the_snapshots_with_the_log(vault):
+    from atomic_vault.backends.sqlite import SQLiteLog
+    from atomic_vault.migrate import migrate_log
+
+    agent = _agent(vault, "files")
+    result = agent.call("Plan.")
+    target = SQLiteLog(root=vault)
+    migrate_log(agent.folder, agent.log, target)
+    assert target.snapshot_hashes(agent.folder) == agent.log.snapshot_hashes(agent.folder)
+    record = target.get(agent.folder, result.run_id)
+    found = snapshots.load(target, agent.folder, snapshots.named(record))
+    assert found.missing == [] and found.tampered == [] and found.text(record["snapshots"]["work_item"]) == "Plan."
