@@ -25,6 +25,7 @@ FORMAT = "atomic-vault-bundle/1"
 FIXED = ("README.md", "MANIFEST.json", "record.json", "chain.jsonl", "HEAD.json")
 SNAPSHOT_NAME = re.compile(r"snapshots/([0-9a-f]{64})\.txt\Z")
 MAX_MEMBER = 256 * 1024 * 1024
+MAX_TOTAL = 4 * 1024 ** 3  # a compressed bomb is refused, not read into memory
 
 README = """# Evidence bundle of one atomic-vault run
 
@@ -162,6 +163,7 @@ def read_members(path: Path) -> tuple[dict[str, bytes], list[str]]:
     except (tarfile.TarError, OSError) as exc:
         raise LogError(f"is not a bundle (not a folder nor a readable tar file: {exc})", path=path,
                        fix="pass the FILE.tar.gz or folder `atomic-vault export` wrote") from None
+    total = 0
     with tar:
         try:
             for info in tar:
@@ -177,6 +179,10 @@ def read_members(path: Path) -> tuple[dict[str, bytes], list[str]]:
                 if name in members:
                     problems.append(f"added: {name} (a second copy)")
                     continue
+                total += info.size
+                if total > MAX_TOTAL:
+                    problems.append(f"added: {name} and what follows (more than any bundle holds; not read)")
+                    break
                 members[name] = tar.extractfile(info).read()
         except (tarfile.TarError, OSError, EOFError) as exc:
             problems.append(f"altered: the archive is damaged ({exc})")
@@ -190,6 +196,8 @@ def verify(path: Path, anchor: str | None = None) -> Checked:
     out = Checked()
     for problem in problems:
         out.bad(problem)
+    if "MANIFEST.json" not in members:
+        out.bad("missing: MANIFEST.json (nothing can be checked against it)")
     manifest = _json(members.get("MANIFEST.json"), "MANIFEST.json", out)
     listed = manifest.get("files") if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else {}
     if manifest is not None and not listed:

@@ -210,6 +210,7 @@ def test_a_bundle_verifies_with_no_vault(vault, backend, tmp_path):
 
 @pytest.mark.parametrize("change, named", [
     (lambda m: m.pop("HEAD.json"), "missing: HEAD.json"),
+    (lambda m: m.pop("MANIFEST.json"), "missing: MANIFEST.json"),
     (lambda m: m.__setitem__("notes.txt", b"slipped in"), "added: notes.txt"),
     (lambda m: m.__setitem__("../../escape.txt", b"out"), "added: ../../escape.txt"),
     (lambda m: m.__setitem__("record.json", m["record.json"].replace(b'"status":"ok"', b'"status":"error"')),
