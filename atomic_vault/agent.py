@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import captures, clock, guardrails, journal, keys, pricing, retries, telemetry, toolloop, tools, writeback
+from . import (captures, clock, guardrails, journal, keys, pricing, retries, snapshots, telemetry,
+               toolloop, tools, writeback)
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -99,9 +100,10 @@ class AtomicAgent:
                                               lease) + rejected
                     cost = run.settle(done)
                     lease.check()
+                    taken = run.snapshots(done)  # durable before the record, the commit point
                     late = _log_verdicts(self, done.verdicts, run, lease)
-                    record = self.log.append(self.folder, run.record(done, cost, outcomes),
-                                                       fence=_fence(self.lock, lease))
+                    record = self.log.append(self.folder, run.record(done, cost, outcomes, taken),
+                                             fence=_fence(self.lock, lease))
                 except HeadBehind as exc:  # the record is durable: the run is logged (spec/02)
                     late, record = [*late, str(exc)], exc.record
                 except BaseException as exc:  # before the commit point: take back, leave nothing
@@ -362,8 +364,9 @@ class _Run:
             writeback.preflight(agent.folder, self.started.date(), agent.log, agent.journal)
             done = retries.Completion(None, None, model)
             try:
+                taken = self.snapshots(done)
                 late, record = [], agent.log.append(
-                    agent.folder, {**self.record(done, 0.0, []), "status": "skipped",
+                    agent.folder, {**self.record(done, 0.0, [], taken), "status": "skipped",
                                    "summary": self.redact(f"skipped: {journal.shorten(reason, 180)}")},
                     fence=_fence(agent.lock, lease))
             except HeadBehind as exc:
@@ -403,10 +406,24 @@ class _Run:
         except AtomicVaultError:
             pass
 
+    def snapshots(self, done: retries.Completion) -> snapshots.Taken:
+        """Store the run's texts (layers as sent, work item, answer, errors, raw captures)
+        in the log backend; the record then names them by hash (spec/07)."""
+        response = done.response
+        taken = snapshots.take(
+            self.redact, self.prompt.system, self.prompt.work_item, response.text if response else None,
+            [attempt["error"] for attempt in done.attempts if attempt.get("error")],
+            captures.raw_texts(response.text, response.tool_captures) if response else [])
+        self.agent.log.put_snapshots(self.agent.folder, taken.texts)
+        return taken
+
     def record(self, done: retries.Completion, cost: float | None,
-               outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+               outcomes: list[dict[str, Any]], taken: snapshots.Taken | None = None) -> dict[str, Any]:
         """The run's log record, with every key that could have slipped into it redacted."""
         response, agent = done.response, self.agent
+        manifest = self.prompt.manifest
+        if taken is not None:  # each file's snapshot beside its source's sha256
+            manifest["files"] = [{**entry, "snapshot": sha} for entry, sha in zip(manifest["files"], taken.layers)]
         self.warnings += [f"capture {item.get('name') or '(unnamed)'!r} rejected: {item['reason']}"
                           for item in outcomes if item.get("status") == "rejected"]
         return self.redact.all({
@@ -427,7 +444,8 @@ class _Run:
             "critical": self.critical,
             "summary": journal.shorten(response.text, 200) if response else "",
             "captures": outcomes,
-            "manifest": self.prompt.manifest,
+            "manifest": manifest,
+            **({"snapshots": taken.refs} if taken is not None else {}),
             "attempts": done.attempts,
             **({"steps": done.steps} if done.steps else {}),
             "fallback_from": done.fallback_from or self.replaced or (
@@ -443,7 +461,7 @@ def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: li
     return RunResult(text=response.text if response else "", status=record["status"],
                      run_id=record["run_id"], model=record["model"],
                      input_tokens=record["input_tokens"], output_tokens=record["output_tokens"],
-                     cost_usd=record["cost_usd"], captures=outcomes, manifest=prompt.manifest,
+                     cost_usd=record["cost_usd"], captures=outcomes, manifest=record.get("manifest", prompt.manifest),
                      seq=record["seq"], warnings=warnings, error=record["error"],
                      cache_read_tokens=record["cache_read_tokens"],
                      cache_write_tokens=record["cache_write_tokens"],

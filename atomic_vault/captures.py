@@ -86,13 +86,19 @@ def extract(text: str, tool_captures: tuple[str, ...] | list[str] = ()) -> tuple
             rejected.append({"status": "rejected", "excerpt": text[opening.start():opening.start() + 200],
                              "reason": "an atomic_capture block is opened but never closed "
                                        "(or its fence is malformed)"})
-    raws = [match.group(2) for match in blocks] + [str(raw) for raw in tool_captures]
-    for raw in raws:
+    for raw in raw_texts(text, tool_captures, blocks):
         try:
             captures.append(parse(raw))
         except CaptureError as exc:
             rejected.append({"status": "rejected", "reason": exc.message, "excerpt": raw[:200]})
     return captures, rejected
+
+
+def raw_texts(text: str, tool_captures: tuple[str, ...] | list[str] = (), blocks: list | None = None) -> list[str]:
+    """The raw JSON of every capture in an answer, as the model wrote it: fenced blocks,
+    then tool-call arguments (what a run snapshots, valid or not)."""
+    blocks = list(_BLOCK.finditer(text)) if blocks is None else blocks
+    return [match.group(2) for match in blocks] + [str(raw) for raw in tool_captures]
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

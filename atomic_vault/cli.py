@@ -396,8 +396,13 @@ def verify(ctx: click.Context, name: str, anchor: str | None, as_json: bool) -> 
     """Verify agent NAME's hash-chained log; exit 1 at the first broken record."""
     from .errors import AtomicVaultError
 
+    from .snapshots import verify_snapshots
+
     try:
-        result = _backend(ctx, "log", agent=name).verify(_folder(ctx, name), anchor)
+        folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
+        result = store.verify(folder, anchor)
+        if result.ok:  # the texts the records name re-hash to their names (spec/07)
+            verify_snapshots(store, folder, result)
     except AtomicVaultError as exc:
         _fail(exc)
     from .runlog import copied_from, copied_remedy
@@ -863,6 +868,131 @@ def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) ->
         _fail(exc)
     for path in written:
         click.echo(path)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was (or would be) removed as JSON.")
+@click.pass_context
+def prune(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> None:
+    """Remove agent NAME's run snapshots that no record inside `retention:` days names.
+
+    Records are never removed (the chain still verifies); the prune is itself logged as a
+    `prune` record listing each removed snapshot.
+    """
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+    from .retention import prune as run_prune
+
+    try:
+        _folder(ctx, name)
+        plan = run_prune(AtomicAgent(name, root=ctx.obj["root"], trigger="prune"), dry_run=dry_run)
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    if as_json:
+        _dump(plan.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(plan.removed)} snapshots ({plan.bytes} bytes; {plan.orphans} named by no record) "
+               f"of {len(plan.runs)} runs older than {plan.retention_days} days (before {plan.cutoff}); "
+               f"kept {plan.kept}" + (f"; logged as seq {plan.seq}" if plan.seq else ""))
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_id", required=False, callback=_text)
+@click.option("--last", is_flag=True, help="Show the newest run.")
+@click.option("--full", is_flag=True, help="Also print each prompt layer's text as sent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (texts included).")
+@click.pass_context
+def show(ctx: click.Context, name: str, run_id: str | None, last: bool, full: bool, as_json: bool) -> None:
+    """Show one run of agent NAME as the model saw it: the work item, each layer with its
+    source, tokens and cuts, the answer, captures, attempts, cost and guardrail decision.
+
+    Exit 1 when a snapshot of the run was altered or is missing unexplained; a pruned
+    snapshot is named as pruned (exit 0). An unknown RUN_ID is a usage error (exit 2).
+    """
+    from . import evidence
+    from .errors import AtomicVaultError
+
+    if (run_id is None) == (not last):
+        raise click.UsageError("pass a RUN_ID or --last (one of them)")
+    try:
+        folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
+        record = evidence.find_run(store, folder, None if last else run_id)
+        shown = evidence.view(record, evidence.load_texts(store, folder, record))
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    click.echo(evidence.as_json(shown) if as_json else evidence.render(shown, full=full))
+    sys.exit(EXIT_ERROR if evidence.tampered(shown) else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_id", required=False, callback=_text)
+@click.option("--last", is_flag=True, help="Export the newest run.")
+@click.option("-o", "--output", "out", required=True, type=_Path(), metavar="FILE.tar.gz|DIR",
+              help="A new .tar.gz file, or a new folder.")
+@click.pass_context
+def export(ctx: click.Context, name: str, run_id: str | None, last: bool, out: str) -> None:
+    """Write the evidence bundle of one run: its record, every snapshot it names, the
+    chain from it to HEAD, HEAD and a README. `verify-bundle` checks it with no vault."""
+    from pathlib import Path
+
+    from . import bundle, evidence
+    from .errors import AtomicVaultError
+
+    if (run_id is None) == (not last):
+        raise click.UsageError("pass a RUN_ID or --last (one of them)")
+    try:
+        folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
+        record = evidence.find_run(store, folder, None if last else run_id)
+        files, manifest = bundle.build(store, folder, record)
+        kind = bundle.write(files, Path(out))
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    pruned = f"; {len(manifest['pruned'])} snapshots already pruned" if manifest["pruned"] else ""
+    click.echo(f"{out}: {kind} bundle of run {record['run_id']} (seq {record['seq']}), "
+               f"{len(files)} files, chain to HEAD seq {json.loads(files['HEAD.json'])['seq']}{pruned}")
+
+
+@cli.command("verify-bundle")
+@_root_option  # accepted like everywhere, and unused: a bundle is checked with no vault
+@click.argument("path", type=_Path(exists=True))
+@click.option("--anchor", metavar="SEQ:HASH", help="Also check the chain against a HEAD kept elsewhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print the check as JSON.")
+def verify_bundle(path: str, anchor: str | None, as_json: bool) -> None:
+    """Check an evidence bundle standalone (no vault): exit 1 naming every altered,
+    missing or added file."""
+    from pathlib import Path
+
+    from . import bundle
+    from .errors import AtomicVaultError
+
+    try:
+        checked = bundle.verify(Path(path), anchor)
+    except AtomicVaultError as exc:
+        _fail(exc)
+    if as_json:
+        _dump(checked.as_dict())
+    else:
+        record = checked.record or {}
+        if checked.ok:
+            click.echo(f"ok: run {record.get('run_id')} (seq {record.get('seq')}) of {record.get('agent')} "
+                       f"is in its chain up to HEAD seq {(checked.head or {}).get('seq')}")
+        for problem in checked.problems:
+            click.echo(f"BAD: {problem}")
+        for note in checked.notes:
+            click.echo(f"note: {note}")
+    sys.exit(EXIT_OK if checked.ok else EXIT_ERROR)
 
 
 def main() -> None:

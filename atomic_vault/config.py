@@ -67,6 +67,7 @@ class ModelConfig:
     prices: dict[str, Any] = field(default_factory=dict)
     timezone: str | None = None
     max_steps: int = 8  # model calls of one run's tool loop (spec/06)
+    retention: int | None = None  # days a run's snapshots are kept (None: model.md is silent)
 
     @property
     def zone(self) -> tzinfo | None:
@@ -304,7 +305,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone", "max_steps"}
+               "prices", "timezone", "max_steps", "retention"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -379,6 +380,7 @@ def load_model_config(path: Path) -> ModelConfig:
             prices=parse_prices(data.get("prices"), path),
             timezone=_timezone(data.get("timezone"), path),
             max_steps=_int(data, "max_steps", 8, 1, 100, path),
+            retention=retention_days(data, path),
         )
     return _cached(path, parse)
 
@@ -418,6 +420,13 @@ def load_tools_config(path: Path) -> ToolsConfig:
             values[key] = tuple(items)
         return ToolsConfig(**values, unknown_keys=_unknown(data, _TOOLS_KEYS, path), declared=declared)
     return _cached(path, parse)
+
+
+def retention_days(data: dict[str, Any], path: Path) -> int | None:
+    """``retention:`` in days (1 to 100,000), or None when it is not set."""
+    if data.get("retention") is None:
+        return None
+    return _int(data, "retention", 90, 1, 100_000, path)
 
 
 def load_vault_prices(root: Path) -> dict[str, Any]:

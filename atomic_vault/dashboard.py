@@ -87,6 +87,7 @@ class AgentFigures:
     skips: int = 0
     fallbacks: int = 0
     events: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    latest: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     expensive: list[dict[str, Any]] = field(default_factory=list)
     first_day: str | None = None  # the days of the first and last run counted: the pages
     last_day: str | None = None   # name the period the runs cover, not only the window
@@ -119,11 +120,45 @@ def render(root: str | os.PathLike | None, names: Iterable[str] | None, out_dir:
                "backend": getattr(log, "name", type(log).__name__)}
     pages = [(VAULT_PAGE, "vault.html.j2", {**context, **vault_view(figures)})]
     pages += [(page_name(f.name), "agent.html.j2", {**context, **agent_view(f)}) for f in figures]
+    for f in figures:
+        pages += _run_pages(folders[[g.name for g in figures].index(f.name)], log, f, context)
     for file, template, values in pages:
         path = out / file
         atomic_write(path, env.get_template(template).render(values))
         written.append(path)
     return written
+
+
+SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")
+
+
+def run_page(agent: str, run_id: str) -> str | None:
+    """The file of one run's page, relative to the dashboard folder (None for a run id
+    that could not be a file name: a hand-edited record gets no page, never a path)."""
+    return f"runs/{agent}/{run_id}.html" if SAFE_RUN_ID.match(run_id) else None
+
+
+def _run_pages(folder: AgentFolder, log: LogBackend, figures: AgentFigures,
+               context: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """A page for each run the agent page lists: the run as `show` reads it."""
+    from . import evidence
+
+    pages = []
+    for row in [*figures.latest, *figures.events, *figures.expensive]:
+        row["page"] = run_page(folder.name, row["run_id"])
+    seen: set[str] = set()
+    for row in [*figures.latest, *figures.events, *figures.expensive]:
+        if not row["page"] or row["page"] in seen:
+            continue
+        seen.add(row["page"])
+        record = log.get(folder, row["run_id"])
+        if record is None:
+            continue
+        shown = evidence.view(record, evidence.load_texts(log, folder, record))
+        pages.append((row["page"], "run.html.j2", {**context, "name": folder.name, "run": shown,
+                                                     "back": "../../" + page_name(folder.name),
+                                                     "text": evidence.render(shown, full=True)}))
+    return pages
 
 
 def page_name(agent: str) -> str:
@@ -169,6 +204,7 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
             figures.fallbacks += 1
         if event:
             figures.events.append(_event_row(record, event))
+        figures.latest.append(_run_row(record, cost))
         if cost:  # keep the TOP_RUNS most expensive that cost anything; of equal costs, the later
             push = heapq.heappush if len(heaviest) < TOP_RUNS else heapq.heappushpop
             push(heaviest, (cost, order, record))
@@ -371,6 +407,7 @@ def agent_view(figures: AgentFigures) -> dict[str, Any]:
     statuses = Counter({"ok": 0, "error": 0, "skipped": 0})
     statuses.update(figures.statuses)
     return {"agent": figures, "statuses": sorted(statuses.items(), key=_status_order),
+            "latest": list(reversed(figures.latest)),
             "period_words": span(figures.first_day, figures.last_day),
             "events": list(reversed(figures.events)),
             "daily_chart": bar_chart(daily, cap=caps["daily"], cap_label="daily cap", label_every=7),

@@ -67,6 +67,7 @@ def migrate_log(folder: AgentFolder, source: LogBackend, target: LogBackend,
         if progress:
             progress(1)
     result.copied = target.import_records(folder, records, progress)
+    copy_snapshots(folder, source, target)
     arrived = target.verify(folder)
     source_head = source.head(folder)
     result.head = target.head(folder)
@@ -78,6 +79,17 @@ def migrate_log(folder: AgentFolder, source: LogBackend, target: LogBackend,
         raise LogError("the copied log ends elsewhere than the source's HEAD",
                        fix="a run appended to the source meanwhile: stop the agent's runs and migrate again")
     return result
+
+
+def copy_snapshots(folder: AgentFolder, source: LogBackend, target: LogBackend, batch: int = 500) -> int:
+    """Snapshots travel with the log: every one the target lacks, copied as stored (an
+    altered one stays altered, so verify still names it)."""
+    have = set(target.snapshot_hashes(folder))
+    want = [sha for sha in source.snapshot_hashes(folder) if sha not in have]
+    for start in range(0, len(want), batch):
+        texts = {sha: source.get_snapshot(folder, sha) for sha in want[start:start + batch]}
+        target.put_snapshots(folder, {sha: text for sha, text in texts.items() if text is not None})
+    return len(want)
 
 
 def migrate_memory(folder: AgentFolder, source: MemoryBackend, target: MemoryBackend,

@@ -199,6 +199,27 @@ class LogBackend(Protocol):
         Each must continue the chain; returns how many were stored."""
         ...
 
+    # Snapshots (spec/07): the texts of each run, stored once each under the SHA-256 of
+    # their UTF-8 bytes. History like the records, so they live (and migrate) with them.
+
+    def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
+        """Store each text under its hash (``{sha256: text}``; the caller hashed it), all
+        durable before this returns; a hash already stored is left alone. Called before the
+        record that names them is appended (a crash between leaves harmless orphans)."""
+        ...
+
+    def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
+        """The stored text exactly as stored (the caller re-hashes it), or None."""
+        ...
+
+    def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
+        """Every stored snapshot's hash, sorted."""
+        ...
+
+    def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
+        """Remove these snapshots (prune); returns how many were there."""
+        ...
+
 
 class Lease(Protocol):
     """A held lock. ``token`` grows with every acquisition of the agent's lock."""

@@ -67,6 +67,13 @@ class TestLog(LogBackendSuite):
             self._sql(log, folder, f"UPDATE {table} SET {column}=? WHERE agent=? AND seq=?",
                       text, folder.name, seq)
 
+    def edit_snapshot(self, log, folder, sha, text):
+        if log.name == "files":
+            files_backend.snapshot_path(folder, sha).write_text(text, encoding="utf-8")
+            return
+        table = "snapshots" if log.name == "sqlite" else "log_snapshots"
+        self._sql(log, folder, f"UPDATE {table} SET text=? WHERE agent=? AND sha=?", text, folder.name, sha)
+
     def derived_forgeries(self, log):
         if log.name == "files":
             return {"the cost rollup cache": forge_rollup_cache}

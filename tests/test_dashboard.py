@@ -311,3 +311,20 @@ def test_the_words_follow_the_data(vault, tmp_path):
     assert "1 agent · 1 run on 2026-11-20" in index and "1 run this month" in index
     assert not re.search(r"(?<![\d,.$])1 runs", page + index)
     assert (page + index).count("12 months") == (page + index).count("last 12 months")  # the chart's window
+
+
+def test_each_listed_run_links_to_its_page(vault, tmp_path):
+    from atomic_vault import AtomicAgent
+    from conftest import ScriptedModel
+
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel("An answer <b>with markup</b>."))
+    result = agent.call("Plan <i>Monday</i>.")
+    written = render(vault, ["atlas"], tmp_path / "dash")
+    page = (tmp_path / "dash" / page_name("atlas")).read_text()
+    link = f'href="runs/atlas/{result.run_id}.html"'
+    assert link in page
+    run_page = tmp_path / "dash" / "runs" / "atlas" / f"{result.run_id}.html"
+    assert run_page in written
+    html = run_page.read_text()
+    assert "Plan &lt;i&gt;Monday&lt;/i&gt;." in html and "<b>with" not in html  # texts shown as text
+    assert "persona/SOUL.md" in html and f'href="../../{page_name("atlas")}"' in html

@@ -458,6 +458,62 @@ class FileLog:
         return count
 
 
+    # Snapshots: log/snapshots/<sha256>.txt, plain UTF-8 (grep and git diff work). One
+    # folder, so that a run's new snapshots cost one folder fsync, not one per file.
+
+    def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
+        new = {}
+        for sha, text in texts.items():
+            path = snapshot_path(folder, sha)
+            if not path.exists():  # content-addressed: a stored one is this very text
+                new[path] = text.encode("utf-8")
+        if new:
+            refuse_linked_folders(folder, next(iter(new)))
+            fileio.write_new_files(new)
+
+    def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
+        path = snapshot_path(folder, sha)
+        if path.is_symlink():
+            return None  # never follow a link out of the agent folder; reported as missing
+        try:
+            return path.read_bytes().decode("utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
+        try:
+            names = os.listdir(folder.log / SNAPSHOTS)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n[:-4] for n in names if n.endswith(".txt") and SNAPSHOT_SHA.match(n[:-4]))
+
+    def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
+        removed, parents = 0, set()
+        for sha in hashes:
+            path = snapshot_path(folder, sha)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+            parents.add(path.parent)
+        for parent in sorted(parents):
+            fsync_dir(parent)
+        return removed
+
+
+SNAPSHOTS = "snapshots"
+SNAPSHOT_SHA = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def snapshot_path(folder: AgentFolder, sha: str) -> Path:
+    """log/snapshots/<sha>.txt; anything but a hex SHA-256 is refused (no path tricks)."""
+    if not isinstance(sha, str) or not SNAPSHOT_SHA.match(sha):
+        raise LogError(f"{str(sha)[:80]!r} is not a snapshot hash", field="snapshot",
+                       fix="name a snapshot by the 64 hex digits of its SHA-256")
+    return folder.log / SNAPSHOTS / f"{sha}.txt"
+
+
 def _fence_of(head: dict[str, Any] | None) -> list | None:
     return head.get("fence") if head else None
 

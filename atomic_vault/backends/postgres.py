@@ -94,6 +94,11 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER log_records_day_costs AFTER INSERT OR UPDATE OR DELETE ON log_records
         FOR EACH ROW EXECUTE FUNCTION log_day_costs_apply()
     """,
+    # snapshots: the texts of each run by SHA-256 (spec/07)
+    """
+    CREATE TABLE log_snapshots (agent TEXT NOT NULL, sha TEXT NOT NULL, text TEXT NOT NULL,
+        PRIMARY KEY (agent, sha))
+    """,
 ]
 _ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
 _TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
@@ -281,6 +286,41 @@ class PostgresLog:
             if problem:
                 result.fail(f"{self._where()}#log_day_costs", 1, None, problem)
         return result
+
+    def records_from(self, folder: AgentFolder, seq: int) -> list[dict[str, Any]]:
+        """The records from ``seq`` to the end, in chain order (by the (agent, seq) key)."""
+        with self.db.transaction() as conn:
+            found = conn.execute("SELECT record FROM log_records WHERE agent=%s AND seq>=%s ORDER BY seq",
+                                 (folder.name, seq)).fetchall()
+        return [rows.loads(row[0], self._where()) for row in found]
+
+    def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
+        if not texts:
+            return
+        with self.db.transaction() as conn:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO log_snapshots (agent, sha, text) VALUES (%s, %s, %s) "
+                                "ON CONFLICT DO NOTHING", [(folder.name, sha, text) for sha, text in texts.items()])
+
+    def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT text FROM log_snapshots WHERE agent=%s AND sha=%s",
+                               (folder.name, sha)).fetchone()
+        return row[0] if row else None
+
+    def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
+        with self.db.transaction() as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT sha FROM log_snapshots WHERE agent=%s ORDER BY sha", (folder.name,)).fetchall()]
+
+    def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
+        hashes = list(hashes)
+        if not hashes:
+            return 0
+        with self.db.transaction() as conn:
+            cur = conn.execute("DELETE FROM log_snapshots WHERE agent=%s AND sha = ANY(%s)",
+                               (folder.name, hashes))
+            return cur.rowcount
 
     def _spend_problem(self, folder: AgentFolder) -> str | None:
         """The spend table against the sums of the (already checked) columns, in one

@@ -135,10 +135,14 @@ CREATE TRIGGER day_costs_add AFTER INSERT ON records WHEN NEW.kind='run' BEGIN "
 CREATE TRIGGER day_costs_remove AFTER DELETE ON records WHEN OLD.kind='run' BEGIN """ + _REMOVE.format(row="OLD") + """ END;
 CREATE TRIGGER day_costs_change_old AFTER UPDATE ON records WHEN OLD.kind='run' BEGIN """ + _REMOVE.format(row="OLD") + """ END;
 CREATE TRIGGER day_costs_change_new AFTER UPDATE ON records WHEN NEW.kind='run' BEGIN """ + _ADD.format(row="NEW") + """ END
+""", """
+CREATE TABLE snapshots (agent TEXT NOT NULL, sha TEXT NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (agent, sha)) WITHOUT ROWID
 """]
 # 2: covering indexes, so cost rollups never read the records themselves.
 # 3: spend per agent and day, kept by triggers in the same transaction as each record, so
 #    a guardrail check reads about 31 rows whatever the size of the log (spec/12).
+# 4: snapshots, the texts of each run by SHA-256 (spec/07).
 
 
 _INSERT = f"INSERT INTO records ({', '.join(rows.COLUMNS)}, json) VALUES ({', '.join('?' * 15)})"
@@ -284,6 +288,40 @@ class SQLiteLog:
             if problem:
                 result.fail(f"{self.path(folder)}#day_costs", 1, None, problem)
         return result
+
+    def records_from(self, folder: AgentFolder, seq: int) -> list[dict[str, Any]]:
+        """The records from ``seq`` to the end, in chain order (by the (agent, seq) index)."""
+        with self._read(folder) as db:
+            found = db.execute("SELECT json FROM records WHERE agent=? AND seq>=? ORDER BY seq",
+                               (folder.name, seq)).fetchall()
+        return [rows.loads(row[0], str(self.path(folder))) for row in found]
+
+    def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
+        if not texts:
+            return
+        with self._read(folder) as db:
+            with _tx(db):
+                db.executemany("INSERT OR IGNORE INTO snapshots (agent, sha, text) VALUES (?,?,?)",
+                               [(folder.name, sha, text) for sha, text in texts.items()])
+
+    def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
+        with self._read(folder) as db:
+            row = db.execute("SELECT text FROM snapshots WHERE agent=? AND sha=?", (folder.name, sha)).fetchone()
+        return row[0] if row else None
+
+    def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
+        with self._read(folder) as db:
+            return [row[0] for row in db.execute("SELECT sha FROM snapshots WHERE agent=? ORDER BY sha",
+                                                 (folder.name,))]
+
+    def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
+        hashes = list(hashes)
+        with self._read(folder) as db:
+            with _tx(db):
+                before = db.total_changes
+                db.executemany("DELETE FROM snapshots WHERE agent=? AND sha=?",
+                               [(folder.name, sha) for sha in hashes])
+                return db.total_changes - before
 
     def _spend_problem(self, folder: AgentFolder) -> str | None:
         """The spend table against the sums of the (already checked) columns, both read

@@ -36,6 +36,7 @@ from ..errors import AtomicVaultError, LockLost, LockTimeout, LogError, NoteErro
 from ..notes import render_note
 from ..protocols import (JournalBackend, LockBackend, LogBackend, LogQuery, MemoryBackend,
                          NoteChanged)
+from .. import snapshots
 from ..runlog import record_hash
 from ..vault import AgentFolder
 
@@ -319,6 +320,23 @@ def _stored_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class _SnapshotDict:
+    """A snapshot store in a dict, the other end of a migration in the suite."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+
+    def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
+        for sha, text in texts.items():
+            self.texts.setdefault(sha, text)
+
+    def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
+        return self.texts.get(sha)
+
+    def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
+        return sorted(self.texts)
+
+
 class LogBackendSuite(_Suite):
     """LogBackend: the chain, queries, cost rollups, verification, migration imports, and
     a tamper matrix: what someone with access to the store can change, verify must see.
@@ -344,6 +362,10 @@ class LogBackendSuite(_Suite):
         (an indexed column, a spend table, a rollup cache) and leaving the records alone.
         Empty when the store keeps nothing derived."""
         return {}
+
+    def edit_snapshot(self, log: LogBackend, folder: AgentFolder, sha: str, text: str) -> None:
+        """Replace the stored text of snapshot ``sha`` behind the backend's back."""
+        pytest.skip(f"{type(self).__name__} has no edit_snapshot hook")
 
     @pytest.fixture
     def other_log(self, log) -> LogBackend:
@@ -481,6 +503,64 @@ class LogBackendSuite(_Suite):
         assert stored["seq"] == 1 and [r["agent"] for r in log.records(other)] == ["other"]
         assert log.verify(agent).ok and log.verify(other).ok
 
+
+    # ---- snapshots (spec/07): content-addressed texts beside the records
+
+    def test_snapshots_are_stored_once_and_read_back_exactly(self, log, agent):
+        texts = {snapshots.digest(t): t for t in ["answer ✓\n", "", "x" * 200_000, "line\r\nnext"]}
+        log.put_snapshots(agent, texts)
+        log.put_snapshots(agent, texts)  # again: nothing changes, nothing fails
+        assert log.snapshot_hashes(agent) == sorted(texts)
+        assert all(log.get_snapshot(agent, sha) == text for sha, text in texts.items())
+        assert log.get_snapshot(agent, "0" * 64) is None
+        other = make_agent(agent.root, "other")
+        assert log.snapshot_hashes(other) == [] and log.get_snapshot(other, next(iter(texts))) is None
+        gone = sorted(texts)[:2]
+        assert log.delete_snapshots(agent, gone + ["f" * 64]) == 2
+        assert log.snapshot_hashes(agent) == sorted(texts)[2:]
+
+    def test_a_run_names_its_snapshots_and_they_verify(self, log, agent):
+        taken = snapshots.take(str, [{"layer": "soul", "source": "persona/SOUL.md", "text": "## s\n\nkind"}],
+                               "the work", "the answer", ["timeout"], ['{"type": "fact"}'])
+        log.put_snapshots(agent, taken.texts)
+        record = log.append(agent, _run_record(agent.name, 1, snapshots=taken.refs,
+                                               manifest={"files": [{"source": "persona/SOUL.md",
+                                                                    "snapshot": taken.layers[0]}]}))
+        assert set(snapshots.named(record)) == set(taken.texts)
+        assert list(snapshots.check(log, agent, log.records(agent))) == []
+        assert log.verify(agent).ok
+
+    def test_an_altered_snapshot_is_named_as_tampering(self, log, agent):
+        taken = snapshots.take(str, [], "the work", "the answer", [], [])
+        log.put_snapshots(agent, taken.texts)
+        log.append(agent, _run_record(agent.name, 1, snapshots=taken.refs))
+        self.edit_snapshot(log, agent, taken.refs["answer"], "a forged answer")
+        problems = [p for _, p in snapshots.check(log, agent, log.records(agent))]
+        assert problems == [f"tampered: snapshot {taken.refs['answer']} does not match its hash"]
+
+    def test_a_missing_snapshot_is_pruned_only_when_a_prune_record_says_so(self, log, agent):
+        taken = snapshots.take(str, [], "the work", "the answer", [], [])
+        log.put_snapshots(agent, taken.texts)
+        log.append(agent, _run_record(agent.name, 1, snapshots=taken.refs))
+        log.delete_snapshots(agent, [taken.refs["answer"]])
+        problems = [p for _, p in snapshots.check(log, agent, log.records(agent))]
+        assert problems == [f"missing: snapshot {taken.refs['answer']} is gone and no prune record removed it"]
+        log.append(agent, {"kind": "prune", "ts": "2026-11-21T09:00:00.000+01:00", "agent": agent.name,
+                           "status": "ok", "removed": [taken.refs["answer"]]})
+        assert list(snapshots.check(log, agent, log.records(agent))) == []
+        assert log.verify(agent).ok
+
+    def test_migrate_copies_the_snapshots(self, log, agent):
+        from ..migrate import copy_snapshots
+
+        texts = {snapshots.digest(t): t for t in ["one", "two ✓"]}
+        log.put_snapshots(agent, texts)
+        outside = _SnapshotDict()
+        assert copy_snapshots(agent, log, outside) == 2 and outside.texts == texts
+        assert copy_snapshots(agent, log, outside) == 0  # already there
+        other = make_agent(agent.root, "arrived")
+        assert copy_snapshots(other, outside, log) == 2
+        assert {sha: log.get_snapshot(other, sha) for sha in log.snapshot_hashes(other)} == texts
 
     # ---- the tamper matrix (every store, through the hooks above)
 
