@@ -413,7 +413,8 @@ class _Run:
         taken = snapshots.take(
             self.redact, self.prompt.system, self.prompt.work_item, response.text if response else None,
             [attempt["error"] for attempt in done.attempts if attempt.get("error")],
-            captures.raw_texts(response.text, response.tool_captures) if response else [])
+            captures.raw_texts(response.text, response.tool_captures) if response else [],
+            done.tool_texts)
         self.agent.log.put_snapshots(self.agent.folder, taken.texts)
         return taken
 

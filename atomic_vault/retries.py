@@ -32,6 +32,9 @@ class Completion:
     fix: str | None = None  # what the provider advised about the last failure
     steps: list[dict[str, Any]] = field(default_factory=list)  # a tool loop's steps (toolloop.py)
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # the gate's, to be logged
+    # each tool call's full arguments and result, for the run's snapshots (the step records
+    # keep shortened copies): (step, call id, arguments, result)
+    tool_texts: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,

@@ -58,9 +58,12 @@ class Taken:
 
 
 def take(redact: Any, system: list[dict[str, Any]], work_item: str, answer: str | None,
-         errors: list[str], captures: list[str]) -> Taken:
+         errors: list[str], captures: list[str],
+         tool_calls: Iterable[tuple[int, str, str, str]] = ()) -> Taken:
     """Every text of one run, redacted (keys never reach the store) before hashing. The
-    system is the layers in manifest order (each file entry's ``snapshot``)."""
+    system is the layers in manifest order (each file entry's ``snapshot``); each tool call
+    (step, call id, arguments, result) is stored whole, its step record holding a shortened
+    copy."""
     taken = Taken()
     taken.layers = [_layer(taken, redact, block) for block in system]
     taken.refs = {
@@ -69,6 +72,10 @@ def take(redact: Any, system: list[dict[str, Any]], work_item: str, answer: str 
         "errors": [taken.add(redact(text)) for text in errors],
         "captures": [taken.add(redact(text)) for text in captures],
     }
+    calls = [{"step": step, "call": call, "args": taken.add(redact(arguments)),
+              "result": taken.add(redact(result))} for step, call, arguments, result in tool_calls]
+    if calls:
+        taken.refs["tools"] = calls
     return taken
 
 
@@ -85,6 +92,9 @@ def named(record: dict[str, Any]) -> list[str]:
         found.append(refs.get(key))
     for key in ("errors", "captures"):
         found.extend(refs.get(key) or [])
+    for call in refs.get("tools") or []:
+        if isinstance(call, dict):
+            found.extend((call.get("args"), call.get("result")))
     seen: dict[str, None] = {}
     for sha in found:
         if isinstance(sha, str) and SHA.match(sha):

@@ -130,6 +130,7 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
 
     def told(status: str, text: str, verdict: str | None = None) -> dict[str, Any]:
         record["effect"] = {"status": status, "result": _short(text)}
+        done.tool_texts.append((step, call.id, call.arguments, text))
         if verdict:
             record["verdict"] = verdict
         return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text,
@@ -175,5 +176,6 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
     if result.truncated:
         record["effect"]["truncated"] = True
     record["verdict"] = verdict.outcome
+    done.tool_texts.append((step, call.id, call.arguments, result.text))
     return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.text,
             "is_error": not result.ok}

@@ -1,5 +1,6 @@
 """Snapshots of runs (spec/07): what a run stores, once, redacted; on files and SQLite."""
 
+import json
 import pytest
 
 from atomic_vault import AtomicAgent, snapshots
@@ -98,3 +99,18 @@ def test_migrate_carries_the_snapshots_with_the_log(vault):
     record = target.get(agent.folder, result.run_id)
     found = snapshots.load(target, agent.folder, snapshots.named(record))
     assert found.missing == [] and found.tampered == [] and found.text(record["snapshots"]["work_item"]) == "Plan."
+
+
+def test_each_tool_calls_arguments_and_result_are_stored_whole(vault):
+    """Issue: evidence of an action is its whole arguments and result, not the step
+    record's shortened copies."""
+    agent = AtomicAgent("atlas", root=vault)
+    result = agent.call('Is it a leap year?\ntool: leap_year {"year": 2028}')
+    record = agent.log.get(agent.folder, result.run_id)
+    calls = record["snapshots"]["tools"]
+    assert [(c["step"], c["call"]) for c in calls] == [(1, record["steps"][0]["calls"][0]["id"])]
+    args = agent.log.get_snapshot(agent.folder, calls[0]["args"])
+    answer = agent.log.get_snapshot(agent.folder, calls[0]["result"])
+    assert json.loads(args) == {"year": 2028}
+    assert answer == record["steps"][0]["calls"][0]["effect"]["result"]
+    assert {calls[0]["args"], calls[0]["result"]} <= set(snapshots.named(record))
