@@ -953,6 +953,105 @@ def export(ctx: click.Context, name: str, run_id: str | None, last: bool, out: s
                f"{len(files)} files, chain to HEAD seq {json.loads(files['HEAD.json'])['seq']}{pruned}")
 
 
+def _with_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    _text(ctx, param, value)
+    out = []
+    for item in value:
+        source, sep, path = item.partition("=")
+        if not sep or not source.strip() or not path.strip():
+            raise click.BadParameter(f"{item!r} is not SOURCE=PATH, e.g. persona/SOUL.md=drafts/SOUL.md")
+        out.append((source.strip(), path.strip()))
+    return tuple(out)
+
+
+def _replay_exit(record: dict) -> None:
+    sys.exit(EXIT_SKIPPED if record["status"] == "skipped" else EXIT_ERROR if record["status"] == "error" else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_id", callback=_text)
+@click.option("--without", "without", multiple=True, metavar="SOURCE", callback=_text,
+              help="Leave this layer out (a note, a journal day, any layer of the run); repeatable.")
+@click.option("--model", callback=_model_name, help="Replay with this model instead of the run's.")
+@click.option("--max-input-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Re-trim the recorded layers to this budget, by assembly's rules.")
+@click.option("--with-file", "with_files", multiple=True, metavar="SOURCE=PATH", callback=_with_file,
+              help="Replace the layer SOURCE by the file PATH (inside the agent folder); repeatable.")
+@click.option("--apply", is_flag=True, help="Write the replay's captures and journal section as a run does.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def replay(ctx: click.Context, name: str, run_id: str, without: tuple[str, ...], model: str | None,
+           max_input_tokens: int | None, with_files: tuple, apply: bool, lock_timeout: float,
+           as_json: bool) -> None:
+    """Re-execute run RUN_ID of agent NAME from its snapshots (not today's files) with
+    exactly the changes asked for, and print what changed: layers in and out, the answer
+    (a text diff), captures, tokens and cost.
+
+    Logged as a `replay` record of its own; writes no notes and no journal unless
+    --apply. Exit 0 done, 1 the model call failed or bad input, 2 an unknown RUN_ID,
+    3 skipped by the cost guardrails.
+
+    \b
+    Examples:
+      atomic-vault replay atlas 20261130T090000-1a2b3c4d --without memory/old-plan.md
+      atomic-vault replay atlas 20261130T090000-1a2b3c4d --model offline --json
+    """
+    from . import evidence
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+    from .replay import Changes, as_json as dumps, render, replay as run_replay
+
+    changes = Changes(tuple(without), model, max_input_tokens, with_files)
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], trigger="replay", lock_timeout=lock_timeout)
+        done = run_replay(agent, run_id, changes, apply=apply)
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(dumps(done.compared) if as_json else render(done.compared))
+    if not as_json:
+        click.echo(f"\n— replay {done.record['run_id']} · seq {done.record['seq']} · {done.status}"
+                   + (" · applied" if apply else " · nothing written but the record"), err=True)
+    _replay_exit(done.record)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_a", callback=_text)
+@click.argument("run_b", callback=_text)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def diff(ctx: click.Context, name: str, run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two recorded runs (or replays) of agent NAME as `replay` does: layers in
+    and out, the answer, captures, tokens and cost. No model is called, nothing written.
+
+    Exit 1 when a snapshot of either run was altered; 2 for an unknown run id.
+    """
+    from . import evidence
+    from .errors import AtomicVaultError
+    from .replay import as_json as dumps, compare, find_record, render
+
+    try:
+        folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
+        a, b = find_record(store, folder, run_a), find_record(store, folder, run_b)
+        compared = compare(store, folder, a, b)
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    click.echo(dumps(compared) if as_json else render(compared))
+    sys.exit(EXIT_ERROR if any(g["state"] in ("tampered", "missing") for g in compared["gone"]) else EXIT_OK)
+
+
 @cli.command("verify-bundle")
 @click.argument("path", type=_Path(exists=True))
 @click.option("--anchor", metavar="SEQ:HASH", help="Also check the chain against a HEAD kept elsewhere.")
