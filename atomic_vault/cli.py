@@ -694,9 +694,12 @@ def reindex(ctx: click.Context, name: str) -> None:
 @click.argument("name", callback=_text)
 @click.argument("cases", nargs=-1, callback=_text)
 @click.option("--model", callback=_model_name, help="Run the cases on this model instead of model.md's.")
+@click.option("--replay", "replay_last", type=click.IntRange(min=1), metavar="LAST_N",
+              help="Instead of the cases, replay the newest LAST_N recorded runs with --model.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one case's outcome per line.")
 @click.pass_context
-def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | None, as_json: bool) -> None:
+def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | None, replay_last: int | None,
+          as_json: bool) -> None:
     """Run agent NAME's golden cases (evals/*.md; only CASES when named), each on a
     scratch copy of the agent: its notes, journal and log are never written.
 
@@ -707,9 +710,19 @@ def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | No
     Examples:
       atomic-vault eval atlas
       atomic-vault eval atlas remember_a_project --model offline --json
+      atomic-vault eval atlas --replay 20 --model anthropic:claude-haiku-4-5
+
+    With --replay, each run is replayed from its snapshots (as `replay` does) and logged as
+    a replay record; exit 1 a run could not be replayed or its replay failed, 3 the cost
+    guardrails skipped one.
     """
     from .errors import AtomicVaultError
     from .evals import load_cases, run_cases
+
+    if replay_last is not None:
+        if cases or not model:
+            raise click.UsageError("--replay LAST_N needs --model M and no CASES")
+        _eval_replay(ctx, name, replay_last, model, as_json)
 
     try:
         folder = _folder(ctx, name)
@@ -751,6 +764,48 @@ def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | No
     click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped; "
                f"cost {_cost_text(sum(known))}{unknown}", err=True)
     sys.exit(EXIT_ERROR if counts["fail"] else EXIT_SKIPPED if counts["skipped"] else EXIT_OK)
+
+
+def _eval_replay(ctx: click.Context, name: str, last_n: int, model: str, as_json: bool) -> None:
+    """`eval NAME --replay LAST_N --model M`: one line per run, newest first, then totals."""
+    from dataclasses import asdict
+
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+    from .evals import replay_runs
+
+    outcomes = []
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], trigger="eval-replay")
+        if not as_json:
+            click.echo(f"{'run':<26} {'replay':<12} {'answer':<14} {'captures':<22} {'cost':>9} {'replayed':>9}")
+        for outcome in replay_runs(agent, last_n, model):
+            outcomes.append(outcome)
+            for warning in outcome.warnings:
+                click.echo(f"warning: {outcome.run_id}: {warning}", err=True)
+            if as_json:
+                click.echo(json.dumps(asdict(outcome), ensure_ascii=False, default=str))
+                continue
+            if outcome.status == "unreplayable":
+                click.echo(f"{outcome.run_id:<26} {'-':<12} error: {outcome.error}")
+                continue
+            answer = "same" if outcome.answer_same else f"{outcome.answer_changed_lines} lines differ" \
+                if outcome.answer_same is False else "?"
+            caps = "same" if outcome.captures_same else ", ".join(
+                [f"+{c}" for c in outcome.captures_added] + [f"-{c}" for c in outcome.captures_removed]) or "statuses differ"
+            click.echo(f"{outcome.run_id:<26} {outcome.status:<12} {answer:<14} {caps[:22]:<22} "
+                       f"{_cost_text(outcome.cost_usd):>9} {_cost_text(outcome.replay_cost_usd):>9}")
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    before = [o.cost_usd for o in outcomes if o.cost_usd is not None and o.status != "unreplayable"]
+    after = [o.replay_cost_usd for o in outcomes if o.replay_cost_usd is not None]
+    failed = sum(o.status in ("unreplayable", "error") for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    click.echo(f"{len(outcomes)} runs replayed with {model}: {sum(o.answer_same is True for o in outcomes)} same answer, "
+               f"{sum(o.captures_same is True for o in outcomes)} same captures, {failed} failed, {skipped} skipped; "
+               f"cost {_cost_text(sum(before))} → {_cost_text(sum(after))}", err=True)
+    sys.exit(EXIT_ERROR if failed else EXIT_SKIPPED if skipped else EXIT_OK)
 
 
 @cli.command()
