@@ -240,3 +240,19 @@ def test_eval_replay_reports_each_run_against_another_model(vault, local):
     table = av(vault, "eval", "atlas", "--replay", "1", "--model", "offline")
     assert table.exit_code == 0 and second.run_id in table.stdout and "same" in table.stdout
     assert av(vault, "eval", "atlas", "--replay", "1").exit_code == 2  # --model is required
+
+
+def test_a_replays_spend_counts_against_the_caps_like_a_runs(vault, backend):
+    from atomic_vault import guardrails
+
+    path = vault / "atlas" / "model.md"
+    path.write_text(path.read_text().replace("model: ", "prices: {'offline:*': {input: 1, output: 1}}\nmodel: ", 1))
+    agent, run = _offline_run(vault, "Plan.")
+    done = replays.replay(agent, run.run_id)
+    assert done.status == "ok" and done.record["cost_usd"] > 0
+    rows = agent.log.cost(agent.folder, "day")
+    assert sum(row.runs for row in rows) == 2
+    assert sum(row.cost_usd for row in rows) == pytest.approx(run.cost_usd + done.record["cost_usd"])
+    day, _ = guardrails.spent(agent.log, agent.folder, clock.now(None))
+    assert day == pytest.approx(run.cost_usd + done.record["cost_usd"])
+    assert agent.log.verify(agent.folder).ok  # the spend table agrees with the records
