@@ -382,7 +382,7 @@ def render(compared: dict[str, Any]) -> str:
     lines += ["", "## Tokens and cost",
               f"prompt {_delta(compared['tokens']['prompt'])} · input {_delta(compared['tokens']['input'])}"
               f" · output {_delta(compared['tokens']['output'])}",
-              f"cost {_money(cost[0])} → {_money(cost[1])}" + (f" ({cost[2]:+.4f})" if cost[2] is not None else "")]
+              f"cost {_money(cost[0])} → {_money(cost[1])}" + (f" ({'-' if cost[2] < 0 else '+'}${abs(cost[2]):.4f})" if cost[2] is not None else "")]
     if compared["gone"]:
         lines += ["", "## Gone"] + [f"- {g['run_id']}: snapshot {g['snapshot']} {g['state']}" for g in compared["gone"]]
     return "\n".join(lines)

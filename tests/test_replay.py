@@ -74,7 +74,7 @@ def test_a_replay_without_a_note_prints_exactly_what_changed(vault, backend):
         f"prompt {tokens} → {new['manifest']['tokens']} ({new['manifest']['tokens'] - tokens:+d}) · "
         f"input {run.input_tokens} → {new['input_tokens']} ({new['input_tokens'] - run.input_tokens:+d}) · "
         f"output {run.output_tokens} → {new['output_tokens']} (+0)\n"
-        "cost $0.0000 → $0.0000 (+0.0000)\n")
+        "cost $0.0000 → $0.0000 (+$0.0000)\n")
     assert tokens - new["manifest"]["tokens"] == note["tokens"]
     assert new["kind"] == "replay" and new["replays"] == {"run_id": run.run_id, "seq": run.seq, "hash": record["hash"]}
     assert new["changes"]["without"] == [note["source"]] and new["applied"] is False
@@ -256,3 +256,16 @@ def test_a_replays_spend_counts_against_the_caps_like_a_runs(vault, backend):
     day, _ = guardrails.spent(agent.log, agent.folder, clock.now(None))
     assert day == pytest.approx(run.cost_usd + done.record["cost_usd"])
     assert agent.log.verify(agent.folder).ok  # the spend table agrees with the records
+
+
+def test_a_failed_replay_is_logged_exits_1_and_can_be_shown(vault, local):
+    agent, run = _offline_run(vault, "Plan.")
+    failing = AtomicAgent("atlas", root=vault, model=ScriptedModel(error=RuntimeError("the provider fell over")))
+    done = replays.replay(failing, run.run_id)
+    assert done.status == "error" and "the provider fell over" in done.record["error"]
+    assert done.compared["answer"]["same"] is None  # the replay has no answer to compare
+    shown = av(vault, "show", "atlas", done.record["run_id"])
+    assert shown.exit_code == 0 and "the provider fell over" in shown.output
+    cli_done = av(vault, "replay", "atlas", run.run_id, "--model", "nosuch:model")
+    assert cli_done.exit_code == 1 and "nosuch" in cli_done.output
+    assert agent.log.query(agent.folder, LogQuery(limit=1))[0]["status"] == "error"
