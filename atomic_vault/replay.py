@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import captures, clock, evidence, guardrails, journal, retries, snapshots, writeback
+from . import captures, clock, evidence, guardrails, journal, retries, snapshots, telemetry, writeback
 from .assembly import Layer, Prompt, _fit, _layer  # the same heading and trimming as assembly
 from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, HeadBehind
@@ -218,6 +218,7 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
                 run.warnings += late
     finally:
         run.release()
+    telemetry.export(run.telemetry, record, run.request, response.text if response else None)  # it called a model
     return _done(log, folder, record, original, run.warnings)
 
 
