@@ -705,9 +705,12 @@ def reindex(ctx: click.Context, name: str) -> None:
 @click.argument("name", callback=_text)
 @click.argument("cases", nargs=-1, callback=_text)
 @click.option("--model", callback=_model_name, help="Run the cases on this model instead of model.md's.")
+@click.option("--replay", "replay_last", type=click.IntRange(min=1), metavar="LAST_N",
+              help="Instead of the cases, replay the newest LAST_N recorded runs with --model.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one case's outcome per line.")
 @click.pass_context
-def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | None, as_json: bool) -> None:
+def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | None, replay_last: int | None,
+          as_json: bool) -> None:
     """Run agent NAME's golden cases (evals/*.md; only CASES when named), each on a
     scratch copy of the agent: its notes, journal and log are never written.
 
@@ -718,9 +721,19 @@ def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | No
     Examples:
       atomic-vault eval atlas
       atomic-vault eval atlas remember_a_project --model offline --json
+      atomic-vault eval atlas --replay 20 --model anthropic:claude-haiku-4-5
+
+    With --replay, each run is replayed from its snapshots (as `replay` does) and logged as
+    a replay record; exit 1 a run could not be replayed or its replay failed, 3 the cost
+    guardrails skipped one.
     """
     from .errors import AtomicVaultError
     from .evals import load_cases, run_cases
+
+    if replay_last is not None:
+        if cases or not model:
+            raise click.UsageError("--replay LAST_N needs --model M and no CASES")
+        _eval_replay(ctx, name, replay_last, model, as_json)
 
     try:
         folder = _folder(ctx, name)
@@ -762,6 +775,48 @@ def eval_(ctx: click.Context, name: str, cases: tuple[str, ...], model: str | No
     click.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped; "
                f"cost {_cost_text(sum(known))}{unknown}", err=True)
     sys.exit(EXIT_ERROR if counts["fail"] else EXIT_SKIPPED if counts["skipped"] else EXIT_OK)
+
+
+def _eval_replay(ctx: click.Context, name: str, last_n: int, model: str, as_json: bool) -> None:
+    """`eval NAME --replay LAST_N --model M`: one line per run, newest first, then totals."""
+    from dataclasses import asdict
+
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+    from .evals import replay_runs
+
+    outcomes = []
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], trigger="eval-replay")
+        if not as_json:
+            click.echo(f"{'run':<26} {'replay':<12} {'answer':<14} {'captures':<22} {'cost':>9} {'replayed':>9}")
+        for outcome in replay_runs(agent, last_n, model):
+            outcomes.append(outcome)
+            for warning in outcome.warnings:
+                click.echo(f"warning: {outcome.run_id}: {warning}", err=True)
+            if as_json:
+                click.echo(json.dumps(asdict(outcome), ensure_ascii=False, default=str))
+                continue
+            if outcome.status == "unreplayable":
+                click.echo(f"{outcome.run_id:<26} {'-':<12} error: {outcome.error}")
+                continue
+            answer = "same" if outcome.answer_same else f"{outcome.answer_changed_lines} lines differ" \
+                if outcome.answer_same is False else "?"
+            caps = "same" if outcome.captures_same else ", ".join(
+                [f"+{c}" for c in outcome.captures_added] + [f"-{c}" for c in outcome.captures_removed]) or "statuses differ"
+            click.echo(f"{outcome.run_id:<26} {outcome.status:<12} {answer:<14} {caps[:22]:<22} "
+                       f"{_cost_text(outcome.cost_usd):>9} {_cost_text(outcome.replay_cost_usd):>9}")
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    before = [o.cost_usd for o in outcomes if o.cost_usd is not None and o.status != "unreplayable"]
+    after = [o.replay_cost_usd for o in outcomes if o.replay_cost_usd is not None]
+    failed = sum(o.status in ("unreplayable", "error") for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    click.echo(f"{len(outcomes)} runs replayed with {model}: {sum(o.answer_same is True for o in outcomes)} same answer, "
+               f"{sum(o.captures_same is True for o in outcomes)} same captures, {failed} failed, {skipped} skipped; "
+               f"cost {_cost_text(sum(before))} → {_cost_text(sum(after))}", err=True)
+    sys.exit(EXIT_ERROR if failed else EXIT_SKIPPED if skipped else EXIT_OK)
 
 
 @cli.command()
@@ -962,6 +1017,105 @@ def export(ctx: click.Context, name: str, run_id: str | None, last: bool, out: s
     pruned = f"; {len(manifest['pruned'])} snapshots already pruned" if manifest["pruned"] else ""
     click.echo(f"{out}: {kind} bundle of run {record['run_id']} (seq {record['seq']}), "
                f"{len(files)} files, chain to HEAD seq {json.loads(files['HEAD.json'])['seq']}{pruned}")
+
+
+def _with_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    _text(ctx, param, value)
+    out = []
+    for item in value:
+        source, sep, path = item.partition("=")
+        if not sep or not source.strip() or not path.strip():
+            raise click.BadParameter(f"{item!r} is not SOURCE=PATH, e.g. persona/SOUL.md=drafts/SOUL.md")
+        out.append((source.strip(), path.strip()))
+    return tuple(out)
+
+
+def _replay_exit(record: dict) -> None:
+    sys.exit(EXIT_SKIPPED if record["status"] == "skipped" else EXIT_ERROR if record["status"] == "error" else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_id", callback=_text)
+@click.option("--without", "without", multiple=True, metavar="SOURCE", callback=_text,
+              help="Leave this layer out (a note, a journal day, any layer of the run); repeatable.")
+@click.option("--model", callback=_model_name, help="Replay with this model instead of the run's.")
+@click.option("--max-input-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Re-trim the recorded layers to this budget, by assembly's rules.")
+@click.option("--with-file", "with_files", multiple=True, metavar="SOURCE=PATH", callback=_with_file,
+              help="Replace the layer SOURCE by the file PATH (inside the agent folder); repeatable.")
+@click.option("--apply", is_flag=True, help="Write the replay's captures and journal section as a run does.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def replay(ctx: click.Context, name: str, run_id: str, without: tuple[str, ...], model: str | None,
+           max_input_tokens: int | None, with_files: tuple, apply: bool, lock_timeout: float,
+           as_json: bool) -> None:
+    """Re-execute run RUN_ID of agent NAME from its snapshots (not today's files) with
+    exactly the changes asked for, and print what changed: layers in and out, the answer
+    (a text diff), captures, tokens and cost.
+
+    Logged as a `replay` record of its own; writes no notes and no journal unless
+    --apply. Exit 0 done, 1 the model call failed or bad input, 2 an unknown RUN_ID,
+    3 skipped by the cost guardrails.
+
+    \b
+    Examples:
+      atomic-vault replay atlas 20261130T090000-1a2b3c4d --without memory/old-plan.md
+      atomic-vault replay atlas 20261130T090000-1a2b3c4d --model offline --json
+    """
+    from . import evidence
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+    from .replay import Changes, as_json as dumps, render, replay as run_replay
+
+    changes = Changes(tuple(without), model, max_input_tokens, with_files)
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], trigger="replay", lock_timeout=lock_timeout)
+        done = run_replay(agent, run_id, changes, apply=apply)
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(dumps(done.compared) if as_json else render(done.compared))
+    if not as_json:
+        click.echo(f"\n— replay {done.record['run_id']} · seq {done.record['seq']} · {done.status}"
+                   + (" · applied" if apply else " · nothing written but the record"), err=True)
+    _replay_exit(done.record)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_a", callback=_text)
+@click.argument("run_b", callback=_text)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def diff(ctx: click.Context, name: str, run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare two recorded runs (or replays) of agent NAME as `replay` does: layers in
+    and out, the answer, captures, tokens and cost. No model is called, nothing written.
+
+    Exit 1 when a snapshot of either run was altered; 2 for an unknown run id.
+    """
+    from . import evidence
+    from .errors import AtomicVaultError
+    from .replay import as_json as dumps, compare, find_record, render
+
+    try:
+        folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
+        a, b = find_record(store, folder, run_a), find_record(store, folder, run_b)
+        compared = compare(store, folder, a, b)
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    click.echo(dumps(compared) if as_json else render(compared))
+    sys.exit(EXIT_ERROR if any(g["state"] in ("tampered", "missing") for g in compared["gone"]) else EXIT_OK)
 
 
 @cli.command("verify-bundle")

@@ -181,7 +181,7 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
     heaviest: list[tuple[float, int, dict[str, Any]]] = []
     records = log.query(folder, LogQuery(since=months[0] + "-01", until=today.isoformat()))
     for order, record in enumerate(records):
-        if record.get("kind", "run") != "run":  # repair records and the like cost nothing
+        if record.get("kind", "run") not in ("run", "replay"):  # repair records and the like cost nothing
             continue
         ts = str(record.get("ts", ""))
         month = figures.months.get(ts[:7])

@@ -369,3 +369,51 @@ def _capture_matches(wanted: dict[str, str], got: dict[str, Any]) -> bool:
 
 def _spelled(wanted: dict[str, str]) -> str:
     return ", ".join(f"{key} {value!r}" for key, value in wanted.items())
+
+
+@dataclass
+class ReplayOutcome:
+    """One recorded run replayed with another model (``eval --replay``): how its answer,
+    captures and cost differ. ``status`` is the replay's, or ``unreplayable`` with why."""
+
+    run_id: str
+    replay_id: str | None
+    status: str
+    model: str | None
+    replay_model: str | None
+    answer_same: bool | None = None
+    answer_changed_lines: int = 0
+    captures_same: bool | None = None
+    captures_added: list[str] = field(default_factory=list)
+    captures_removed: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
+    replay_cost_usd: float | None = None
+    cost_delta_usd: float | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def replay_runs(agent: Any, last_n: int, model: str) -> Iterator[ReplayOutcome]:
+    """Replay the newest ``last_n`` runs of ``agent`` (newest first) with ``model``: each
+    replay is logged as a ``replay`` record and writes no note (spec/14-evals.md)."""
+    from .replay import Changes, ReplayError, replay
+
+    for record in reversed(agent.log.query(agent.folder, LogQuery(kind="run", limit=last_n))):
+        try:
+            done = replay(agent, record["run_id"], Changes(model=model))
+        except ReplayError as exc:
+            yield ReplayOutcome(record["run_id"], None, "unreplayable", record.get("model"), None,
+                                cost_usd=record.get("cost_usd"), error=str(exc))
+            continue
+        compared, new = done.compared, done.record
+        caps = compared["captures"]
+        yield ReplayOutcome(
+            record["run_id"], new["run_id"], new["status"], record.get("model"), new.get("model"),
+            answer_same=compared["answer"]["same"],
+            answer_changed_lines=sum(1 for line in compared["answer"]["diff"]
+                                     if line[:1] in "+-" and line[:3] not in ("+++", "---")),
+            captures_same=compared["capture_json_same"],
+            captures_added=[f"{c['type']}: {c['name']}" for c in caps if c["change"] == "added"],
+            captures_removed=[f"{c['type']}: {c['name']}" for c in caps if c["change"] == "removed"],
+            cost_usd=compared["cost_usd"][0], replay_cost_usd=compared["cost_usd"][1],
+            cost_delta_usd=compared["cost_usd"][2], error=new.get("error"), warnings=done.warnings)

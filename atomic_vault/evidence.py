@@ -24,7 +24,7 @@ def find_run(log: Any, folder: Any, run_id: str | None) -> dict[str, Any]:
                              fix=f"run the agent first: atomic-vault run {folder.name} \"...\"")
         return found[0]
     record = log.get(folder, run_id)
-    if record is None or record.get("kind", "run") != "run":
+    if record is None or record.get("kind", "run") not in ("run", "replay"):  # a replay is shown as a run
         raise UnknownRun(f"no run {run_id!r} in the log of {folder.name}", path=folder.log, field="RUN_ID",
                          fix=f"`atomic-vault log {folder.name}` lists the runs; pass a run_id from it, or --last")
     return record

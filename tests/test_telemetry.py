@@ -287,3 +287,15 @@ def test_an_unreachable_collector_still_exits_0_with_the_run_ok(vault):
     done = run_cli(vault, f"http://127.0.0.1:{port}")
     assert done.returncode == 0, done.stderr
     assert records(vault)[-1]["status"] == "ok"
+
+
+def test_a_replay_makes_spans_of_its_own(vault, spans):
+    from atomic_vault import replay
+
+    agent = AtomicAgent("atlas", root=vault, model=ScriptedModel("The answer."))
+    first = agent.call("Plan.")
+    spans.clear()
+    done = replay.replay(agent, first.run_id)
+    run_span = by_name(spans)["invoke_agent atlas"]
+    assert run_span.attributes["atomic_vault.run_id"] == done.record["run_id"] != first.run_id
+    assert "chat scripted" in by_name(spans)

@@ -661,7 +661,7 @@ def _add_lines(raw: bytes, days: dict[str, list]) -> str | None:
         if not isinstance(record, dict):
             continue
         last = record.get("hash") if isinstance(record.get("hash"), str) else last
-        if record.get("kind", "run") != "run":
+        if record.get("kind", "run") not in ("run", "replay"):  # replays call the model too
             continue
         row = days.setdefault(str(record.get("ts", ""))[:10], [0, 0, 0, 0.0, 0])
         row[0] += 1

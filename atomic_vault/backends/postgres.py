@@ -99,6 +99,37 @@ MIGRATIONS: list[str] = [
     CREATE TABLE log_snapshots (agent TEXT NOT NULL, sha TEXT NOT NULL, text TEXT NOT NULL,
         PRIMARY KEY (agent, sha))
     """,
+    # replays call the model too: their spend counts as runs' does (spec/12)
+    """
+    CREATE OR REPLACE FUNCTION log_day_costs_apply() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $body$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.kind IN ('run', 'replay') THEN
+            UPDATE log_day_costs SET runs = runs - 1,
+                input_tokens = input_tokens - coalesce(OLD.input_tokens, 0),
+                output_tokens = output_tokens - coalesce(OLD.output_tokens, 0),
+                cost_usd = cost_usd - coalesce(OLD.cost_usd, 0),
+                unknown_cost = unknown_cost - (CASE WHEN OLD.cost_usd IS NULL THEN 1 ELSE 0 END)
+            WHERE agent = OLD.agent AND day = OLD.day;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.kind IN ('run', 'replay') THEN
+            INSERT INTO log_day_costs AS d VALUES (NEW.agent, NEW.day, 1, coalesce(NEW.input_tokens, 0),
+                coalesce(NEW.output_tokens, 0), coalesce(NEW.cost_usd, 0),
+                CASE WHEN NEW.cost_usd IS NULL THEN 1 ELSE 0 END)
+            ON CONFLICT (agent, day) DO UPDATE SET runs = d.runs + 1,
+                input_tokens = d.input_tokens + excluded.input_tokens,
+                output_tokens = d.output_tokens + excluded.output_tokens,
+                cost_usd = d.cost_usd + excluded.cost_usd,
+                unknown_cost = d.unknown_cost + excluded.unknown_cost;
+        END IF;
+        RETURN NULL;
+    END
+    $body$;
+    DELETE FROM log_day_costs;
+    INSERT INTO log_day_costs SELECT agent, day, count(*), coalesce(sum(input_tokens), 0),
+        coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0), count(*) - count(cost_usd)
+        FROM log_records WHERE kind IN ('run', 'replay') GROUP BY agent, day
+    """,
 ]
 _ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
 _TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
@@ -329,7 +360,7 @@ class PostgresLog:
                "FROM log_day_costs WHERE agent=%s UNION ALL "
                "SELECT 'r', day, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
                "coalesce(sum(cost_usd), 0), count(*) - count(cost_usd) FROM log_records "
-               "WHERE agent=%s AND kind='run' GROUP BY day")
+               "WHERE agent=%s AND kind IN ('run', 'replay') GROUP BY day")
         with self.db.transaction() as conn:
             found = conn.execute(sql, (folder.name, folder.name)).fetchall()
         return rows.spend_problem([r[1:] for r in found if r[0] == "s"], [r[1:] for r in found if r[0] == "r"])

@@ -138,11 +138,25 @@ CREATE TRIGGER day_costs_change_new AFTER UPDATE ON records WHEN NEW.kind='run' 
 """, """
 CREATE TABLE snapshots (agent TEXT NOT NULL, sha TEXT NOT NULL, text TEXT NOT NULL,
     PRIMARY KEY (agent, sha)) WITHOUT ROWID
+""", """
+DROP TRIGGER day_costs_add;
+DROP TRIGGER day_costs_remove;
+DROP TRIGGER day_costs_change_old;
+DROP TRIGGER day_costs_change_new;
+DELETE FROM day_costs;
+INSERT INTO day_costs SELECT agent, day, count(*), coalesce(sum(input_tokens), 0),
+    coalesce(sum(output_tokens), 0), total(cost_usd), sum(cost_usd IS NULL)
+    FROM records WHERE kind IN ('run', 'replay') GROUP BY agent, day;
+CREATE TRIGGER day_costs_add AFTER INSERT ON records WHEN NEW.kind IN ('run', 'replay') BEGIN """ + _ADD.format(row="NEW") + """ END;
+CREATE TRIGGER day_costs_remove AFTER DELETE ON records WHEN OLD.kind IN ('run', 'replay') BEGIN """ + _REMOVE.format(row="OLD") + """ END;
+CREATE TRIGGER day_costs_change_old AFTER UPDATE ON records WHEN OLD.kind IN ('run', 'replay') BEGIN """ + _REMOVE.format(row="OLD") + """ END;
+CREATE TRIGGER day_costs_change_new AFTER UPDATE ON records WHEN NEW.kind IN ('run', 'replay') BEGIN """ + _ADD.format(row="NEW") + """ END
 """]
 # 2: covering indexes, so cost rollups never read the records themselves.
 # 3: spend per agent and day, kept by triggers in the same transaction as each record, so
 #    a guardrail check reads about 31 rows whatever the size of the log (spec/12).
 # 4: snapshots, the texts of each run by SHA-256 (spec/07).
+# 5: replays call the model too: their spend counts as runs' does (spec/12).
 
 
 _INSERT = f"INSERT INTO records ({', '.join(rows.COLUMNS)}, json) VALUES ({', '.join('?' * 15)})"
@@ -333,7 +347,7 @@ class SQLiteLog:
                                     "FROM day_costs WHERE agent=?", (folder.name,)).fetchall()
                 derived = db.execute("SELECT day, count(*), coalesce(sum(input_tokens), 0), "
                                      "coalesce(sum(output_tokens), 0), total(cost_usd), sum(cost_usd IS NULL) "
-                                     "FROM records WHERE agent=? AND kind='run' GROUP BY day",
+                                     "FROM records WHERE agent=? AND kind IN ('run', 'replay') GROUP BY day",
                                      (folder.name,)).fetchall()
             finally:
                 db.execute("COMMIT")
