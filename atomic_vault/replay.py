@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import captures, clock, evidence, guardrails, journal, retries, snapshots, telemetry, writeback
+from . import (captures, clock, evidence, guardrails, journal, retries, snapshots, telemetry, toolloop,
+               writeback)
 from .assembly import Layer, Prompt, _fit, _layer  # the same heading and trimming as assembly
 from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, HeadBehind
@@ -164,6 +165,24 @@ def prompt_of(folder: Any, record: dict[str, Any], loaded: snapshots.Loaded, cha
     return prompt
 
 
+def recorded_results(record: dict[str, Any], loaded: snapshots.Loaded) -> dict[tuple[str, str], list[str]]:
+    """The recorded run's tool results by (tool, arguments' sha256), in call order: what a
+    replay gives the model back instead of running a tool. The whole result from the
+    snapshots where the record names one, else the step record's (shortened) copy."""
+    whole = {(ref.get("step"), ref.get("call")): loaded.text(ref.get("result"))
+             for ref in (record.get("snapshots") or {}).get("tools") or [] if isinstance(ref, dict)}
+    out: dict[tuple[str, str], list[str]] = {}
+    for step in record.get("steps") or []:
+        for call in step.get("calls") or []:
+            effect = call.get("effect") or {}
+            if not call.get("args_sha256") or effect.get("result") is None:
+                continue
+            text = whole.get((step.get("step"), call.get("id")))
+            out.setdefault((call.get("tool"), call["args_sha256"]), []).append(
+                text if text is not None else effect["result"])
+    return out
+
+
 def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool = False) -> Replayed:
     """Replay run ``run_id`` of ``agent`` (an AtomicAgent) with ``changes``. Every bad input
     is refused before the model is called; the cost guardrails decide as for a run."""
@@ -200,7 +219,8 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
         run.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _done(log, folder, record, original, run.warnings)
     try:
-        done = retries.complete(run.candidates(model), run.request, config.retries)
+        done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
+                                 folder.path, recorded_results(original, loaded))
         response = done.response
         found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
         found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]

@@ -44,8 +44,11 @@ def args_sha256(arguments: Any) -> str:
 
 
 def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPolicy,
-             max_steps: int, agent_root: Any) -> retries.Completion:
-    """Call the model until it answers without asking for a tool (or the loop must stop)."""
+             max_steps: int, agent_root: Any,
+             recorded: dict[tuple[str, str], list[str]] | None = None) -> retries.Completion:
+    """Call the model until it answers without asking for a tool (or the loop must stop).
+    ``recorded`` (a replay's): tool results by (tool, arguments' sha256), given back in place
+    of running anything — a replay never repeats an effect, nor asks the gate again."""
     request = run.request
     done = retries.complete(candidates, request, policy)
     if not run.toolbox.tools:
@@ -73,7 +76,7 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
             run.warnings.append(f"the tool loop stopped at max_steps {max_steps} (model.md): "
                                 f"{len(calls)} tool call(s) of the last step were not run")
             break
-        results = [_call(run, step, call, entry, agent_root, done) for call in response.tool_calls]
+        results = [_call(run, step, call, entry, agent_root, done, recorded) for call in response.tool_calls]
         request = replace(request, messages=[
             *request.messages,
             {"role": "assistant", "content": response.text,
@@ -123,7 +126,8 @@ def _short(text: str) -> str:
 
 
 def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_root: Any,
-          done: retries.Completion) -> dict[str, Any]:
+          done: retries.Completion, recorded: dict[tuple[str, str], list[str]] | None = None
+          ) -> dict[str, Any]:
     """Gate and run one call; the tool message that carries its result to the model."""
     record: dict[str, Any] = {"id": call.id, "tool": call.name, "args": _short(call.arguments)}
     entry["calls"].append(record)
@@ -146,6 +150,14 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
     if errors:
         return told("invalid", "the arguments do not fit the tool's schema, nothing was run: " + "; ".join(errors))
     record["args_sha256"] = args_sha256(arguments)
+    if recorded is not None:  # a replay: the recorded result, never the tool itself
+        results = recorded.get((call.name, record["args_sha256"]))
+        if results:
+            return told("replayed", results.pop(0))
+        run.warnings.append(f"step {step}: {call.name} was asked for with arguments the recorded run "
+                            "never used; a replay runs no tool, so the model was told so")
+        return told("not_run", "this is a replay: no tool is run, and the recorded run made no "
+                    "such call, so there is no result to give back")
     verdict = run.gate.decide(call.name, arguments) if run.gate else None
     if verdict is None:  # no gate at all cannot happen in a run; refuse rather than run unchecked
         return told("not_run", "no policy could be consulted, so nothing was run", "block")

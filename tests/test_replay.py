@@ -269,3 +269,25 @@ def test_a_failed_replay_is_logged_exits_1_and_can_be_shown(vault, local):
     cli_done = av(vault, "replay", "atlas", run.run_id, "--model", "nosuch:model")
     assert cli_done.exit_code == 1 and "nosuch" in cli_done.output
     assert agent.log.query(agent.folder, LogQuery(limit=1))[0]["status"] == "error"
+
+
+def test_a_replay_gives_back_the_recorded_tool_results_and_runs_no_tool(vault, monkeypatch):
+    """A replay never repeats an effect: each tool call the model makes again is answered
+    with the recorded run's result, and a call the run never made is answered with a refusal."""
+    from atomic_vault import tools
+    agent = AtomicAgent("atlas", root=vault)
+    first = agent.call('Is 2028 a leap year?\ntool: leap_year {"year": 2028}')
+    assert "Tool leap_year answered: true" in first.text
+
+    def never(*args, **kwargs):
+        raise AssertionError("a replay ran a tool")
+    monkeypatch.setattr(tools, "run", never)
+    again = replays.replay(agent, first.run_id)
+    assert again.record["status"] == "ok"
+    assert agent.log.get_snapshot(agent.folder, again.record["snapshots"]["answer"]) == first.text
+    assert again.record["steps"][0]["calls"][0]["effect"] == {"status": "replayed", "result": "true"}
+    assert not [r for r in agent.log.query(agent.folder, LogQuery(limit=10)) if r.get("kind") == "verdict"
+                and r.get("run") == again.record["run_id"]]
+    from atomic_vault.snapshots import Loaded
+    other = replays.recorded_results({**agent.log.get(agent.folder, first.run_id), "steps": []}, Loaded())
+    assert other == {}  # a run without steps has nothing to give back: every call is refused
