@@ -1045,14 +1045,16 @@ def _replay_exit(record: dict) -> None:
               help="Re-trim the recorded layers to this budget, by assembly's rules.")
 @click.option("--with-file", "with_files", multiple=True, metavar="SOURCE=PATH", callback=_with_file,
               help="Replace the layer SOURCE by the file PATH (inside the agent folder); repeatable.")
+@click.option("--policy", "policy", metavar="FILE", callback=_text,
+              help="Judge the recorded tool calls again by this policy.md (inside the agent folder).")
 @click.option("--apply", is_flag=True, help="Write the replay's captures and journal section as a run does.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
               help="Seconds to wait for the agent's lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.pass_context
 def replay(ctx: click.Context, name: str, run_id: str, without: tuple[str, ...], model: str | None,
-           max_input_tokens: int | None, with_files: tuple, apply: bool, lock_timeout: float,
-           as_json: bool) -> None:
+           max_input_tokens: int | None, with_files: tuple, policy: str | None, apply: bool,
+           lock_timeout: float, as_json: bool) -> None:
     """Re-execute run RUN_ID of agent NAME from its snapshots (not today's files) with
     exactly the changes asked for, and print what changed: layers in and out, the answer
     (a text diff), captures, tokens and cost.
@@ -1071,7 +1073,7 @@ def replay(ctx: click.Context, name: str, run_id: str, without: tuple[str, ...],
     from .errors import AtomicVaultError
     from .replay import Changes, as_json as dumps, render, replay as run_replay
 
-    changes = Changes(tuple(without), model, max_input_tokens, with_files)
+    changes = Changes(tuple(without), model, max_input_tokens, with_files, policy)
     try:
         _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger="replay", lock_timeout=lock_timeout)

@@ -21,6 +21,7 @@ from . import (captures, clock, evidence, guardrails, journal, retries, snapshot
 from .assembly import Layer, Prompt, _fit, _layer  # the same heading and trimming as assembly
 from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, HeadBehind
+from .policy import Gate
 from .vault import readable_inside
 
 MAX_FILE_CHARS = 1_000_000
@@ -38,11 +39,13 @@ class Changes:
     model: str | None = None
     max_input_tokens: int | None = None
     with_files: tuple[tuple[str, str], ...] = ()  # (source, path)
+    policy: str | None = None  # a policy.md the recorded tool calls are judged by again
 
     def as_record(self) -> dict[str, Any]:
         return {"without": list(self.without), "model": self.model,
                 "max_input_tokens": self.max_input_tokens,
-                "with_files": [{"source": s, "path": p} for s, p in self.with_files]}
+                "with_files": [{"source": s, "path": p} for s, p in self.with_files],
+                **({"policy": self.policy} if self.policy else {})}
 
     def describe(self) -> str:
         parts = [f"without {s}" for s in self.without]
@@ -51,6 +54,8 @@ class Changes:
             parts.append(f"model {self.model}")
         if self.max_input_tokens is not None:
             parts.append(f"max_input_tokens {self.max_input_tokens}")
+        if self.policy:
+            parts.append(f"policy {self.policy}")
         return "; ".join(parts) or "none (the same inputs again)"
 
 
@@ -109,18 +114,37 @@ def _match(source: str, layers: list[Layer]) -> Layer | None:
     return named[0] if len(named) == 1 else None
 
 
-def _file_text(folder: Any, source: str, path: str) -> str:
-    """The replacement text of one layer: a UTF-8 regular file inside the agent folder."""
+def _inside(folder: Any, path: str, option: str) -> Path:
+    """A file an option names: a regular file inside the agent folder, never one behind a
+    link out of it."""
     where = Path(path) if os.path.isabs(path) else Path.cwd() / path
     try:
         real = readable_inside(folder, where)
     except AtomicVaultError as exc:
-        raise ReplayError(f"--with-file {source}={path}: {exc.message}", path=where, field="--with-file",
-                          fix="put the replacement file inside the agent folder (e.g. a draft next "
-                              "to the file it replaces)") from None
+        raise ReplayError(f"{option}: {exc.message}", path=where, field=option.split()[0],
+                          fix="put the file inside the agent folder (e.g. a draft next to the "
+                              "file it replaces)") from None
     if real is None:
-        raise ReplayError(f"--with-file {source}={path}: no such file", path=where, field="--with-file",
+        raise ReplayError(f"{option}: no such file", path=where, field=option.split()[0],
                           fix="give the path of an existing file inside the agent folder")
+    return real
+
+
+def replay_gate(folder: Any, path: str) -> Gate:
+    """The gate a replay judges the recorded tool calls by: the policy file given, over the
+    vault's floor as always. A policy that does not load is refused before any model call
+    (a run would fail closed; a replay asked to judge by it is a mistake to say at once)."""
+    gate = Gate(_inside(folder, path, f"--policy {path}"), folder.root / "policy.md")
+    if gate.problems:
+        raise ReplayError(f"--policy {path}: {gate.problems[0]}", path=Path(path), field="--policy",
+                          fix="correct the policy's YAML block (spec/06), then replay again")
+    return gate
+
+
+def _file_text(folder: Any, source: str, path: str) -> str:
+    """The replacement text of one layer: a UTF-8 regular file inside the agent folder."""
+    where = Path(path) if os.path.isabs(path) else Path.cwd() / path
+    real = _inside(folder, path, f"--with-file {source}={path}")
     try:
         text = real.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -206,7 +230,10 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
         model = _build(agent.model or original.get("model") or config.model, config)
     agent._check_log()
     prompt.counted = _count(model, prompt, config, agent.name, warnings)
+    gate = replay_gate(folder, changes.policy) if changes.policy else None
     run = _Run(agent, config, prompt, started, False, warnings)
+    if gate is not None:
+        run.gate, run.judge_replay = gate, True
     extra = {"kind": "replay", "replays": {"run_id": original["run_id"], "seq": original.get("seq"),
                                            "hash": original.get("hash")},
              "changes": changes.as_record(), "applied": apply}

@@ -151,7 +151,17 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
         return told("invalid", "the arguments do not fit the tool's schema, nothing was run: " + "; ".join(errors))
     record["args_sha256"] = args_sha256(arguments)
     if recorded is not None:  # a replay: the recorded result, never the tool itself
-        results = recorded.get((call.name, record["args_sha256"]))
+        key = record["args_sha256"]
+        if getattr(run, "judge_replay", False) and run.gate is not None:  # replay --policy
+            verdict = run.gate.decide(call.name, arguments)
+            record["rule"], record["verdict"] = verdict.rule, verdict.outcome
+            if verdict.outcome in ("block", "escalate"):
+                return told("blocked" if verdict.outcome == "block" else "escalated",
+                            f"the replay's policy {verdict.outcome}s this call ({verdict.reason}); "
+                            "nothing was run", verdict.outcome)
+            if verdict.outcome == "revise":
+                key = record["revised_sha256"] = args_sha256(verdict.arguments)
+        results = recorded.get((call.name, key))
         if results:
             return told("replayed", results.pop(0))
         run.warnings.append(f"step {step}: {call.name} was asked for with arguments the recorded run "

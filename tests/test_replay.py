@@ -291,3 +291,29 @@ def test_a_replay_gives_back_the_recorded_tool_results_and_runs_no_tool(vault, m
     from atomic_vault.snapshots import Loaded
     other = replays.recorded_results({**agent.log.get(agent.folder, first.run_id), "steps": []}, Loaded())
     assert other == {}  # a run without steps has nothing to give back: every call is refused
+
+
+def test_a_replay_with_a_stricter_policy_shows_what_it_would_have_stopped(vault):
+    """replay --policy FILE judges the recorded tool calls again: a call the new policy
+    blocks is not given its recorded result, and the diff shows the answer that follows."""
+    agent = AtomicAgent("atlas", root=vault)
+    first = agent.call('Is 2028 a leap year?\ntool: leap_year {"year": 2028}')
+    strict = vault / "atlas" / "policy-strict.md"
+    strict.write_text("# Strict\n\n```yaml\nrules:\n  - tool: leap_year\n    verdict: block\n"
+                      "    reason: no calendar questions today\ndefault: block\n```\n", encoding="utf-8")
+    again = replays.replay(agent, first.run_id, replays.Changes(policy=str(strict)))
+    call = again.record["steps"][0]["calls"][0]
+    assert call["effect"]["status"] == "blocked" and call["verdict"] == "block"
+    assert "no calendar questions today" in call["effect"]["result"]
+    assert again.record["changes"]["policy"] == str(strict)
+    assert "Tool leap_year answered: true" not in agent.log.get_snapshot(agent.folder, again.record["snapshots"]["answer"])
+    broken = vault / "atlas" / "policy-broken.md"
+    broken.write_text("```yaml\nrules: [\n```\n", encoding="utf-8")
+    before = snapshot(vault)
+    with pytest.raises(replays.ReplayError, match="--policy"):
+        replays.replay(agent, first.run_id, replays.Changes(policy=str(broken)))
+    assert snapshot(vault) == before  # refused before any model call: nothing written
+    outside = vault / "elsewhere.md"
+    outside.write_text(strict.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(replays.ReplayError, match="--policy"):
+        replays.replay(agent, first.run_id, replays.Changes(policy=str(outside)))
