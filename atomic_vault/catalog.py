@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import marshal
 import os
+from stat import S_ISREG
 import struct
 import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import NoteError
 from .fileio import atomic_write
@@ -58,6 +59,11 @@ class _State:
 
 
 _MEMO: dict[Path, _State] = {}
+# Set by the CLI when stderr is a terminal: called with the number of notes once a scan has
+# spent PROGRESS_AFTER_S reading them, it returns (update(done), finish()) for a progress bar.
+progress: Callable[[int], tuple[Callable[[int], None], Callable[[], None]]] | None = None
+PROGRESS_AFTER_S = 1.0
+_clock = time.monotonic
 
 
 def scan(folder: AgentFolder, *, persist: bool = True
@@ -76,7 +82,12 @@ def scan(folder: AgentFolder, *, persist: bool = True
     changed: dict[str, tuple | None] = {}
     added = 0
     racy_after = time.time_ns() - RACY_NS
-    for name, st in _note_stats(memory):
+    listed: list[int] = []
+    bar, done, reads, started = None, 0, 0, _clock()
+    for name, st in _note_stats(memory, listed):
+        done += 1
+        if bar is not None and done % 100 == 0:
+            bar[0](100)
         signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         old = entries.get(name)
         if old is not None and old[0] == signature:
@@ -92,8 +103,15 @@ def scan(folder: AgentFolder, *, persist: bool = True
                 fresh[name] = changed[name] = (signature, old[1], old[2], None)  # old enough now
                 continue
         added += old is None
+        reads += 1
+        if bar is None and progress is not None and reads % 100 == 0 and _clock() - started > PROGRESS_AFTER_S:
+            bar = progress(listed[0])
+            bar[0](done - done % 100)
         racy = max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after
-        fresh[name] = changed[name] = _read(memory / name, signature, racy)
+        fresh[name] = changed[name] = _read(memory / name, signature, racy, S_ISREG(st.st_mode))
+    if bar is not None:
+        bar[0](listed[0] - (done - done % 100))  # the rest, skipped names (INDEX.md) included
+        bar[1]()
     if len(entries) + added != len(fresh):  # some were removed
         changed.update((name, None) for name in entries if name not in fresh)
     if state is None or changed:
@@ -119,10 +137,10 @@ def signatures(folder: AgentFolder) -> dict[str, str | None]:
             for name, item in state.entries.items()}
 
 
-def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
+def _note_stats(memory: Path, listed: list[int] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """(name, lstat) of every note file. Where the OS allows, each stat is relative to the
     open folder (fstatat), which saves a path walk per note: at 10,000 notes this loop is
-    most of a call's cost."""
+    most of a call's cost. ``listed`` receives the number of names in the folder."""
     relative = os.stat in os.supports_dir_fd
     try:
         # O_DIRECTORY: a memory/ that is a file fails here, before a descriptor exists
@@ -130,6 +148,8 @@ def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
         names = os.listdir(directory if relative else memory)
     except (FileNotFoundError, NotADirectoryError):
         return
+    if listed is not None:
+        listed.append(len(names))
     try:
         for name in names:
             if not name.endswith(".md") or name[0] == "." or name == "INDEX.md":
@@ -146,11 +166,11 @@ def _note_stats(memory: Path) -> Iterator[tuple[str, os.stat_result]]:
             os.close(directory)
 
 
-def _read(path: Path, signature: tuple, racy: bool) -> tuple:
+def _read(path: Path, signature: tuple, racy: bool, regular: bool) -> tuple:
     """One catalog entry: (signature, summary, error, the text when ``racy`` else None)."""
     text = None
     try:
-        text = read_note_text(path)
+        text = read_note_text(path, regular)
         meta, _ = check_note_text(text, path)
         return (signature, summarize(meta, path.name), None, text if racy else None)
     except NoteError as exc:
@@ -161,9 +181,14 @@ def _read(path: Path, signature: tuple, racy: bool) -> tuple:
 
 
 def _same_text(path: Path, text: str | None) -> bool:
+    """Whether the file holds ``text``. The entry's signature is the file's own (lstat),
+    so a link put in its place has changed it; a plain read is enough here."""
+    if text is None:
+        return False
     try:
-        return text is not None and read_note_text(path) == text
-    except (NoteError, OSError):
+        with open(path, "rb") as file:
+            return file.read() == text.encode("utf-8")
+    except OSError:
         return False
 
 

@@ -93,8 +93,8 @@ def _frozen(monkeypatch, signature):
     """Every note reports the same stat signature: a same-tick, same-size edit."""
     real = catalog._note_stats
 
-    def stats(memory):
-        for name, st in real(memory):
+    def stats(memory, listed=None):
+        for name, st in real(memory, listed):
             values = list(st)
             values[1], values[6] = signature[3], signature[2]  # st_ino, st_size
             yield name, os.stat_result(values, {"st_mtime_ns": signature[0], "st_ctime_ns": signature[1]})
@@ -128,3 +128,50 @@ def test_an_old_file_is_trusted_by_its_signature_once_its_text_was_checked(vault
     catalog.scan(folder)
     assert calls == []  # same text: nothing parsed again, now trusted
     assert all(entry[3] is None for entry in catalog._MEMO[folder.memory].entries.values())
+
+
+def _notes(folder, count):
+    from atomic_vault.notes import render_note
+    for n in range(count):
+        (folder.memory / f"project_many_{n}.md").write_text(render_note(
+            {"schema_version": 1, "name": f"Many {n}", "description": "d", "type": "project",
+             "captured": "2026-01-01", "last_seen": "2026-01-01", "sources": ["s"],
+             "confidence": "high"}, "body"), encoding="utf-8")
+
+
+def test_a_first_build_over_a_second_shows_progress_that_adds_up(vault, monkeypatch):
+    folder = open_agent("atlas", vault)
+    _notes(folder, 450)
+    catalog.forget(folder)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(catalog, "_clock", lambda: next(ticks) * 0.6)  # 0.6 s between looks
+    seen = {}
+
+    def start(total):
+        seen["total"], seen["done"], seen["finished"] = total, 0, False
+        return (lambda n: seen.__setitem__("done", seen["done"] + n),
+                lambda: seen.__setitem__("finished", True))
+    monkeypatch.setattr(catalog, "progress", start)
+    notes, _ = catalog.scan(folder)
+    assert seen["finished"] and seen["done"] == seen["total"] >= len(notes) >= 450
+    seen.clear()
+    catalog.scan(folder)  # nothing to read: no bar
+    assert seen == {}
+
+
+def test_a_quick_build_shows_no_progress(vault, monkeypatch):
+    folder = open_agent("atlas", vault)
+    catalog.forget(folder)
+    monkeypatch.setattr(catalog, "_clock", lambda: 0.0)
+    monkeypatch.setattr(catalog, "progress", lambda total: pytest.fail("a bar for a quick build"))
+    assert catalog.scan(folder)[0]
+
+
+def test_the_cli_shows_no_bar_when_stderr_is_not_a_terminal(vault):
+    from click.testing import CliRunner
+    from atomic_vault.cli import cli
+
+    catalog.progress = None
+    result = CliRunner().invoke(cli, ["--root", str(vault), "run", "atlas", "hello", "--model", "offline"])
+    assert result.exit_code == 0, result.output
+    assert catalog.progress is None
