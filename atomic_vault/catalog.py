@@ -47,15 +47,34 @@ class _State:
     """Entries (file name -> (signature, summary, error record, text or None)) and the
     cache files' state: ``generation`` names the marshal file the changes belong to,
     ``pending`` counts the entries appended since it was written (None: no usable file)."""
-    __slots__ = ("entries", "notes", "errors", "generation", "pending")
+    __slots__ = ("entries", "notes", "errors", "generation", "pending", "parent", "touched")
 
     def __init__(self, entries: dict[str, tuple], generation: str | None = None,
-                 pending: int | None = None):
+                 pending: int | None = None, base: _State | None = None,
+                 changed: dict[str, tuple | None] | None = None):
         self.entries = entries
-        self.notes = {name: item[1] for name, item in entries.items() if item[1] is not None}
-        self.errors = {name: error_from_record(item[2]) for name, item in entries.items() if item[2] is not None}
         self.generation = generation
         self.pending = pending
+        self.parent, self.touched = None, None
+        if base is None or changed is None:
+            self.notes = {name: item[1] for name, item in entries.items() if item[1] is not None}
+            self.errors = {name: error_from_record(item[2]) for name, item in entries.items()
+                           if item[2] is not None}
+            return
+        # A few entries changed: copy the last result and apply them, rather than
+        # rebuilding from every entry; ``touched`` lets callers update their own work.
+        self.notes, self.errors = dict(base.notes), dict(base.errors)
+        self.parent, self.touched = base.notes, set()
+        for name, entry in changed.items():
+            summary = None if entry is None else entry[1]
+            if base.notes.get(name) is not summary:
+                self.touched.add(name)
+            self.notes.pop(name, None)
+            self.errors.pop(name, None)
+            if summary is not None:
+                self.notes[name] = summary
+            if entry is not None and entry[2] is not None:
+                self.errors[name] = error_from_record(entry[2])
 
 
 _MEMO: dict[Path, _State] = {}
@@ -115,11 +134,20 @@ def scan(folder: AgentFolder, *, persist: bool = True
     if len(entries) + added != len(fresh):  # some were removed
         changed.update((name, None) for name in entries if name not in fresh)
     if state is None or changed:
-        state = _State(fresh, generation, pending)
+        state = _State(fresh, generation, pending, state, changed if state is not None else None)
         if persist and changed:
             _save(folder, state, changed)
     _MEMO[memory] = state
     return state.notes, state.errors
+
+
+def delta(notes: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
+    """(the previous scan's notes, the names whose summary changed since) when ``notes``
+    is the result of a scan that found only a few changes; None when not known."""
+    for state in _MEMO.values():
+        if state.notes is notes:
+            return None if state.parent is None else (state.parent, state.touched)
+    return None
 
 
 def signature_text(signature: tuple | None) -> str | None:

@@ -189,3 +189,38 @@ def test_a_cold_run_does_not_scan_the_installed_packages(vault):
             "print(sorted(m for m in ('importlib.metadata', 'portalocker') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_note_selection_after_a_few_changes_is_the_one_a_full_sort_makes(vault):
+    import random
+    from atomic_vault import assembly
+    from atomic_vault.notes import render_note
+
+    folder = open_agent("atlas", vault)
+    rng = random.Random(7)
+
+    def write(n, pinned=False, day=None, archived=False):
+        fields = {"schema_version": 1, "name": f"Sel {n}", "description": "d", "type": "project",
+                  "captured": "2026-01-01", "last_seen": day or f"2026-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                  "sources": ["s"], "confidence": "high"}
+        if pinned:
+            fields["pinned"] = True
+        if archived:
+            fields["archived"] = True
+        (folder.memory / f"project_sel_{n}.md").write_text(render_note(fields, "b"), encoding="utf-8")
+
+    for n in range(40):
+        write(n, pinned=n % 9 == 0)
+    for step in range(30):
+        notes, _ = catalog.scan(folder)
+        got = assembly.select_notes(notes, "2026-06-01", 5)
+        assembly._SELECTION.clear()
+        assert got == assembly.select_notes(notes, "2026-06-01", 5), step
+        for _ in range(rng.randint(1, 3)):  # a new note, an edit, an archive, a removal, a pin
+            n = rng.randint(0, 60)
+            action = rng.choice(["write", "pin", "archive", "remove", "newest"])
+            if action == "remove":
+                (folder.memory / f"project_sel_{n}.md").unlink(missing_ok=True)
+            else:
+                write(n, pinned=action == "pin", archived=action == "archive",
+                      day="2026-12-31" if action == "newest" else None)
