@@ -162,7 +162,8 @@ def select_notes(notes: dict[str, dict[str, Any]], today: str, count: int) -> tu
 def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
              work_item: str, today: str, memory: MemoryBackend | None = None,
              journal: JournalBackend | None = None,
-             broken: dict[str, NoteError] | None = None) -> Prompt:
+             broken: dict[str, NoteError] | None = None,
+             chosen: tuple[list[str], list[str]] | None = None) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
     when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
     in the manifest, so that one bad hand edit does not stop the agent."""
@@ -184,7 +185,7 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     add_file(folder.tools, "tools")
     add(_layer("memory/INDEX.md", memory.get_index(folder), "memory index"))
     add_file(folder.wiki_index, "wiki index")
-    pinned, recent = select_notes(notes, today, config.recent_notes)
+    pinned, recent = chosen or select_notes(notes, today, config.recent_notes)
     for name in pinned:
         add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
     for name in recent:
