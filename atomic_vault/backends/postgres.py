@@ -124,8 +124,14 @@ def _split_url(url: str | None, kind: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=query)), schema
 
 
+_SHARED = threading.local()  # (conninfo, schema) -> (connection, pid), per thread
+
+
 class _Database:
-    """One connection per process and thread; reconnects after a lost connection."""
+    """One connection per process and thread; reconnects after a lost connection. The
+    memory and log backends of one database share it, also across AtomicAgent instances:
+    connecting and preparing took most of a warm call. A shared connection's schema version
+    is checked again (one query) for each new backend."""
 
     def __init__(self, url: str | None, kind: str):
         self.url = url
@@ -138,11 +144,26 @@ class _Database:
         if conn is not None and (self._local.pid != os.getpid() or conn.closed or conn.broken):
             conn = None
         if conn is None:
-            try:
-                conn = psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True)
-            except psycopg.Error as exc:
-                raise self.unreachable(exc) from None
-            self._prepare(conn)
+            shared = getattr(_SHARED, "conns", None)
+            if shared is None:
+                shared = _SHARED.conns = {}
+            key = (self.conninfo, self.schema)
+            reused = shared.get(key)
+            if reused is not None and reused[1] == os.getpid() and not (reused[0].closed or reused[0].broken):
+                conn = reused[0]
+                try:
+                    version = conn.execute("SELECT max(version) FROM atomic_vault_schema").fetchone()[0]
+                except psycopg.Error:
+                    version = None
+                if version != len(MIGRATIONS):
+                    self._prepare(conn)  # upgrades, or refuses a newer database
+            else:
+                try:
+                    conn = psycopg.connect(self.conninfo, connect_timeout=5, autocommit=True)
+                except psycopg.Error as exc:
+                    raise self.unreachable(exc) from None
+                self._prepare(conn)
+                shared[key] = (conn, os.getpid())
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
