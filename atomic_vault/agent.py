@@ -138,9 +138,15 @@ class AtomicAgent:
         word: when its count is over the budget, the prompt is cut again to a budget scaled
         by how much denser its count is than the estimate. A broken note is left out (and
         said so): one bad hand edit must not stop the agent."""
-        notes, broken = self.memory.scan(self.folder)
         day = started.date().isoformat()
-        prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken)
+        chosen = None
+        if callable(getattr(self.memory, "selection", None)):  # a database picks the notes itself
+            pinned, recent, broken = self.memory.selection(self.folder, day, config.recent_notes)
+            notes, chosen = {}, (pinned, recent)
+        else:
+            notes, broken = self.memory.scan(self.folder)
+        prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken,
+                          chosen)
         for entry in prompt.skipped:
             warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} "
                             f"(`atomic-vault doctor {self.name}` lists every problem with its fix)")
@@ -148,7 +154,7 @@ class AtomicAgent:
         if prompt.counted is not None and prompt.counted > config.max_input_tokens:
             scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)
             prompt = assemble(self.folder, replace(config, max_input_tokens=scaled), notes, work_item,
-                              day, self.memory, self.journal, broken)
+                              day, self.memory, self.journal, broken, chosen)
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 

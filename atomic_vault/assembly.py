@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import catalog
 from .config import ModelConfig
 from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
@@ -133,20 +134,36 @@ def select_notes(notes: dict[str, dict[str, Any]], today: str, count: int) -> tu
     key = (id(notes), today, count)
     hit = _SELECTION.get(key)
     if hit is not None and hit[0] is notes:
-        return hit[1]
-    live = [s for s in notes.values() if is_live(s, today)]
-    pinned = sorted(s["file"] for s in live if s["pinned"])
-    newest = heapq.nlargest(count, ((s["last_seen"] or "", s["file"]) for s in live if not s["pinned"]))
-    selection = (pinned, [name for _, name in reversed(newest)])
+        return hit[1][:2]
+    newest = pinned = None
+    change = catalog.delta(notes)
+    last = next(iter(_SELECTION.items()), None)
+    if change is not None and last is not None and last[1][0] is change[0] and last[0][1:] == key[1:]:
+        # The catalog changed by a few notes since the last selection: unless one of the
+        # chosen notes changed, the new choice is among the old one and the changed notes.
+        parent, touched = change
+        old_pinned, _, old_newest = last[1][1]
+        if not any(file in touched for _, file in old_newest):
+            fresh = [notes[f] for f in touched if f in notes and is_live(notes[f], today)]
+            pinned = sorted({*(f for f in old_pinned if f not in touched),
+                             *(s["file"] for s in fresh if s["pinned"])})
+            newest = heapq.nlargest(count, [*old_newest, *((s["last_seen"] or "", s["file"])
+                                                           for s in fresh if not s["pinned"])])
+    if newest is None:
+        live = [s for s in notes.values() if is_live(s, today)]
+        pinned = sorted(s["file"] for s in live if s["pinned"])
+        newest = heapq.nlargest(count, ((s["last_seen"] or "", s["file"]) for s in live if not s["pinned"]))
+    selection = (pinned, [name for _, name in reversed(newest)], newest)
     _SELECTION.clear()  # one entry per process is enough: the current catalog
     _SELECTION[key] = (notes, selection)
-    return selection
+    return selection[:2]
 
 
 def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str, Any]],
              work_item: str, today: str, memory: MemoryBackend | None = None,
              journal: JournalBackend | None = None,
-             broken: dict[str, NoteError] | None = None) -> Prompt:
+             broken: dict[str, NoteError] | None = None,
+             chosen: tuple[list[str], list[str]] | None = None) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
     when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
     in the manifest, so that one bad hand edit does not stop the agent."""
@@ -168,7 +185,7 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     add_file(folder.tools, "tools")
     add(_layer("memory/INDEX.md", memory.get_index(folder), "memory index"))
     add_file(folder.wiki_index, "wiki index")
-    pinned, recent = select_notes(notes, today, config.recent_notes)
+    pinned, recent = chosen or select_notes(notes, today, config.recent_notes)
     for name in pinned:
         add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
     for name in recent:

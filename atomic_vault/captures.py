@@ -404,8 +404,8 @@ def _write_index(folder: AgentFolder, memory: MemoryBackend,
         if lease is not None:
             lease.check()
         current = memory.get_index(folder)
-        listed = index.listed(current or "")
-        wanted = {**{file: line for file, line in missing.items() if file not in listed}, **changes}
+        wanted = {**{file: line for file, line in missing.items() if not index.lists(current or "", file)},
+                  **changes}
         if not wanted:
             return
         try:

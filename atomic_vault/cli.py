@@ -102,6 +102,20 @@ class _Path(click.Path):
         return super().convert(value, param, ctx)
 
 
+def _show_build_progress(label: str) -> None:
+    """A progress bar on stderr, when it is a terminal, for a first catalog build that runs
+    over a second (a fresh clone, a new machine, a deleted .atomic_vault/)."""
+    if not sys.stderr.isatty():
+        return
+    from . import catalog
+
+    def start(total: int):
+        bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        bar.__enter__()
+        return bar.update, lambda: bar.__exit__(None, None, None)
+    catalog.progress = start
+
+
 def _folder(ctx: click.Context, name: str):
     """Agent NAME of the vault; a name that is no agent is a usage error naming close ones."""
     from .vault import AgentFolder, check_agent_name, open_agent, resolve_root, similar_agents
@@ -232,6 +246,7 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
     if not work_item.strip():
         raise click.UsageError("the work item is empty; pass the text to work on, or '-' to "
                                "read it from standard input")
+    _show_build_progress(f"reading the notes of {name} (first run here)")
     try:
         _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
@@ -352,6 +367,7 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
     names = [name] if name else list_agents(ctx.obj["root"])
     if not names:
         _fail(click.ClickException(f"no agents in {resolve_root(ctx.obj['root'])}"))
+    _show_build_progress("reading the notes")
     findings, actions, backends = [], {}, {}
     for kind in ("memory", "log", "lock", "journal"):
         try:
@@ -691,7 +707,10 @@ def reindex(ctx: click.Context, name: str) -> None:
     try:
         folder = _folder(ctx, name)
         memory = _backend(ctx, "memory", agent=name)
+        _show_build_progress(f"reading the notes of {name}")
         notes_now, broken = memory.scan(folder)
+        from . import catalog
+        catalog.progress = None  # the rebuild below has its own bar
         with click.progressbar(length=len(notes_now) + len(broken), label=f"indexing {name}",
                                file=sys.stderr) as bar:
             count = memory.reindex(folder, bar.update)
@@ -914,6 +933,7 @@ def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) ->
     names = [name] if name else list_agents(ctx.obj["root"])
     if not names:
         _fail(click.ClickException(f"no agents in {resolve_root(ctx.obj['root'])}"))
+    _show_build_progress("reading the notes")
     try:
         if name:
             _folder(ctx, name)

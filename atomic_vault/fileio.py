@@ -18,6 +18,7 @@ from typing import Callable
 from .errors import ConfigError, LogError
 
 FSYNCS = 0
+DIR_FSYNCS = 0  # of FSYNCS, those of a folder (one per durable replace or new file)
 TEMP_SUFFIX = ".avtmp"
 
 # The fault-injection seam (tests and bench/torture.py only). When set, it is called as
@@ -52,6 +53,8 @@ def _fsync(fd: int) -> None:
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename or a file creation in ``directory`` durable."""
+    global DIR_FSYNCS
+    DIR_FSYNCS += 1
     fd = os.open(directory, os.O_RDONLY)
     try:
         _fsync(fd)

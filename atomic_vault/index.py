@@ -60,6 +60,20 @@ def listed(text: str) -> dict[str, str]:
     return found
 
 
+def lists(text: str, filename: str) -> bool:
+    """Whether an INDEX text has a note line linking to ``filename``: a string search, so
+    checking one new line does not parse the whole INDEX."""
+    needle, at = f"]({filename})", 0
+    while (at := text.find(needle, at)) >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        match = _LINK.match(text[start:end if end >= 0 else len(text)])
+        if match and match.group("file") == filename:
+            return True
+        at += len(needle)
+    return False
+
+
 def upsert(text: str, changes: dict[str, tuple[str, str] | None]) -> str:
     """Apply changes to an INDEX text: file name -> (section title, line), or None to drop.
 

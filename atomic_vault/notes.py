@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import sys
 import unicodedata
 from datetime import date, datetime
 from pathlib import Path
@@ -76,8 +79,91 @@ class _Frontmatter(YAMLHandler):
     """python-frontmatter's YAML handler, with libyaml's loader when it is installed."""
 
     def load(self, fm: str, **kwargs: object) -> Any:
+        simple = simple_frontmatter(fm)
+        if simple is not None:
+            return simple
         kwargs.setdefault("Loader", _YAML_LOADER)
         return yaml.load(fm, **kwargs)  # noqa: S506 - a safe loader is always chosen
+
+
+# The frontmatter the runtime writes, and most written by hand, is one `key: value` per
+# line and lists of `- item` lines. Building it through PyYAML's constructor costs most of
+# a first catalog build, so such text is read here directly; anything else, or any value
+# whose YAML type is not certain at a glance, goes to YAML (tests/test_notes_and_index.py
+# checks both readings agree).
+_SIMPLE_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?: (.*))?\Z")
+_SIMPLE_ITEM = re.compile(r"( *)- (.*)\Z")
+_NOT_PLAIN_TEXT = re.compile(r"(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON"
+                             r"|off|Off|OFF|y|Y|n|N|null|Null|NULL)\Z")
+_SIMPLE_DAY = re.compile(r"([0-9]{4})-([0-9][0-9])-([0-9][0-9])\Z")
+_SIMPLE_INT = re.compile(r"(?:[1-9][0-9]*|0)\Z")
+_FLOW_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*\Z")  # a word in [a, b]
+_SIMPLE_HEX = re.compile(r"[0-9a-f]+\Z")
+_MISSING = object()
+
+
+def simple_frontmatter(fm: str) -> dict[str, Any] | None:
+    """``fm`` read as YAML would, when it is simple enough to be sure; else None."""
+    if not fm or "\r" in fm or "\t" in fm:
+        return None
+    meta: dict[str, Any] = {}
+    lines = fm.strip("\n").split("\n")  # YAML ignores blank lines around the fields
+    i = 0
+    while i < len(lines):
+        match = _SIMPLE_KEY.match(lines[i])
+        if match is None:
+            return None
+        key, raw = match.groups()
+        if key in meta or _NOT_PLAIN_TEXT.match(key):
+            return None
+        i += 1
+        if raw is not None:
+            value = _simple_value(raw)
+            if value is _MISSING:
+                return None
+        else:  # a list of items on the following lines
+            value, indent = [], None
+            while i < len(lines) and (item := _SIMPLE_ITEM.match(lines[i])) is not None:
+                if indent is not None and item.group(1) != indent:
+                    return None
+                indent = item.group(1)
+                element = _simple_value(item.group(2))
+                if element is _MISSING or isinstance(element, list):
+                    return None
+                value.append(element)
+                i += 1
+            if not value:
+                return None
+        meta[key] = value
+    return meta
+
+
+def _simple_value(raw: str) -> Any:
+    """One plain value, or _MISSING when only YAML can say what it is."""
+    first = raw[:1]
+    if "a" <= first <= "z" or "A" <= first <= "Z":
+        if first in "yYnNtTfFoO" and _NOT_PLAIN_TEXT.match(raw):
+            return raw == "true" if raw in ("true", "false") else _MISSING
+        if ": " in raw or " #" in raw or raw[-1] in ": " or not raw.isprintable():
+            return _MISSING
+        return raw
+    if "0" <= first <= "9":
+        day = _SIMPLE_DAY.match(raw)
+        if day:
+            try:
+                return date(int(day.group(1)), int(day.group(2)), int(day.group(3)))
+            except ValueError:
+                return _MISSING  # YAML reports the bad date, with its line
+        if _SIMPLE_INT.match(raw):
+            return int(raw)
+        if _SIMPLE_HEX.match(raw) and not raw.isdigit() and raw[:2] not in ("0b", "0x"):
+            return raw  # a hash such as runtime_hash: no YAML type but a string fits it
+        return _MISSING
+    if first == "[" and raw[-1] == "]":
+        items = [item.strip() for item in raw[1:-1].split(",")] if raw[1:-1].strip() else []
+        if all(_FLOW_WORD.match(item) and not _NOT_PLAIN_TEXT.match(item) for item in items):
+            return items
+    return _MISSING
 
 
 _HANDLER = _Frontmatter()
@@ -126,12 +212,25 @@ def read_note(path: Path) -> tuple[dict[str, Any], str]:
     return parse_note_text(read_note_text(path), path)
 
 
-def read_note_text(path: Path) -> str:
-    """A note file's text: a regular file of UTF-8 text, or NoteError."""
-    if path.is_symlink() or not path.is_file():
+def read_note_text(path: Path, regular: bool = False) -> str:
+    """A note file's text: a regular file of UTF-8 text, or NoteError. ``regular``: the
+    caller's lstat of the file just showed a regular file (a link put in its place since
+    changes its stat signature, so the caller notices on its next look)."""
+    if not regular and (path.is_symlink() or not path.is_file()):
         raise NoteError("is not a regular file", path=path,
                         fix="notes must be plain files; remove or replace it")
-    raw = path.read_bytes()
+    if regular:  # a link swapped in since the caller's lstat is refused, not followed
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise NoteError("is not a regular file", path=path,
+                            fix="notes must be plain files; remove or replace it") from None
+        with open(fd, "rb") as file:
+            raw = file.read()
+    else:
+        raw = path.read_bytes()
     if b"\0" in raw:
         raise NoteError("is binary (contains NUL bytes), not a Markdown note", path=path,
                         fix="move the file out of memory/")
@@ -313,19 +412,25 @@ def _suggested_name(meta: dict[str, Any], path: Path) -> str:
 
 
 def summarize(meta: dict[str, Any], filename: str) -> dict[str, Any]:
-    """The few fields the runtime needs about a note, as plain JSON values (for caches)."""
+    """The few fields the runtime needs about a note, as plain JSON values (for caches).
+    Types and dates are interned: 100,000 notes share a few hundred of them, in memory and
+    in the catalog cache (marshal writes an interned string once)."""
     return {
         "file": filename,
         "name": meta["name"],
         "description": meta["description"],
-        "type": meta["type"],
-        "captured": iso_day(meta["captured"]),
-        "last_seen": iso_day(meta["last_seen"]),
+        "type": _interned(meta["type"]),
+        "captured": _interned(iso_day(meta["captured"])),
+        "last_seen": _interned(iso_day(meta["last_seen"])),
         "pinned": bool(meta.get("pinned", False)),
         "archived": bool(meta.get("archived", False)),
         "superseded_by": meta.get("superseded_by"),
-        "expires_at": iso_day(meta.get("expires_at")),
+        "expires_at": _interned(iso_day(meta.get("expires_at"))),
     }
+
+
+def _interned(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 def is_current(summary: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from datetime import date
 import pytest
 
 from atomic_vault import index
+from conftest import SAMPLES
 from atomic_vault.errors import NoteError
 from atomic_vault.notes import (note_filename, read_note, render_note, slugify, update_frontmatter,
                                 validate)
@@ -223,3 +224,53 @@ def test_a_schema_version_problem_points_at_the_right_remedy(tmp_path, value, fi
     with pytest.raises(NoteError) as caught:
         validate(meta, path)
     assert fix in caught.value.fix and "migrate" not in caught.value.fix
+
+
+SIMPLE_CASES = [
+    "schema_version: 1\nname: Lead driver 3\ndescription: Service the backlog\ntype: decision\n"
+    "captured: 2026-10-29\nlast_seen: 2026-12-01\nsources:\n- email from Pedro\n- meeting on 2026-10-29\n"
+    "confidence: low\nruntime_hash: 8c1ec0dc3e036c50\ntags: [verdemar, dagster]\npinned: true\n",
+    "\nname: x\nsources:\n  - a\n  - b\n\n",
+    *(f"k: {value}\n" for value in [
+        "8e10", "1e5", "0b101", "0x1f", "012", "007", "0", "7", "abc", "a: b", "a #c", "a#b", "on", "Off",
+        "yes", "No", "Null", "~", "true", "True", "2026-02-30", "2026-01-05", "2026-1-5", "[a, b]", "[a,b]",
+        "[]", "[ ]", "[a, on]", "[1, 2]", "[a b, c]", "x:", "foo bar ", "é", "a'b", 'a"b', "deadbeef",
+        "1_000", "1:20", "- x", "{a: 1}", "a,b", "a]b", "a [b]", "[a, [b]]", "[a, ]", "'q'", '"q"',
+        "12e3", "0e1", "0bad", "1.5", ".inf", "a\u2028b", "a\x85b", "a\tb", "&a", "*a", "!t x", "|", ">"]),
+    "k:\n", "k: 1\nk: 2\n", "yes: 1\n", "k: a\n  continued\n", "k:\n- a\n  - b\n", "k: v # note\n",
+    "k:\n- [a]\n", "k: v\n# comment\n", "k: v\r\n",
+]
+
+
+@pytest.mark.parametrize("fm", SIMPLE_CASES)
+def test_simple_frontmatter_reads_exactly_what_yaml_reads_or_leaves_it_to_yaml(fm):
+    import yaml
+    from atomic_vault.notes import _YAML_LOADER, simple_frontmatter
+
+    simple = simple_frontmatter(fm)
+    if simple is None:
+        return  # YAML decides (or reports the error with its line)
+    reference = yaml.load(fm, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    assert simple == reference
+    assert [type(v) for v in simple.values()] == [type(v) for v in reference.values()]
+    assert all([type(x) for x in simple[k]] == [type(x) for x in reference[k]]
+               for k in simple if isinstance(simple[k], list))
+
+
+def test_the_first_case_is_read_without_yaml():
+    from atomic_vault.notes import simple_frontmatter
+    assert simple_frontmatter(SIMPLE_CASES[0])["tags"] == ["verdemar", "dagster"]
+
+
+def test_every_sample_note_reads_the_same_with_and_without_the_simple_reader():
+    import yaml
+    from atomic_vault import notes
+
+    paths = sorted(SAMPLES.glob("*/memory/*.md"))
+    assert paths
+    for path in paths:
+        if path.name == "INDEX.md":
+            continue
+        fm, _ = notes._HANDLER.split(path.read_text(encoding="utf-8").lstrip("\ufeff"))
+        simple = notes.simple_frontmatter(fm)
+        assert simple is None or simple == yaml.load(fm, Loader=notes._YAML_LOADER)  # noqa: S506

@@ -195,3 +195,39 @@ def test_a_broken_note_keeps_every_problem_in_the_database(pg_url, tmp_path):
     error = memory.scan(folder)[1]["project_a.md"]
     assert [(p.field, p.message) for p in error.problems] == [
         ("line 5: type", "'gossip' is not a note type"), ("line 9: confidence", "'sure' is not allowed")]
+
+
+def test_the_database_picks_the_same_prompt_notes_as_a_sort_of_every_summary(vault, pg_url):
+    """PostgresMemory.selection (indexed queries, so a call does not read every summary)
+    chooses exactly what assembly.select_notes chooses from a scan."""
+    import random
+    from atomic_vault import assembly
+    from atomic_vault.backends.files import FileMemory
+    from atomic_vault.migrate import migrate_memory
+    from atomic_vault.notes import render_note
+
+    folder = open_agent("atlas", vault)
+    rng = random.Random(3)
+    for n in range(60):
+        fields = {"schema_version": 1, "name": f"Pick {n}", "description": "d",
+                  "type": rng.choice(["project", "decision"]), "captured": "2026-01-01",
+                  "last_seen": rng.choice(["2026-03-01", "2026-03-02", "2026-05-09"]),
+                  "sources": ["s"], "confidence": "high"}
+        if n % 7 == 0:
+            fields["pinned"] = True
+        if n % 11 == 0:
+            fields["archived"] = True
+        if n % 13 == 0:
+            fields["expires_at"] = rng.choice(["2026-04-01", "2026-09-01"])
+        name = rng.choice(["Pick_", "pick", "PICK", "p_b"]) + str(n)  # mixed case: code point order matters
+        (folder.memory / f"{fields['type']}_{name}.md").write_text(render_note(fields, "b"), encoding="utf-8")
+    (folder.memory / "project_broken.md").write_text("---\nname: [unclosed\n---\nb\n", encoding="utf-8")
+    memory = PostgresMemory(pg_url)
+    migrate_memory(folder, FileMemory(), memory)
+    notes, broken = memory.scan(folder)
+    for today in ("2026-05-01", "2026-10-01"):
+        for count in (0, 3, 12, 200):
+            assembly._SELECTION.clear()
+            pinned, recent, errors = memory.selection(folder, today, count)
+            assert (pinned, recent) == assembly.select_notes(notes, today, count), (today, count)
+            assert set(errors) == set(broken) and "project_broken.md" in broken
