@@ -21,43 +21,11 @@ from .vault import AgentFolder
 POLL_SECONDS = 0.005
 
 
-class _Flock:
-    """What portalocker does on POSIX (flock of the whole file), with its names. Importing
-    portalocker looks up its own version in the installed packages' metadata: about a
-    quarter of a cold `atomic-vault run`, for the two calls below."""
-
-    class LockException(Exception):
-        pass
-
-    def __init__(self, fcntl):
-        self._fcntl = fcntl
-        self.LOCK_EX, self.LOCK_SH, self.LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_SH, fcntl.LOCK_NB
-
-    def lock(self, handle, flags: int) -> None:
-        try:
-            self._fcntl.flock(handle.fileno(), flags)
-        except OSError as exc:  # as portalocker: held elsewhere, or no locks on this file system
-            raise self.LockException(exc) from exc
-
-    def unlock(self, handle) -> None:
-        self._fcntl.flock(handle.fileno(), self._fcntl.LOCK_UN)
-
-
-_FLOCK: _Flock | None = None
-
-
 def os_locks():
-    """The OS file lock: flock through _Flock on POSIX; elsewhere portalocker (LockFileEx),
-    imported on first use, without its optional Redis lock: when the redis package is
-    installed (our [redis] extra), portalocker's package import loads it, about 0.14 s per
-    process for a lock atomic_vault never uses (it has its own Redis backend). A process
-    that wants ``portalocker.RedisLock`` itself must import portalocker first."""
-    global _FLOCK
-    if os.name == "posix":
-        if _FLOCK is None:
-            import fcntl
-            _FLOCK = _Flock(fcntl)
-        return _FLOCK
+    """portalocker, imported on first use, without its optional Redis lock: when the redis
+    package is installed (our [redis] extra), portalocker's package import loads it, about
+    0.14 s per process for a lock atomic_vault never uses (it has its own Redis backend).
+    A process that wants ``portalocker.RedisLock`` itself must import portalocker first."""
     if "portalocker" not in sys.modules:
         sys.modules.setdefault("portalocker.redis", None)  # None: that import fails, quietly
     import portalocker

@@ -89,33 +89,14 @@ class Model(Protocol):
 
 
 _PROVIDERS: dict[str, Any] | None = None
-# The providers atomic_vault ships (its entry points in pyproject.toml), found without
-# scanning the installed packages; plug-ins add other names through entry points.
-BUILTIN_PROVIDERS = {
-    "offline": "atomic_vault.models:OfflineModel",
-    "anthropic": "atomic_vault.providers.anthropic:AnthropicModel",
-    "openai": "atomic_vault.providers.openai_compat:OpenAIModel",
-    "ollama": "atomic_vault.providers.openai_compat:ollama",
-    "vllm": "atomic_vault.providers.openai_compat:vllm",
-    "llamacpp": "atomic_vault.providers.openai_compat:llamacpp",
-    "moonshot": "atomic_vault.providers.openai_compat:moonshot",
-}
 
 
-def providers(name: str | None = None) -> dict[str, Any]:
-    """Registered provider entry points by name (looked up once per process). With the
-    ``name`` of a built-in provider, only that one: no scan of the installed packages."""
+def providers() -> dict[str, Any]:
+    """Registered provider entry points by name (looked up once per process)."""
     global _PROVIDERS
-    if name in BUILTIN_PROVIDERS and _PROVIDERS is None:
-        from .backends import Builtin
-        return {name: Builtin(name, BUILTIN_PROVIDERS[name])}
     if _PROVIDERS is None:
         from importlib.metadata import entry_points
-
-        from .backends import Builtin
-        _PROVIDERS = {**{n: Builtin(n, v) for n, v in BUILTIN_PROVIDERS.items()},
-                      **{ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)
-                         if ep.name not in BUILTIN_PROVIDERS}}
+        _PROVIDERS = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return _PROVIDERS
 
 
@@ -154,7 +135,7 @@ def load_model(spec: str, options: dict[str, Any] | None = None) -> Model:
     ``base_url``, ``timeout_s``), passed as keyword arguments."""
     spec = qualify(spec)
     provider, _, model = spec.partition(":")
-    known = providers(provider)
+    known = providers()
     if provider not in known:
         names = ", ".join(sorted(known)) or "none (is atomic-vault installed? pip install -e .)"
         raise ModelError(f"no provider {provider!r} for model {spec!r}", field="model",

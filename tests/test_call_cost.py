@@ -177,20 +177,6 @@ def test_the_cli_shows_no_bar_when_stderr_is_not_a_terminal(vault):
     assert catalog.progress is None
 
 
-@pytest.mark.skipif(os.name != "posix", reason="elsewhere the OS lock is portalocker's")
-def test_a_cold_run_does_not_scan_the_installed_packages(vault):
-    """Built-in backends and providers are found by name, and the lock is flock itself:
-    importlib.metadata (and portalocker, which imports it) stay out of a cron job's start."""
-    import subprocess
-    import sys
-    code = ("import sys\nfrom atomic_vault.cli import main\n"
-            f"sys.argv = ['atomic-vault', '--root', {str(vault)!r}, 'run', 'atlas', 'hello', '--model', 'offline']\n"
-            "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
-            "print(sorted(m for m in ('importlib.metadata', 'portalocker') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "[]"
-
-
 def test_the_note_selection_after_a_few_changes_is_the_one_a_full_sort_makes(vault):
     import random
     from atomic_vault import assembly

@@ -22,43 +22,13 @@ _METHODS = {"memory": ("scan", "get", "put", "search"), "log": ("append", "recor
             "lock": ("hold",), "journal": ("append", "recent")}
 
 _ENTRY_POINTS: dict[str, dict[str, Any]] = {}
-# The backends atomic_vault ships (the same as its entry points in pyproject.toml): found
-# without importlib.metadata, whose import and scan of every installed package would be a
-# quarter of a cold `atomic-vault run`. Plug-ins add other names through entry points.
-BUILTIN = {
-    "memory": {"files": "atomic_vault.backends.files:FileMemory",
-               "sqlite": "atomic_vault.backends.sqlite:SQLiteMemory",
-               "postgres": "atomic_vault.backends.postgres:PostgresMemory"},
-    "log": {"files": "atomic_vault.backends.files:FileLog",
-            "sqlite": "atomic_vault.backends.sqlite:SQLiteLog",
-            "postgres": "atomic_vault.backends.postgres:PostgresLog"},
-    "lock": {"files": "atomic_vault.locks:FileLock", "redis": "atomic_vault.backends.redis_lock:RedisLock"},
-    "journal": {"files": "atomic_vault.backends.files:FileJournal"},
-}
 
 
-class Builtin:
-    """An entry point of atomic_vault's own, loaded by import path."""
-
-    def __init__(self, name: str, value: str):
-        self.name, self.value = name, value
-
-    def load(self) -> Any:
-        from importlib import import_module
-        module, _, attr = self.value.partition(":")
-        return getattr(import_module(module), attr)
-
-
-def known(kind: str, name: str | None = None) -> dict[str, Any]:
-    """Entry points of one kind by name (looked up once per process). With ``name`` of a
-    built-in backend, only that one is returned: the installed packages are not scanned."""
-    if name in BUILTIN[kind] and kind not in _ENTRY_POINTS:
-        return {name: Builtin(name, BUILTIN[kind][name])}
+def known(kind: str) -> dict[str, Any]:
+    """Entry points of one kind by name (looked up once per process)."""
     if kind not in _ENTRY_POINTS:
         from importlib.metadata import entry_points
-        _ENTRY_POINTS[kind] = {**{n: Builtin(n, v) for n, v in BUILTIN[kind].items()},
-                               **{ep.name: ep for ep in entry_points(group=GROUP.format(kind=kind))
-                                  if ep.name not in BUILTIN[kind]}}
+        _ENTRY_POINTS[kind] = {ep.name: ep for ep in entry_points(group=GROUP.format(kind=kind))}
     return _ENTRY_POINTS[kind]
 
 
@@ -148,7 +118,7 @@ def open_backend(kind: str, value: Any, root: Path, agent: str | None = None) ->
         name, url, source = value, os.environ.get(f"ATOMIC_VAULT_{kind.upper()}_URL") or None, "argument"
     else:
         name, url, source = choice(kind, root, agent)
-    entries = known(kind, name)
+    entries = known(kind)
     if name not in entries:
         names = ", ".join(sorted(entries)) or "none (is atomic-vault installed? pip install -e .)"
         raise BackendError(f"unknown {kind} backend {name!r} (from {source})", field=kind,
