@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import index, runlog
-from . import guardrails, pricing
+from . import guardrails, journal as journals, pricing
 from .config import load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, LockTimeout
 from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
@@ -24,6 +24,7 @@ from .backends.files import FileLog
 from .locks import holder_pid, os_locks, pid_alive
 from .models import load_model
 from .notes import FILENAME, every_problem, is_current
+from .protocols import LogQuery
 from .vault import MONTH, PERSONA_FILES, AgentFolder
 
 
@@ -72,6 +73,7 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
         _check_backend(folder, "lock", backends["lock"], add)
     _check_reservations(folder, add)
     _check_snapshots(folder, log, add)
+    _check_journal_sections(folder, log, backends["journal"], add)
     temps = _temp_files(folder)
     if temps:
         add("temp files", "warn", f"{len(temps)} leftover temp file(s) from an interrupted write",
@@ -445,6 +447,55 @@ def _check_journal(folder: AgentFolder, add) -> None:
             add("journal", "error", f"{folder.relative(path)} is not valid UTF-8", path, "re-save it as UTF-8")
 
 
+JOURNAL_DAYS_CHECKED = 7  # the journal days whose runs doctor matches with the log
+
+
+def _unjournaled(folder: AgentFolder, log: Any, journal: Any) -> list[dict[str, Any]]:
+    """Run records of the newest journal days (and any later day) that have no journal
+    section: a run cut off between its record, the commit point, and its journal append."""
+    days = {Path(source).stem: text for source, text in journal.recent(folder, JOURNAL_DAYS_CHECKED)}
+    oldest = min(days) if days else None
+    query = LogQuery(since=oldest) if oldest else LogQuery(limit=50)
+    return [record for record in log.query(folder, query)
+            if record.get("kind", "run") == "run" and isinstance(record.get("run_id"), str)
+            and isinstance(record.get("ts"), str)
+            and f" · run {record['run_id']}" not in days.get(record["ts"][:10], "")]
+
+
+def _check_journal_sections(folder: AgentFolder, log: Any, journal: Any, add) -> None:
+    try:
+        missing = _unjournaled(folder, log, journal)
+    except AtomicVaultError:
+        return  # the log or the journal is unreadable: their own checks say so
+    if missing:
+        first = missing[0]
+        add("journal", "warn", f"{len(missing)} logged run(s) have no journal section, first run "
+            f"{first['run_id']} (seq {first.get('seq')}): a run cut off after its log record",
+            folder.journal, "`doctor --repair` writes each section from its record")
+
+
+def _restore_sections(folder: AgentFolder, log: Any, journal: Any) -> list[str]:
+    """A journal section for each logged run that lacks one, written from its record (the
+    work item from its snapshot when there is one, else the summary) and marked as restored."""
+    actions = []
+    for record in _unjournaled(folder, log, journal):
+        work = record.get("summary") or ""
+        sha = (record.get("snapshots") or {}).get("work_item")
+        if isinstance(sha, str):
+            work = log.get_snapshot(folder, sha) or work
+        when = datetime.fromisoformat(record["ts"])
+        journal.append(folder, when, journals.section(
+            when, trigger=str(record.get("trigger") or "?"), run_id=record["run_id"], work_item=work or "?",
+            answer=f"(restored by doctor --repair from log record seq {record.get('seq')}) "
+                   f"{record.get('error') or record.get('summary') or ''}",
+            outcomes=[o for o in record.get("captures") or [] if isinstance(o, dict) and (
+                "file" in o and "status" in o or o.get("status") == "rejected" and "reason" in o)],
+            status=str(record.get("status") or "ok")))
+        actions.append(f"wrote the missing journal section of run {record['run_id']} (seq {record.get('seq')}) "
+                       "from its log record")
+    return actions
+
+
 def _stale_reservations(folder: AgentFolder) -> list[str]:
     """Cost reservations of runs that are gone (dead processes on this host, or too old):
     the caps already ignore them; they are clutter left by a killed run."""
@@ -515,6 +566,10 @@ def _repair(folder: AgentFolder, memory: Any, log: Any, journal: Any) -> list[st
                 count, torn = move_torn_tail(path)
                 actions.append(f"moved a torn journal tail ({count} bytes) from {folder.relative(path)} "
                                f"to {folder.relative(torn)}")
+    try:
+        actions += _restore_sections(folder, log, journal)
+    except AtomicVaultError:
+        pass  # an unreadable log or journal is reported by check(); nothing to restore from
     if actions and log.verify(folder).ok:
         now = datetime.now(timezone.utc).astimezone()
         log.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),

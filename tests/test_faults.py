@@ -497,3 +497,24 @@ def test_a_disk_failure_at_every_write_of_a_cli_run_is_one_line_and_the_log_agre
             if ".atomic_vault" not in fired[0].parts:
                 assert any(line.startswith("warning: ") and str(fired[0]) in line
                            for line in result.stderr.splitlines()), where
+
+
+def test_a_run_cut_off_after_its_record_gets_its_journal_section_back_from_doctor_repair(vault, monkeypatch):
+    """The record is the commit point and the journal comes after it: a run killed between
+    the two is logged without a section. doctor notices, and --repair writes the section
+    from the record (the work item from its snapshot), marked as restored."""
+    from atomic_vault import agent as agent_module
+    agent = AtomicAgent("atlas", root=vault)
+    monkeypatch.setattr(agent_module, "_journal_after", lambda *args, **kwargs: [])  # cut off here
+    result = agent.call("Plan the offsite\nremember: project: the offsite is in Porto")
+    monkeypatch.undo()
+    folder = agent.folder
+    found = [f for f in doctor.check(folder) if f.check == "journal" and f.level == "warn"]
+    assert found and result.run_id in found[0].message
+    actions = doctor.repair(folder)
+    assert any(result.run_id in action for action in actions)
+    text = "".join(p.read_text(encoding="utf-8") for p in folder.journal.rglob("*.md"))
+    assert f"run {result.run_id}" in text and "restored by doctor --repair" in text
+    assert "Plan the offsite" in text and "project_the_offsite_is_in_porto.md" in text
+    assert not [f for f in doctor.check(folder) if f.check == "journal" and f.level == "warn"]
+    assert doctor.repair(folder) == []  # nothing left to restore
