@@ -32,6 +32,7 @@ class Completion:
     fix: str | None = None  # what the provider advised about the last failure
     steps: list[dict[str, Any]] = field(default_factory=list)  # a tool loop's steps (toolloop.py)
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # the gate's, to be logged
+    suspended: dict[str, Any] | None = None  # a tool loop awaiting a decision (toolloop.py)
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,
