@@ -74,17 +74,29 @@ class AtomicAgent:
         self.lock_timeout = lock_timeout
 
     def call(self, work_item: str, *, critical: bool = False,
-             model: str | Model | None = None) -> RunResult:
+             model: str | Model | None = None, idempotency_key: str | None = None) -> RunResult:
         """Run one work item: assemble, reserve its cost, call the model (unlocked), then
         write back locked. ``critical=True`` passes the cost caps and is recorded;
-        ``model`` overrides the agent's model for this call only."""
+        ``model`` overrides the agent's model for this call only. ``idempotency_key``: a
+        second call with the key returns the first run's result, without calling the model."""
         work_item = _check_work_item(work_item)
+        if idempotency_key is not None:
+            from . import runkeys
+
+            earlier = runkeys.earlier(self, runkeys.check(idempotency_key), work_item)
+            if earlier is not None:
+                return _replayed(earlier)
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
         model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings, replaced)
+        if idempotency_key is not None:  # a retry of a keyed run finds its committed effects
+            from . import runkeys
+
+            run.idempotency = {"key": idempotency_key, "work_sha256": runkeys.work_sha256(work_item)}
+            run.run_key = "key:" + idempotency_key
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
         return self._loop(run, config, model)
@@ -105,6 +117,7 @@ class AtomicAgent:
         run = _Run(self, config, prompt, started, bool(suspended.get("critical")), warnings, replaced)
         run.resumes, run.run_key = run_id, state["run_key"]
         run.effects_since = str(suspended.get("ts", ""))[:10] or None
+        run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
         if guardrails.enabled(config) and not run.reserve(chosen):
             return run.skipped(chosen)
         return self._loop(run, config, chosen, first_step=int(state["step"]) + 1)
@@ -143,6 +156,10 @@ class AtomicAgent:
                     status=run.status(done))))
         finally:
             run.release()
+        if run.idempotency:
+            from . import runkeys
+
+            runkeys.remember(self, record)
         telemetry.export(run.telemetry, record, run.request, response.text if response else None)
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
@@ -326,6 +343,7 @@ class _Run:
         self.run_key = self.id  # what effect keys are made of: a resumed chain shares its first run's
         self.effects_since: str | None = None  # how far back earlier attempts of an effect are looked for
         self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
+        self.idempotency: dict[str, Any] | None = None  # {key, work_sha256} of a keyed run
 
     @staticmethod
     def status(done: retries.Completion) -> str:
@@ -478,12 +496,31 @@ class _Run:
             **({"steps": done.steps} if done.steps else {}),
             **({"suspended": done.suspended} if done.suspended and not done.error else {}),
             **({"resumes": self.resumes, "decisions": self.decisions} if self.resumes else {}),
+            # A keyed run keeps its whole answer: a second call with the key returns it.
+            **({"idempotency": self.idempotency, "answer": response.text if response else ""}
+               if self.idempotency else {}),
             "fallback_from": done.fallback_from or self.replaced or (
                 self.config.model if self.budget and self.budget.action == "fallback" else None),
             **({"guardrail": self.budget.as_record()} if self.budget else {}),
             "warnings": self.warnings,
             "error": done.error,
         })
+
+
+def _replayed(record: dict[str, Any]) -> RunResult:
+    """The result of an earlier run with the same idempotency key, from its record."""
+    key = record["idempotency"]["key"]
+    return RunResult(text=record.get("answer", ""), status=record["status"], run_id=record["run_id"],
+                     model=record.get("model", ""), input_tokens=record.get("input_tokens", 0),
+                     output_tokens=record.get("output_tokens", 0), cost_usd=record.get("cost_usd"),
+                     captures=record.get("captures", []), manifest=record.get("manifest", {}),
+                     seq=record.get("seq"), error=record.get("error"),
+                     warnings=[f"idempotency key {key!r}: the result of run {record['run_id']} (seq "
+                               f"{record.get('seq')}); the model was not called again"],
+                     cache_read_tokens=record.get("cache_read_tokens", 0),
+                     cache_write_tokens=record.get("cache_write_tokens", 0),
+                     fallback_from=record.get("fallback_from"), guardrail=record.get("guardrail"),
+                     tokens_estimated=bool(record.get("tokens_estimated")))
 
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],

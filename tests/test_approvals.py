@@ -202,3 +202,62 @@ def test_a_committed_effect_is_reused_by_a_retried_resume(vault, monkeypatch):
     monkeypatch.setattr(toolloop, "complete", real)
     again = agent(vault).resume(result.run_id)
     assert "counted alpha" in again.text and ran.read_text() == "alpha\n"
+
+
+# --- whole runs at most once ---------------------------------------------------------------
+
+class Counting:
+    name = "offline"
+
+    def __init__(self):
+        self.calls = 0
+
+    def complete(self, request):
+        from atomic_vault.models import OfflineModel
+        self.calls += 1
+        return OfflineModel().complete(request)
+
+
+def test_a_second_call_with_the_key_returns_the_first_result_without_the_model(vault):
+    ran = counter(vault)
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\ndefault: allow\nrules: []\n```\n")
+    model = Counting()
+    first = agent(vault, model).call('tool: count {"word": "a"}', idempotency_key="daily-2026-12-01")
+    again = agent(vault, model).call('tool: count {"word": "a"}', idempotency_key="daily-2026-12-01")
+    assert model.calls == 2 and ran.read_text() == "a\n"  # one run: two model steps, one effect
+    assert (again.run_id, again.text, again.seq) == (first.run_id, first.text, first.seq)
+    assert "Tool count answered: counted a" in again.text
+    assert any("not called again" in w for w in again.warnings)
+    assert [r["kind"] for r in records(vault)].count("run") == 1
+
+
+def test_the_same_key_with_another_work_item_is_an_error(vault):
+    agent(vault).call("Plan my Monday.", idempotency_key="k1")
+    with pytest.raises(ConfigError, match="another work item"):
+        agent(vault).call("Plan my Tuesday.", idempotency_key="k1")
+
+
+def test_the_key_index_is_derived_a_wrong_or_missing_index_is_rebuilt_from_the_log(vault):
+    first = agent(vault).call("Plan my Monday.", idempotency_key="k1")
+    other = agent(vault).call("Plan my Tuesday.", idempotency_key="k2")
+    index = vault / "atlas" / ".atomic_vault" / "runkeys.jsonl"
+    index.write_text(json.dumps({"key": "k1", "run_id": other.run_id}) + "\n")  # wrong
+    model = Counting()
+    assert agent(vault, model).call("Plan my Monday.", idempotency_key="k1").run_id == first.run_id
+    index.unlink()
+    assert agent(vault, model).call("Plan my Tuesday.", idempotency_key="k2").run_id == other.run_id
+    assert model.calls == 0
+
+
+def test_a_keyed_run_that_crashed_after_its_effect_reuses_it_when_retried(vault, monkeypatch):
+    ran = counter(vault)
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\ndefault: allow\nrules: []\n```\n")
+    from atomic_vault import captures
+    real = captures.write
+    monkeypatch.setattr(captures, "write", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed in the write-back, after the effect committed
+        agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    monkeypatch.setattr(captures, "write", real)
+    again = agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    assert again.status == "ok" and ran.read_text() == "a\n" and "counted a" in again.text
+    assert records(vault)[-1]["steps"][0]["calls"][0]["effect"]["reused"] is True
