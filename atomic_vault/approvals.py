@@ -181,3 +181,37 @@ def listing(agent_path: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.stem for p in folder.glob("*.md") if ID.match(p.stem))
+
+
+def status(folder: Any, log: Any, approval_id: str | None = None) -> list[dict[str, Any]]:
+    """Each approval (or one) as a row: its fields and its state — pending, expired,
+    taken (the log holds the decision), edited after its decision was taken (the edit is
+    not applied), decided (not yet taken: the next resume takes it), or invalid."""
+    from .protocols import LogQuery
+
+    taken = {r.get("approval"): r for r in log.query(folder, LogQuery(kind="approval"))}
+    now = clock.now(None)
+    rows = []
+    for one in ([approval_id] if approval_id is not None else listing(folder.path)):
+        try:
+            approval = read(folder.path, one)
+        except ConfigError as exc:
+            if approval_id is not None and "there is no approval" in str(exc):
+                raise
+            rows.append({"id": one, "state": "invalid", "problem": str(exc)})
+            continue
+        row = {"id": one, **{k: v for k, v in approval.fields.items() if k != "id"}}
+        record = taken.get(one)
+        if record is not None:
+            row["state"] = f"taken: {record.get('decision')}"
+            row["taken_seq"] = record.get("seq")
+            if record.get("file_sha256") != approval.file_sha256:
+                row["state"] = "edited after taken"
+                row["problem"] = (f"the file changed after its decision ({record.get('decision')}) was "
+                                  "taken; the edit is not applied")
+        elif approval.decision != "pending":
+            row["state"] = f"decided: {approval.decision}"
+        else:
+            row["state"] = "expired" if approval.expired(now) else "pending"
+        rows.append(row)
+    return rows

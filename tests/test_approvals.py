@@ -261,3 +261,47 @@ def test_a_keyed_run_that_crashed_after_its_effect_reuses_it_when_retried(vault,
     again = agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
     assert again.status == "ok" and ran.read_text() == "a\n" and "counted a" in again.text
     assert records(vault)[-1]["steps"][0]["calls"][0]["effect"]["reused"] is True
+
+
+# --- the command line and the dashboard ----------------------------------------------------
+
+def cli(vault, *args):
+    from click.testing import CliRunner
+    from atomic_vault.cli import cli as main
+    return CliRunner().invoke(main, ["--root", str(vault), *args])
+
+
+def test_the_cli_run_exits_5_then_approvals_approve_and_resume_finish_the_run(vault):
+    ran = counter(vault)
+    first = cli(vault, "run", "atlas", 'tool: count {"word": "cli"}', "--model", "offline", "--json")
+    assert first.exit_code == 5, first.output
+    run_id = json.loads(first.stdout)["run_id"]
+    listed = cli(vault, "approvals", "atlas", "--json")
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert row["state"] == "pending" and row["tool"] == "count"
+    assert cli(vault, "resume", "atlas", run_id).exit_code == 5  # still pending
+    assert cli(vault, "approvals", "atlas", "approve", row["id"]).exit_code == 2  # --by is required
+    assert cli(vault, "approvals", "atlas", "approve", row["id"], "--by", "maria").exit_code == 0
+    done = cli(vault, "resume", "atlas", run_id, "--model", "offline")
+    assert done.exit_code == 0, done.output and ran.read_text() == "cli\n"
+    shown = json.loads(cli(vault, "approvals", "atlas", "show", row["id"], "--json").stdout)
+    assert shown["state"] == "taken: approve"
+    kinds = cli(vault, "log", "atlas", "--kind", "approval", "--json").stdout.splitlines()
+    assert len(kinds) == 1 and json.loads(kinds[0])["decided_by"] == "maria"
+    assert len(cli(vault, "log", "atlas", "--kind", "effect", "--json").stdout.splitlines()) == 2
+
+
+def test_run_with_an_idempotency_key_prints_the_first_result_again(vault):
+    one = cli(vault, "run", "atlas", "Plan my Monday.", "--model", "offline", "--idempotency-key", "d-1", "--json")
+    two = cli(vault, "run", "atlas", "Plan my Monday.", "--model", "offline", "--idempotency-key", "d-1", "--json")
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.stdout)["run_id"] == json.loads(two.stdout)["run_id"]
+
+
+def test_the_dashboard_counts_the_approvals_waiting(vault):
+    from datetime import date
+    from atomic_vault import dashboard
+    from atomic_vault.backends.files import FileLog
+    suspend(vault)
+    folder = open_agent("atlas", vault)
+    assert dashboard.gather(folder, FileLog(), date.today()).awaiting == 1
