@@ -489,7 +489,7 @@ class _Run:
             "cost_usd": cost,
             "status": self.status(done),
             "critical": self.critical,
-            "summary": journal.shorten(response.text, 200) if response else "",
+            "summary": journal.shorten(_awaiting(done) or response.text, 200) if response else "",
             "captures": outcomes,
             "manifest": self.prompt.manifest,
             "attempts": done.attempts,

@@ -560,10 +560,16 @@ WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?
 
 def _gist(record: dict, width: int = 60) -> str:
     """The summary column: the start of the answer (or of the error) on one line; for a
-    verdict, the tool, the outcome, the rule and the reason."""
+    verdict, the tool, the outcome, the rule and the reason; for an approval, the decision
+    and who took it; for an effect, its phase and key."""
     if record.get("kind") == "verdict":
         text = (f"{record.get('tool')} → {record.get('outcome')} ({record.get('rule')}): "
                 f"{record.get('reason')}")
+    elif record.get("kind") == "approval":
+        text = f"{record.get('tool')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
+    elif record.get("kind") == "effect":
+        text = f"{record.get('tool')} {record.get('phase')} {record.get('key')}" + (
+            f" → {record.get('status')}" if record.get("phase") == "commit" else "")
     else:
         text = record.get("summary") or record.get("error") or ""
     if not isinstance(text, str):

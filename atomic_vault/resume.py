@@ -124,6 +124,7 @@ def _take(agent: Any, redact: Any, approval: approvals.Approval, run_id: str, st
         decision = "expired"  # decided too late: an expired approval is denied
     amended = fields.get("amended_args") if decision == "approve" else None
     record = {"kind": "approval", "ts": now.isoformat(timespec="milliseconds"), "agent": agent.name,
+              "trigger": agent.trigger,
               "approval": approval.id, "run": run_id, "step": step, "call": result["tool_call_id"],
               "tool": result["name"], "args_sha256": fields.get("args_sha256"), "decision": decision,
               "decided_by": fields.get("decided_by"), "note": fields.get("note"),
@@ -158,7 +159,8 @@ def _outcome(agent: Any, redact: Any, record: dict[str, Any], result: dict[str, 
     supplied = arguments.get("idempotency_key") if isinstance(arguments.get("idempotency_key"), str) else None
     done, how = ledger.perform(agent, redact, effect_key=ledger.key(run_key, step, args_sha, supplied),
                                tool=tool, arguments=arguments,
-                               about={"ts": now.isoformat(timespec="milliseconds"), "run": record["run"], "step": step, "call": result["tool_call_id"],
+                               about={"ts": now.isoformat(timespec="milliseconds"), "trigger": agent.trigger,
+                                      "run": record["run"], "step": step, "call": result["tool_call_id"],
                                       "args_sha256": args_sha, "approval": record.get("approval")},
                                agent_root=agent.folder.path, since=None if supplied else since,
                                force=record.get("why") == "unknown")
