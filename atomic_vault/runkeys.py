@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from . import fileio
-from .errors import AtomicVaultError, ConfigError
+from .errors import AtomicVaultError, ConfigError, LogError
 from .protocols import LogQuery
 
 KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,200}\Z")
@@ -53,10 +53,17 @@ def _read(agent: Any) -> tuple[dict[str, str], int, str | None]:
     return keys, seq, ts
 
 
-def _note(agent: Any, line: dict[str, Any]) -> None:
+def _note(agent: Any, *lines: dict[str, Any]) -> None:
+    """Append index lines, all in one write."""
+    if not lines:
+        return
     try:
         agent.folder.ensure_state_dir()
-        fileio.append_jsonl(_index(agent), line)
+        path = _index(agent)
+        if fileio.ends_torn(path):
+            raise LogError("torn", path=path)
+        fileio.append_text(path, "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n"
+                                         for line in lines))
     except AtomicVaultError:  # a torn index: derived, so it is dropped and rebuilt from the log
         _index(agent).unlink(missing_ok=True)
     except OSError:
@@ -72,7 +79,7 @@ def find(agent: Any, key: str) -> dict[str, Any] | None:
         if record is not None and (record.get("idempotency") or {}).get("key") == key:
             return record
         keys, seq, ts = {}, 0, None  # the index is wrong about this key: read the whole log again
-    found = None
+    found, lines = None, []
     newest_seq, newest_ts = seq, ts
     for record in agent.log.query(agent.folder, LogQuery(since=(ts or "")[:10] or None, kind="run")):
         if not isinstance(record.get("seq"), int) or record["seq"] <= seq:
@@ -80,11 +87,12 @@ def find(agent: Any, key: str) -> dict[str, Any] | None:
         newest_seq, newest_ts = record["seq"], record.get("ts")
         got = (record.get("idempotency") or {}).get("key")
         if got is not None:
-            _note(agent, {"key": got, "run_id": record.get("run_id"), "record_seq": record["seq"]})
+            lines.append({"key": got, "run_id": record.get("run_id"), "record_seq": record["seq"]})
             if got == key:
                 found = record
     if newest_seq > seq:
-        _note(agent, {"seq": newest_seq, "ts": newest_ts})
+        lines.append({"seq": newest_seq, "ts": newest_ts})
+    _note(agent, *lines)
     return found
 
 
@@ -106,4 +114,11 @@ def earlier(agent: Any, key: str, work_item: str) -> dict[str, Any] | None:
         raise ConfigError(f"idempotency key {key!r} belongs to run {record.get('run_id')}, which had "
                           "another work item", field="idempotency_key",
                           fix="use a new key for new work (e.g. add the date), or repeat the same work item")
+    while record.get("status") == "awaiting_approval":  # resumed since? the key answers with the resumer
+        since = str(record.get("ts", ""))[:10] or None
+        later = [r for r in agent.log.query(agent.folder, LogQuery(since=since, kind="run"))
+                 if r.get("resumes") == record.get("run_id") and r.get("status") in ("ok", "awaiting_approval")]
+        if not later:
+            break
+        record = later[0]
     return None if record.get("status") in REPEATABLE else record

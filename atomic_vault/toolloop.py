@@ -190,6 +190,8 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
         return _pending(run, step, index, call, verdict.arguments, verdict.rule,
                         "its effect began in an earlier attempt and was never recorded as done", record,
                         why="unknown")
+    if how == "reused":  # this run's verdict is logged at write-back: the earlier attempt's was its own
+        done.verdicts.append(log)
     record["effect"] = {"status": result.status, "result": _short(result.text), "key": effect_key,
                         **({"reused": True} if how == "reused" else {})}
     if result.truncated:
