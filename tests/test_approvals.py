@@ -305,3 +305,46 @@ def test_the_dashboard_counts_the_approvals_waiting(vault):
     suspend(vault)
     folder = open_agent("atlas", vault)
     assert dashboard.gather(folder, FileLog(), date.today()).awaiting == 1
+
+
+# --- both wire formats: suspend, approve, resume ------------------------------------------
+
+def model_md(vault, text):
+    (vault / "atlas" / "model.md").write_text("# Model\n\n```yaml\n" + text + "\n```\n")
+
+
+def test_anthropic_suspend_and_resume_sends_the_decided_result_without_asking_again(vault, stub, monkeypatch):
+    from provider_stubs import anthropic_message
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-tools-0123456789abcdef")
+    model_md(vault, f"model: anthropic:claude-sonnet-4-6\nproviders: {{anthropic: {{base_url: \"{stub.url}\", timeout_s: 5}}}}")
+    stub.reply(body={"input_tokens": 900})
+    stub.reply(body=anthropic_message("Saying it.", tool_inputs=({"text": "hi"},), tool_name="say"))
+    result = AtomicAgent("atlas", root=vault).call("Say hi.")
+    assert result.status == "awaiting_approval"
+    approvals.decide(vault / "atlas", approvals.listing(vault / "atlas")[0], "deny", "maria", "not now")
+    asked = len(stub.requests)
+    stub.reply(body=anthropic_message("Understood, I did not say it."))
+    resumed = AtomicAgent("atlas", root=vault).resume(result.run_id)
+    assert resumed.text == "Understood, I did not say it."
+    sent = [r.body for r in stub.requests[asked:] if "messages" in r.body]
+    assert len(sent) == 1  # one call: the step already taken is not asked again
+    assistant, results = sent[0]["messages"][-2:]
+    assert assistant["content"][1]["type"] == "tool_use" and assistant["content"][1]["input"] == {"text": "hi"}
+    assert results["content"][0]["type"] == "tool_result" and "denied" in results["content"][0]["content"]
+
+
+def test_openai_suspend_and_resume_runs_the_approved_call_once(vault, stub, monkeypatch):
+    from provider_stubs import openai_completion
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-tools-0123456789abcdef0123")
+    model_md(vault, f"model: openai:gpt-4o-mini\nproviders: {{openai: {{base_url: \"{stub.url}/v1\", timeout_s: 5}}}}")
+    stub.reply(body=openai_completion(None, tool_calls=(("say", '{"text": "hello there"}'),)))
+    result = AtomicAgent("atlas", root=vault).call("Say hello.")
+    assert result.status == "awaiting_approval"
+    edit(vault, approvals.listing(vault / "atlas")[0], decision="approve", decided_by="maria")
+    stub.reply(body=openai_completion("Said it."))
+    resumed = AtomicAgent("atlas", root=vault).resume(result.run_id)
+    assert resumed.text == "Said it." and len(stub.requests) == 2
+    assistant, tool = stub.requests[1].body["messages"][-2:]
+    assert assistant["tool_calls"][0]["function"]["name"] == "say"
+    assert tool["role"] == "tool" and tool["content"].strip() == "hello there"
+    assert [r["phase"] for r in records(vault) if r["kind"] == "effect"] == ["begin", "commit"]
