@@ -88,6 +88,7 @@ class AtomicAgent:
                 return _replayed(earlier)
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
+        tools = load_tools_config(self.folder.tools)  # read (or refused) before anything else
         model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
         self._check_log()
@@ -99,7 +100,7 @@ class AtomicAgent:
             run.run_key = "key:" + idempotency_key
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
-        return self._loop(run, config, model)
+        return self._loop(run, config, model, tools)
 
     def resume(self, run_id: str, *, model: str | Model | None = None) -> RunResult:
         """Continue run ``run_id``, which ended awaiting approval, once every decision it
@@ -110,6 +111,7 @@ class AtomicAgent:
 
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
+        tools = load_tools_config(self.folder.tools)
         chosen, warnings, replaced = self._choose_model(config, self.model if model is None else model)
         self._check_log()
         suspended, state, results, decisions = resuming.prepare(self, run_id, started)
@@ -120,11 +122,12 @@ class AtomicAgent:
         run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
         if guardrails.enabled(config) and not run.reserve(chosen):
             return run.skipped(chosen)
-        return self._loop(run, config, chosen, first_step=int(state["step"]) + 1)
+        return self._loop(run, config, chosen, tools, first_step=int(state["step"]) + 1)
 
-    def _loop(self, run: "_Run", config: ModelConfig, model: Model, first_step: int = 1) -> RunResult:
+    def _loop(self, run: "_Run", config: ModelConfig, model: Model, tools: Any,
+              first_step: int = 1) -> RunResult:
         """The tool loop, then the write-back, locked: notes, verdicts, the run's record, journal."""
-        started, work_item, prompt, tools = run.started, run.prompt.work_item, run.prompt, load_tools_config(self.folder.tools)
+        started, work_item, prompt = run.started, run.prompt.work_item, run.prompt
         try:
             done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
                                      self.folder.path, first_step)
