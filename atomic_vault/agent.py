@@ -72,22 +72,63 @@ class AtomicAgent:
         self.lock_timeout = lock_timeout
 
     def call(self, work_item: str, *, critical: bool = False,
-             model: str | Model | None = None) -> RunResult:
+             model: str | Model | None = None, idempotency_key: str | None = None) -> RunResult:
         """Run one work item: assemble, reserve its cost, call the model (unlocked), then
         write back locked. ``critical=True`` passes the cost caps and is recorded;
-        ``model`` overrides the agent's model for this call only."""
+        ``model`` overrides the agent's model for this call only. ``idempotency_key``: a
+        second call with the key returns the first run's result, without calling the model."""
         work_item = _check_work_item(work_item)
+        if idempotency_key is not None:
+            from . import runkeys
+
+            earlier = runkeys.earlier(self, runkeys.check(idempotency_key), work_item)
+            if earlier is not None:
+                return _replayed(earlier)
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
-        tools = load_tools_config(self.folder.tools)
+        tools = load_tools_config(self.folder.tools)  # read (or refused) before anything else
         model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
         prompt = self._assemble(config, work_item, started, model, warnings)
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings, replaced)
+        if idempotency_key is not None:  # a retry of a keyed run finds its committed effects
+            from . import runkeys
+
+            run.idempotency = {"key": idempotency_key, "work_sha256": runkeys.work_sha256(work_item)}
+            run.run_key = "key:" + idempotency_key
         if guardrails.enabled(config) and not run.reserve(model):
             return run.skipped(model)
+        return self._loop(run, config, model, tools)
+
+    def resume(self, run_id: str, *, model: str | Model | None = None) -> RunResult:
+        """Continue run ``run_id``, which ended awaiting approval, once every decision it
+        waits for is taken: approved calls run, denied (or expired) ones are told to the
+        model as their result, and the loop goes on from the recorded state (the model is
+        not asked again for what it already decided). A new run, linked by ``resumes``."""
+        from . import resume as resuming
+
+        config = load_model_config(self.folder.model)
+        started = clock.now(config.zone)
+        tools = load_tools_config(self.folder.tools)
+        chosen, warnings, replaced = self._choose_model(config, self.model if model is None else model)
+        self._check_log()
+        suspended, state, results, decisions = resuming.prepare(self, run_id, started)
+        prompt = resuming.Resumed(state, results, suspended, decisions)
+        run = _Run(self, config, prompt, started, bool(suspended.get("critical")), warnings, replaced)
+        run.resumes, run.run_key = run_id, state["run_key"]
+        run.effects_since = str(suspended.get("ts", ""))[:10] or None
+        run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
+        if guardrails.enabled(config) and not run.reserve(chosen):
+            return run.skipped(chosen)
+        return self._loop(run, config, chosen, tools, first_step=int(state["step"]) + 1)
+
+    def _loop(self, run: "_Run", config: ModelConfig, model: Model, tools: Any,
+              first_step: int = 1) -> RunResult:
+        """The tool loop, then the write-back, locked: notes, verdicts, the run's record, journal."""
+        started, work_item, prompt = run.started, run.prompt.work_item, run.prompt
         try:
-            done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps, self.folder.path)
+            done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
+                                     self.folder.path, first_step)
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
             found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
@@ -113,10 +154,14 @@ class AtomicAgent:
                     raise
                 late += _journal_after(self, started, record, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
-                    answer=done.error or (response.text if response else ""), outcomes=outcomes,
-                    status="error" if done.error else "ok")))
+                    answer=done.error or _awaiting(done) or (response.text if response else ""), outcomes=outcomes,
+                    status=run.status(done))))
         finally:
             run.release()
+        if run.idempotency:
+            from . import runkeys
+
+            runkeys.remember(self, record)
         telemetry.export(run.telemetry, record, run.request, response.text if response else None)
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
@@ -207,6 +252,15 @@ def _count(model: Model, prompt: Prompt, config: ModelConfig, agent: str,
         return None
 
 
+def _awaiting(done: retries.Completion) -> str:
+    """A suspended run's journal answer: what it waits for, and how it goes on."""
+    if not done.suspended:
+        return ""
+    waiting = [r["pending"] for r in done.suspended["results"] if r.get("pending")]
+    return (f"awaiting approval: {', '.join(f'approvals/{w}.md' for w in waiting)}; decide there, "
+            "then resume the run") + (f"\n\n{done.response.text}" if done.response and done.response.text.strip() else "")
+
+
 def _journal_after(agent: AtomicAgent, started: datetime, record: dict[str, Any], section: str) -> list[str]:
     """Append the run's journal section once its record is durable, so that a run refused
     or failed before its commit point leaves none; a failure now is a warning: the run is
@@ -285,13 +339,23 @@ class _Run:
         self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md") \
             if self.toolbox.tools else None
         self.warnings += [*self.toolbox.warnings, *(self.gate.problems if self.gate else [])]
-        self.request = ModelRequest(model="", system=prompt.system, messages=prompt.messages,
+        self.request = ModelRequest(model="", system=prompt.system, messages=list(prompt.messages),
                                     max_output_tokens=config.max_output_tokens, agent=agent.name,
                                     tools=(captures.TOOL, *(t.spec() for t in self.toolbox.tools.values())))
         self.budget: guardrails.Budget | None = None
         self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
         self.telemetry = telemetry.for_run(agent.folder.root, self.warnings)
+        self.work_item = prompt.work_item
+        self.resumes: str | None = None  # the suspended run this one continues
+        self.run_key = self.id  # what effect keys are made of: a resumed chain shares its first run's
+        self.effects_since: str | None = None  # how far back earlier attempts of an effect are looked for
+        self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
+        self.idempotency: dict[str, Any] | None = None  # {key, work_sha256} of a keyed run
+
+    @staticmethod
+    def status(done: retries.Completion) -> str:
+        return "error" if done.error else "awaiting_approval" if done.suspended else "ok"
 
     @property
     def input_tokens(self) -> int:
@@ -447,20 +511,41 @@ class _Run:
             "cache_write_tokens": response.cache_write_tokens if response else 0,
             "tokens_estimated": bool(response and response.tokens_estimated),
             "cost_usd": cost,
-            "status": "error" if done.error else "ok",
+            "status": self.status(done),
             "critical": self.critical,
-            "summary": journal.shorten(response.text, 200) if response else "",
+            "summary": journal.shorten(_awaiting(done) or response.text, 200) if response else "",
             "captures": outcomes,
             "manifest": manifest,
             **({"snapshots": taken.refs} if taken is not None else {}),
             "attempts": done.attempts,
             **({"steps": done.steps} if done.steps else {}),
+            **({"suspended": done.suspended} if done.suspended and not done.error else {}),
+            **({"resumes": self.resumes, "decisions": self.decisions} if self.resumes else {}),
+            # A keyed run keeps its whole answer: a second call with the key returns it.
+            **({"idempotency": self.idempotency, "answer": response.text if response else ""}
+               if self.idempotency else {}),
             "fallback_from": done.fallback_from or self.replaced or (
                 self.config.model if self.budget and self.budget.action == "fallback" else None),
             **({"guardrail": self.budget.as_record()} if self.budget else {}),
             "warnings": self.warnings,
             "error": done.error,
         })
+
+
+def _replayed(record: dict[str, Any]) -> RunResult:
+    """The result of an earlier run with the same idempotency key, from its record."""
+    key = record["idempotency"]["key"]
+    return RunResult(text=record.get("answer", ""), status=record["status"], run_id=record["run_id"],
+                     model=record.get("model", ""), input_tokens=record.get("input_tokens", 0),
+                     output_tokens=record.get("output_tokens", 0), cost_usd=record.get("cost_usd"),
+                     captures=record.get("captures", []), manifest=record.get("manifest", {}),
+                     seq=record.get("seq"), error=record.get("error"),
+                     warnings=[f"idempotency key {key!r}: the result of run {record['run_id']} (seq "
+                               f"{record.get('seq')}); the model was not called again"],
+                     cache_read_tokens=record.get("cache_read_tokens", 0),
+                     cache_write_tokens=record.get("cache_write_tokens", 0),
+                     fallback_from=record.get("fallback_from"), guardrail=record.get("guardrail"),
+                     tokens_estimated=bool(record.get("tokens_estimated")))
 
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_BUSY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED, EXIT_BUSY, EXIT_AWAITING = 0, 1, 2, 3, 4, 5
 
 
 def _dump(value: Any) -> None:
@@ -18,11 +18,12 @@ def _dump(value: Any) -> None:
 
 def _fail(exc: Exception, agent: str | None = None) -> None:
     """One line on stderr, naming the file and the fix, and the exit code: never a traceback."""
-    from .errors import LockTimeout
+    from .errors import AwaitingApproval, LockTimeout
 
     text = _disk_error(exc, agent or "AGENT") if isinstance(exc, OSError) else str(exc)
     click.echo("error: " + " ".join(text.split()), err=True)
-    sys.exit(EXIT_BUSY if isinstance(exc, LockTimeout) else EXIT_ERROR)
+    sys.exit(EXIT_BUSY if isinstance(exc, LockTimeout) else
+             EXIT_AWAITING if isinstance(exc, AwaitingApproval) else EXIT_ERROR)
 
 
 def _disk_error(exc: OSError, agent: str) -> str:
@@ -162,7 +163,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     """Run AI agents whose whole state lives in plain Markdown and JSONL files.
 
     Exit codes: 0 ok, 1 error, 2 usage error, 3 run skipped (cost guardrail),
-    4 agent busy (lock not acquired in time).
+    4 agent busy (lock not acquired in time), 5 awaiting approval (resume after the decision).
     """
     ctx.obj = {"root": root}
 
@@ -231,13 +232,14 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str, so
 @click.option("--no-wait", is_flag=True, help="Exit 4 at once if another run holds the lock.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
               help="Seconds to wait for the agent's lock.")
+@click.option("--idempotency-key", metavar="KEY", callback=_line(200),
+              help="Run at most once per KEY: again, it prints the first run's result without calling the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
 @click.pass_context
 def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigger: str,
-        critical: bool, no_wait: bool, lock_timeout: float, as_json: bool) -> None:
+        critical: bool, no_wait: bool, lock_timeout: float, idempotency_key: str | None,
+        as_json: bool) -> None:
     """Run agent NAME on WORK_ITEM ('-' reads it from standard input)."""
-    from dataclasses import asdict
-
     from .agent import AtomicAgent
     from .errors import AtomicVaultError
 
@@ -251,9 +253,16 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
-        result = agent.call(work_item, critical=critical)
+        result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key)
     except (AtomicVaultError, OSError) as exc:
         _fail(exc, name)
+    _print_result(result, as_json)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    """A run's answer on stdout, its summary line and warnings on stderr, and its exit code."""
+    from dataclasses import asdict
+
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -271,7 +280,93 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
                    f"{result.input_tokens}→{result.output_tokens} tokens{estimated}{cached} · {cost} · "
                    f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else ""),
                    err=True)  # each rejection is one of the warnings above
-    sys.exit(EXIT_SKIPPED if result.status == "skipped" else EXIT_OK)
+    sys.exit(EXIT_SKIPPED if result.status == "skipped" else
+             EXIT_AWAITING if result.status == "awaiting_approval" else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("run_id", callback=_line(80))
+@click.option("--model", callback=_model_name, help="Override model.md for the resumed run.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
+@click.pass_context
+def resume(ctx: click.Context, name: str, run_id: str, model: str | None, lock_timeout: float,
+           as_json: bool) -> None:
+    """Continue run RUN_ID of agent NAME, which ended awaiting approval (exit 5), once its
+    approvals are decided; exit 5 again while one is still pending."""
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], trigger="resume", model=model, lock_timeout=lock_timeout)
+        result = agent.resume(run_id)
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    _print_result(result, as_json)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("action", default="list", type=click.Choice(["list", "show", "approve", "deny"]))
+@click.argument("approval_id", required=False, metavar="[ID]")
+@click.option("--by", "by", callback=_line(200), help="Who decides (approve, deny); recorded as decided_by.")
+@click.option("--note", callback=_line(500), help="A note kept with the decision.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines (list) or one JSON object.")
+@click.pass_context
+def approvals(ctx: click.Context, name: str, action: str, approval_id: str | None, by: str | None,
+              note: str | None, as_json: bool) -> None:
+    """List, show, approve or deny agent NAME's approvals (files in approvals/).
+
+    \b
+    Examples:
+      atomic-vault approvals atlas
+      atomic-vault approvals atlas approve 20261201T090000-1a2b3c4d-1-1 --by maria
+    """
+    from . import approvals as files
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        store = _backend(ctx, "log", agent=name)
+        if action == "list":
+            rows = files.status(folder, store)
+        elif approval_id is None:
+            raise click.UsageError(f"{action} needs the approval's ID (`atomic-vault approvals {name}` lists them)")
+        elif action == "show":
+            rows = [files.status(folder, store, approval_id)[0]]
+        else:
+            if not by:
+                raise click.UsageError(f"{action} needs --by NAME: a decision names who took it")
+            files.decide(folder.path, approval_id, action, by, note)
+            rows = [files.status(folder, store, approval_id)[0]]
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+        return
+    if action == "show":
+        row = rows[0]
+        for key in ("id", "state", "tool", "arguments", "run", "step", "rule", "reason", "expires_at",
+                    "decision", "decided_by", "note", "amended_args", "problem"):
+            if row.get(key) is not None:
+                click.echo(f"{key + ':':<13} {json.dumps(row[key], ensure_ascii=False) if isinstance(row[key], (dict, list)) else row[key]}")
+        return
+    if action in ("approve", "deny"):
+        click.echo(f"{rows[0]['id']}: {action} by {by}; next: atomic-vault resume {name} {rows[0]['run']}")
+        return
+    if not rows:
+        click.echo(f"no approvals: {name}'s approvals/ is empty", err=True)
+        return
+    click.echo(f"{'id':<34} {'state':<16} {'tool':<16} {'expires':<19}")
+    for row in rows:
+        click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool'))[:16]:<16} "
+                   f"{str(row.get('expires_at') or '-')[:19]:<19}")
 
 
 def _stdin_text() -> str:
@@ -486,10 +581,16 @@ WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?
 
 def _gist(record: dict, width: int = 60) -> str:
     """The summary column: the start of the answer (or of the error) on one line; for a
-    verdict, the tool, the outcome, the rule and the reason."""
+    verdict, the tool, the outcome, the rule and the reason; for an approval, the decision
+    and who took it; for an effect, its phase and key."""
     if record.get("kind") == "verdict":
         text = (f"{record.get('tool')} → {record.get('outcome')} ({record.get('rule')}): "
                 f"{record.get('reason')}")
+    elif record.get("kind") == "approval":
+        text = f"{record.get('tool')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
+    elif record.get("kind") == "effect":
+        text = f"{record.get('tool')} {record.get('phase')} {record.get('key')}" + (
+            f" → {record.get('status')}" if record.get("phase") == "commit" else "")
     else:
         text = record.get("summary") or record.get("error") or ""
     if not isinstance(text, str):
@@ -505,10 +606,12 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("-n", "--limit", default=20, show_default=True, help="How many recent records (runs).")
 @click.option("--since", metavar="DATE", callback=_when, help="From this ISO date or time on (inclusive).")
 @click.option("--until", metavar="DATE", callback=_when, help="Up to this ISO date or time (inclusive).")
-@click.option("--status", type=click.Choice(["ok", "error", "skipped"]), help="Only runs with this status.")
+@click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
+              help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "repair"]),
-              help="Only records of this kind (verdict: the authority gate's decisions).")
+@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair"]),
+              help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
+                   "effect: the ledger's begin and commit).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")

@@ -21,9 +21,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import guardrails
+from . import clock, guardrails
 from .config import load_model_config
-from .errors import ConfigError
+from .errors import AtomicVaultError, ConfigError
 from .fileio import atomic_write
 from .protocols import LogBackend, LogQuery
 from .vault import AgentFolder, list_agents, open_agent, resolve_root
@@ -86,6 +86,7 @@ class AgentFigures:
     statuses: Counter = field(default_factory=Counter)
     skips: int = 0
     fallbacks: int = 0
+    awaiting: int = 0  # approval files waiting for a person's decision
     events: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     latest: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     expensive: list[dict[str, Any]] = field(default_factory=list)
@@ -180,7 +181,10 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
         days={day: Tally() for day in days}, months={month: Tally() for month in months})
     heaviest: list[tuple[float, int, dict[str, Any]]] = []
     records = log.query(folder, LogQuery(since=months[0] + "-01", until=today.isoformat()))
+    taken = set()
     for order, record in enumerate(records):
+        if record.get("kind") == "approval":
+            taken.add(record.get("approval"))
         if record.get("kind", "run") not in ("run", "replay"):  # repair records and the like cost nothing
             continue
         ts = str(record.get("ts", ""))
@@ -209,7 +213,25 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
             push = heapq.heappush if len(heaviest) < TOP_RUNS else heapq.heappushpop
             push(heaviest, (cost, order, record))
     figures.expensive = [_run_row(record, cost) for cost, _, record in sorted(heaviest, reverse=True)]
+    figures.awaiting = _awaiting(folder, taken)
     return figures
+
+
+def _awaiting(folder: AgentFolder, taken: set) -> int:
+    """Approval files still pending: not decided, not expired, not taken by a resume."""
+    from . import approvals
+
+    now, waiting = clock.now(None), 0
+    for approval_id in approvals.listing(folder.path):
+        if approval_id in taken:
+            continue
+        try:
+            approval = approvals.read(folder.path, approval_id)
+        except AtomicVaultError:
+            waiting += 1  # an invalid file waits for a person too
+            continue
+        waiting += approval.decision == "pending" and not approval.expired(now)
+    return waiting
 
 
 def _today(value: date | str | None, folders: list[AgentFolder], log: LogBackend) -> date:
@@ -442,6 +464,7 @@ def vault_view(figures: list[AgentFigures]) -> dict[str, Any]:
             "first_day": min(firsts, default=None),
             "month_name": next(reversed(figures[0].months)) if figures else "",
             "errors": sum(f.statuses["error"] for f in figures),
+            "awaiting": sum(f.awaiting for f in figures),
             "daily_chart": bar_chart(columns, label_every=7)}
 
 

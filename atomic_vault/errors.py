@@ -73,6 +73,10 @@ class BackendError(AtomicVaultError):
     """A storage backend is unknown, misconfigured or unreachable."""
 
 
+class AwaitingApproval(AtomicVaultError):
+    """A run cannot go on before a person decides (exit code 5)."""
+
+
 class LockLost(AtomicVaultError):
     """The lock expired or was taken over while held: this holder must not write."""
 

@@ -247,7 +247,7 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
         return _done(log, folder, record, original, run.warnings)
     try:
         done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
-                                 folder.path, recorded_results(original, loaded))
+                                 folder.path, recorded=recorded_results(original, loaded))
         response = done.response
         found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
         found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]

@@ -35,6 +35,7 @@ class Completion:
     # each tool call's full arguments and result, for the run's snapshots (the step records
     # keep shortened copies): (step, call id, arguments, result)
     tool_texts: list[tuple[int, str, str, str]] = field(default_factory=list)
+    suspended: dict[str, Any] | None = None  # a tool loop awaiting a decision (toolloop.py)
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,

@@ -13,7 +13,7 @@ import json
 from dataclasses import replace
 from typing import Any, Callable, Protocol
 
-from . import captures, clock, pricing, retries, tools
+from . import approvals, captures, clock, ledger, pricing, retries, tools
 from .config import RetryPolicy
 from .keys import redact
 from .models import Model, ModelRequest, ModelResponse, ToolCall
@@ -44,9 +44,11 @@ def args_sha256(arguments: Any) -> str:
 
 
 def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPolicy,
-             max_steps: int, agent_root: Any,
+             max_steps: int, agent_root: Any, first_step: int = 1,
              recorded: dict[tuple[str, str], list[str]] | None = None) -> retries.Completion:
-    """Call the model until it answers without asking for a tool (or the loop must stop).
+    """Call the model until it answers without asking for a tool (or the loop must stop,
+    or a call awaits a person: then ``done.suspended`` holds what resuming needs).
+    ``first_step`` > 1: a resumed run, whose request already holds the earlier steps.
     ``recorded`` (a replay's): tool results by (tool, arguments' sha256), given back in place
     of running anything — a replay never repeats an effect, nor asks the gate again."""
     request = run.request
@@ -57,7 +59,7 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
         return done
     answers: list[ModelResponse] = []
     attempts = list(done.attempts)
-    step = 1
+    step = first_step
     while True:
         if done.response is None:
             break
@@ -76,12 +78,19 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
             run.warnings.append(f"the tool loop stopped at max_steps {max_steps} (model.md): "
                                 f"{len(calls)} tool call(s) of the last step were not run")
             break
-        results = [_call(run, step, call, entry, agent_root, done, recorded) for call in response.tool_calls]
-        request = replace(request, messages=[
-            *request.messages,
-            {"role": "assistant", "content": response.text,
-             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls]},
-            *results])
+        results = [_call(run, step, call, entry, agent_root, done, index, recorded)
+                   for index, call in enumerate(response.tool_calls, 1)]
+        turn = {"role": "assistant", "content": response.text,
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls]}
+        pending = [r for r in results if r.get("pending")]
+        if pending:  # the run ends here, awaiting a decision; resuming starts from this state
+            done.suspended = {"step": step, "system": request.system,
+                              "messages": [*request.messages, turn], "results": results,
+                              "work_item": getattr(run, "work_item", ""),
+                              "run_key": getattr(run, "run_key", run.id)}
+            entry["stopped"] = f"awaiting approval: {', '.join(r['pending'] for r in pending)}"
+            break
+        request = replace(request, messages=[*request.messages, turn, *results])
         spent = sum(s["cost_usd"] or 0.0 for s in done.steps)
         refused = run.reserve_next(done.model, request, spent)
         if refused:
@@ -126,8 +135,8 @@ def _short(text: str) -> str:
 
 
 def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_root: Any,
-          done: retries.Completion, recorded: dict[tuple[str, str], list[str]] | None = None
-          ) -> dict[str, Any]:
+          done: retries.Completion, index: int = 1,
+          recorded: dict[tuple[str, str], list[str]] | None = None) -> dict[str, Any]:
     """Gate and run one call; the tool message that carries its result to the model."""
     record: dict[str, Any] = {"id": call.id, "tool": call.name, "args": _short(call.arguments)}
     entry["calls"].append(record)
@@ -185,19 +194,52 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
     if verdict.outcome == "revise":
         log["revised_sha256"] = record["revised_sha256"] = args_sha256(verdict.arguments)
         record["revised_args"] = _short(json.dumps(verdict.arguments, ensure_ascii=False))
-    done.verdicts.append(log)
+    if verdict.outcome in ("block", "escalate"):
+        done.verdicts.append(log)  # logged at write-back; a call that runs logs its verdict first
     if verdict.outcome == "block":
         return told("blocked", f"the policy blocked this call, nothing was run: {verdict.reason}", "block")
     if verdict.outcome == "escalate":
-        run.warnings.append(f"step {step}: {call.name} was escalated ({verdict.reason}): it awaits a "
-                            "person's decision and was not run")
-        return told("escalated", "this action awaits a person's decision and was not run "
-                    f"({verdict.reason}); go on without its result, and say that it is pending", "escalate")
-    result = tools.run(tool, verdict.arguments, agent_root)
-    record["effect"] = {"status": result.status, "result": _short(result.text)}
+        return _pending(run, step, index, call, arguments, verdict.rule, verdict.reason, record)
+    run_key = getattr(run, "run_key", run.id)
+    effect_key = ledger.key(run_key, step, args_sha256(verdict.arguments), _supplied(arguments))
+    result, how = ledger.perform(
+        run.agent, run.redact, effect_key=effect_key, tool=tool, arguments=verdict.arguments,
+        about={"ts": log["ts"], "trigger": run.agent.trigger, "run": run.id, "step": step, "call": call.id,
+               "args_sha256": args_sha256(verdict.arguments)},
+        agent_root=agent_root, since=None if _supplied(arguments) else getattr(run, "effects_since", None),
+        verdict=log, look=run_key != run.id or _supplied(arguments) is not None)  # a fresh run's keys are new
+    if how == "unknown":  # began in an earlier attempt, never committed: a person decides
+        done.verdicts.append(log)
+        return _pending(run, step, index, call, verdict.arguments, verdict.rule,
+                        "its effect began in an earlier attempt and was never recorded as done", record,
+                        why="unknown")
+    if how == "reused":  # this run's verdict is logged at write-back: the earlier attempt's was its own
+        done.verdicts.append(log)
+    record["effect"] = {"status": result.status, "result": _short(result.text), "key": effect_key,
+                        **({"reused": True} if how == "reused" else {})}
     if result.truncated:
         record["effect"]["truncated"] = True
     record["verdict"] = verdict.outcome
     done.tool_texts.append((step, call.id, call.arguments, result.text))
     return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result.text,
             "is_error": not result.ok}
+
+
+def _pending(run: Loop, step: int, index: int, call: ToolCall, arguments: dict[str, Any],
+             rule: str | None, reason: str, record: dict[str, Any], why: str = "escalate") -> dict[str, Any]:
+    """Write the call's approval file; the placeholder its decision replaces on resume."""
+    approval = approvals.request(run.agent.folder.path, agent=run.agent.name, run=run.id, step=step,
+                                 index=index, call=call.id, tool=call.name, arguments=arguments,
+                                 rule=rule, reason=reason, now=clock.now(run.started.tzinfo), why=why)
+    record["effect"] = {"status": "awaiting_approval", "approval": approval}
+    record["verdict"] = "escalate"
+    run.warnings.append(f"step {step}: {call.name} awaits a person's decision in approvals/{approval}.md "
+                        f"({reason}); then: atomic-vault resume {run.agent.name} {run.id}")
+    return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": "",
+            "is_error": False, "pending": approval, "arguments": arguments}
+
+
+def _supplied(arguments: dict[str, Any]) -> str | None:
+    """An idempotency key the call supplies itself (an ``idempotency_key`` argument)."""
+    value = arguments.get("idempotency_key")
+    return value if isinstance(value, str) and value.strip() else None

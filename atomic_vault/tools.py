@@ -18,7 +18,7 @@ import re
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ ENTRY_POINT_GROUP = "atomic_vault.tools"
 KINDS = ("python", "command", "mcp")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 _KEYS = {"name", "description", "kind", "input_schema", "function", "entry_point", "argv",
-         "timeout_s", "cwd", "env", "max_output_bytes", "server", "tool"}
+         "timeout_s", "cwd", "env", "max_output_bytes", "server", "tool", "idempotent"}
 # Always passed to a command (when set); a tool gets any other variable only by naming it in env:.
 BASE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 DEFAULT_TIMEOUT_S = 30.0
@@ -71,6 +71,7 @@ class Tool:
     server: tuple[str, ...] = ()  # mcp: the server's argv
     remote: str | None = None  # mcp: the tool's name on the server
     checked: bool = True  # False: the schema is beyond the subset, so the server alone validates
+    idempotent: bool = False  # True: running it twice is harmless, so an unknown effect is run again
 
     def spec(self) -> dict[str, Any]:
         """The tool as data for a model request (models.ModelRequest.tools)."""
@@ -124,8 +125,12 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
     if kind not in KINDS:
         raise bad(f"kind {kind!r} is not one of {', '.join(KINDS)}", "kind",
                   "write kind: python, kind: command or kind: mcp")
+    idempotent = raw.get("idempotent", False)
+    if not isinstance(idempotent, bool):
+        raise bad(f"idempotent {idempotent!r} is not true or false", "idempotent",
+                  "write idempotent: true only when running the tool twice is harmless")
     if kind == "mcp":  # the server describes its tools
-        return _parse_mcp(raw, bad)
+        return replace(_parse_mcp(raw, bad), idempotent=idempotent)
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
         raise bad("a tool needs a description (the model reads it to decide when to call it)",
@@ -146,7 +151,7 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
     if not isinstance(env, list) or not all(isinstance(x, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", x) for x in env):
         raise bad("env must be a list of variable names", "env", "write e.g. env: [MY_TOOL_HOME]")
     common = dict(name=name, description=description.strip(), kind=kind, input_schema=schema,
-                  timeout_s=float(timeout), max_output_bytes=cap, env=tuple(env))
+                  timeout_s=float(timeout), max_output_bytes=cap, env=tuple(env), idempotent=idempotent)
     if kind == "python":
         function, entry = raw.get("function"), raw.get("entry_point")
         if (function is None) == (entry is None):
@@ -202,7 +207,6 @@ def discover(box: Toolbox, agent_root: Path, warnings: list[str]) -> Toolbox:
     with a warning: it is never offered with a guessed schema."""
     if not any(tool.kind == "mcp" for tool in box.tools.values()):
         return box
-    from dataclasses import replace
 
     listed: dict[tuple[str, ...], Any] = {}
     out: dict[str, Tool] = {}

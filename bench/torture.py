@@ -22,8 +22,12 @@ file is UTF-8 (a journal up to a torn tail), every JSONL line is whole but a tor
 line that ``doctor`` reports; then ``doctor.repair``, after which ``doctor.check`` finds no
 error, INDEX lists exactly the notes, the chain verifies and HEAD names its last record,
 no temp file or stale cost reservation is left; and every run whose call returned is in
-the log with its captures, its journal section and its notes. The next child first
-retries the work item that was cut off, as a cron job would.
+the log with its captures, its journal section and its notes. Each work item calls one
+allowed and one escalated tool: a suspended run is approved and resumed (an effect whose
+outcome is unknown is denied), and after every round no effect has run twice (each
+appends a unique word to count.txt) and no decision was taken twice. The next child first
+resumes what was left suspended, then retries the work item that was cut off with the
+same idempotency key, as a cron job would; at the end, resume finishes every suspended run.
 
 Prints a summary (kills, calls that returned, repairs needed by kind, problems) and exits
 1 if any problem was found. tests/test_crash.py runs a short version of the same harness.
@@ -46,7 +50,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from atomic_vault import AtomicAgent, doctor, fileio, guardrails
+from atomic_vault import AtomicAgent, approvals, doctor, fileio, guardrails
 from atomic_vault.backends import open_backend
 from atomic_vault.errors import AtomicVaultError
 from atomic_vault.notes import FILENAME, parse_note_text
@@ -70,9 +74,74 @@ _TORN = {".jsonl": '{"agent":"atlas","attempts":[{"attempt":1,"model":"offline",
 
 
 def _work_item(tag: str) -> str:
-    # A tool call too: every run is gated (a verdict record before its run record) and
-    # loops twice, so kills land between the verdict and the run's commit point as well.
-    return f'Torture run {tag}.\nremember: project: torture {tag}\ntool: leap_year {{"year": 2028}}'
+    # Two tool calls: one the policy allows (an effect through the ledger in the run), one it
+    # escalates (the run suspends, is approved and resumed), so kills land around verdicts,
+    # effects, approval files, decisions and resumes too. Each call appends its word to
+    # count.txt: an effect executed twice shows there.
+    return (f'Torture run {tag}.\nremember: project: torture {tag}\n'
+            f'tool: count {{"word": "{tag}-a"}}\ntool: count {{"word": "{tag}-e"}}')
+
+
+_COUNT = "import sys\nopen(sys.argv[1], 'a').write(sys.argv[2] + '\\n')\nprint('counted', sys.argv[2])\n"
+
+
+def _prepare(root: Path) -> None:
+    """The sample vault, with a countable tool and a policy that allows ``*-a`` words."""
+    agent = Path(root) / AGENT
+    (agent / "count.py").write_text(_COUNT)
+    declared = {"read": ["persona/", "memory/", "wiki/", "journal/"], "write": ["memory/"], "tools": [
+        {"name": "count", "kind": "command", "description": "append a word to count.txt",
+         "argv": [sys.executable, str(agent / "count.py"), str(agent / "count.txt"), "{word}"],
+         "input_schema": {"type": "object", "properties": {"word": {"type": "string"}}}}]}
+    (agent / "tools.md").write_text(f"# Tools\n\n```yaml\n{json.dumps(declared)}\n```\n")
+    (agent / "policy.md").write_text("# Policy\n\n```yaml\ndefault: escalate\nrules:\n"
+                                     "  - {tool: count, args: {word: {glob: '*-a'}}, verdict: allow}\n```\n")
+
+
+def _decide(agent: AtomicAgent, record: dict[str, Any]) -> None:
+    """As an operator would: approve each escalated call of a suspended run, deny each
+    effect whose outcome is unknown (it may have happened: running it again could double it)."""
+    for result in record["suspended"]["results"]:
+        if not result.get("pending"):
+            continue
+        try:
+            found = approvals.read(agent.folder.path, result["pending"])
+        except AtomicVaultError:
+            continue
+        if found.decision == "pending":
+            unknown = found.fields.get("why") == "unknown"
+            approvals.decide(agent.folder.path, found.id, "deny" if unknown else "approve", "torture")
+
+
+def _unresumed(agent: AtomicAgent) -> list[dict[str, Any]]:
+    """Suspended runs that no ok (or again suspended) run continues."""
+    found = agent.log.query(agent.folder, LogQuery(kind="run"))
+    done = {r.get("resumes") for r in found if r.get("status") in ("ok", "awaiting_approval")}
+    return [r for r in found if r.get("status") == "awaiting_approval" and r.get("run_id") not in done]
+
+
+def _one(agent: AtomicAgent, tag: str):
+    """One cron-like call with its idempotency key; a suspended run is decided and resumed."""
+    result = agent.call(_work_item(tag), idempotency_key=tag)
+    suspended = None
+    while result.status == "awaiting_approval":
+        suspended = suspended or result.run_id
+        _decide(agent, agent.log.get(agent.folder, result.run_id))
+        result = agent.resume(result.run_id)
+    return result, suspended
+
+
+def finish_suspended(agent: AtomicAgent) -> int:
+    """Resume every suspended run that was left unfinished (after deciding it); how many."""
+    count = 0
+    for record in _unresumed(agent):
+        _decide(agent, record)
+        result = agent.resume(record["run_id"])
+        while result.status == "awaiting_approval":
+            _decide(agent, agent.log.get(agent.folder, result.run_id))
+            result = agent.resume(result.run_id)
+        count += 1
+    return count
 
 
 def _killer(at: int, torn_cut: float | None):
@@ -105,13 +174,16 @@ def _child(root: str, backend: str, acks: str, tags: list[str], step: int | None
         if step is not None:
             fileio.fault_hook = _killer(step, torn_cut)
         agent = AtomicAgent(AGENT, root=root, **BACKENDS[backend])
+        finish_suspended(agent)  # first, what the last kill left suspended
         n = 0
         while True:
             tag = tags[n] if n < len(tags) else f"{tags[-1]}x{n}"
-            result = agent.call(_work_item(tag))
+            result, suspended = _one(agent, tag)
             files = [c["file"] for c in result.captures
                      if c.get("status") in ("written", "refreshed", "merged")]
-            line = {"tag": tag, "run_id": result.run_id, "seq": result.seq, "files": files}
+            line = {"tag": tag, "run_id": result.run_id, "seq": result.seq, "files": files,
+                    "suspended": suspended,
+                    "replayed": any("not called again" in w for w in result.warnings)}
             os.write(fd, (json.dumps(line) + "\n").encode("utf-8"))
             os.fsync(fd)
             n += 1
@@ -144,6 +216,7 @@ class Torture:
         self.steps_per_call = steps_per_call
         self.root = self.workdir / "vault"
         shutil.copytree(SAMPLES, self.root)
+        _prepare(self.root)
         self.acks = self.workdir / "acks.jsonl"
         self.acks.touch()
         self.folder: AgentFolder = open_agent(AGENT, self.root)
@@ -198,6 +271,7 @@ class Torture:
             self._killed_repair(kill_repair)
         self._repair_and_check()
         self._check_acked(new)
+        self._check_at_most_once()
         return self.problems[before:]
 
     def _killed_repair(self, kill: tuple) -> None:
@@ -311,15 +385,45 @@ class Torture:
                 text = memory.get(folder, file)
                 if text is None:
                     self._problem(f"run {ack['run_id']} captured {file}, which does not exist")
-            verdicts = [r for r in log.query(folder, LogQuery(kind="verdict")) if r.get("run") == ack["run_id"]]
-            if [v.get("outcome") for v in verdicts] != ["allow"] or verdicts[0]["seq"] >= record["seq"]:
-                self._problem(f"run {ack['run_id']} has verdicts {verdicts} instead of one allow before it")
+            suspended = ack.get("suspended") or record.get("resumes")  # (a replay may return a resumed run)
+            first = log.get(folder, suspended) if suspended else record
+            verdicts = [r for r in log.query(folder, LogQuery(kind="verdict")) if r.get("run") == first["run_id"]]
+            if sorted(v.get("outcome") for v in verdicts) != ["allow", "escalate"] or \
+                    max(v["seq"] for v in verdicts) >= first["seq"]:
+                self._problem(f"run {first['run_id']} has verdicts {verdicts} instead of an allow and an "
+                              "escalate before it")
+            if suspended and record.get("resumes") != suspended:
+                self._problem(f"run {ack['run_id']} returned for {ack['suspended']} but does not resume it")
             day = folder.journal_file(_day(record["ts"]))
+            if ack.get("replayed"):  # a kill between its record and its journal section was replayed
+                continue
             if f"run {ack['run_id']}" not in day.read_text(encoding="utf-8", errors="replace"):
                 self._problem(f"run {ack['run_id']} returned but has no journal section in {day.name}")
 
+    def _check_at_most_once(self) -> None:
+        """No effect executed twice, no decision taken twice."""
+        count = self.folder.path / "count.txt"
+        words = Counter(count.read_text().split()) if count.exists() else Counter()
+        twice = sorted(w for w, n in words.items() if n > 1)
+        if twice:
+            self._problem(f"effects executed twice: {twice[:5]}")
+        taken = Counter(r.get("approval") for r in self.backends["log"].query(self.folder, LogQuery(kind="approval")))
+        again = sorted(a for a, n in taken.items() if n > 1)
+        if again:
+            self._problem(f"approvals applied twice: {again[:5]}")
+
     def final_check(self) -> None:
-        """Nothing acknowledged was lost over all the rounds and repairs."""
+        """Nothing acknowledged was lost over all the rounds and repairs; resume finishes
+        every suspended run; no effect ran twice and no decision was taken twice."""
+        agent = AtomicAgent(AGENT, root=self.root, **BACKENDS[self.backend])
+        try:
+            finish_suspended(agent)
+        except AtomicVaultError as exc:
+            self._problem(f"resuming the suspended runs failed: {exc}")
+        left = _unresumed(agent)
+        if left:
+            self._problem(f"{len(left)} suspended run(s) not finished by resume (e.g. {left[0]['run_id']})")
+        self._check_at_most_once()
         logged = {r.get("run_id") for r in self.backends["log"].records(self.folder)}
         lost = sorted(set(self.acked) - logged)
         if lost:
@@ -335,10 +439,11 @@ def steps_of_a_call(workdir: Path, backend: str) -> int:
     a step kill is drawn from)."""
     root = Path(workdir) / f"count-{backend}"
     shutil.copytree(SAMPLES, root)
+    _prepare(root)
     seen: list[str] = []
     fileio.fault_hook = lambda point, path: seen.append(point)
     try:
-        AtomicAgent(AGENT, root=root, **BACKENDS[backend]).call(_work_item("count"))
+        _one(AtomicAgent(AGENT, root=root, **BACKENDS[backend]), "count")
     finally:
         fileio.fault_hook = None
         shutil.rmtree(root, ignore_errors=True)

@@ -38,7 +38,8 @@ def test_kills_at_every_write_step_and_at_random_moments_lose_and_corrupt_nothin
     steps = torture.steps_of_a_call(tmp_path, backend)
     run = torture.Torture(tmp_path / backend, backend, seed=7, steps_per_call=steps)
     kills = [("step", n) for n in range(1, steps + 1)]  # every step of one call, in turn
-    kills += [("torn", n, cut) for n, cut in ((1, 0.3), (2, 0.6), (1, 0.95))]  # journal, then log
+    # torn appends: the key index, the ledger's and the run's log lines, the journal
+    kills += [("torn", n, cut) for n, cut in ((1, 0.3), (2, 0.6), (1, 0.95), (3, 0.5), (4, 0.7), (6, 0.4))]
     kills += [("time", t) for t in (0.0, 0.01, 0.02, 0.04, 0.06, 0.09, 0.12)]
     for kill in kills:
         run.round(kill)

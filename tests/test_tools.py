@@ -50,8 +50,9 @@ def run(vault, work):
 def test_an_allowed_tool_runs_and_the_offline_model_answers_with_its_result(vault):
     result = run(vault, 'Plan my Monday.\ntool: leap_year {"year": 2028}')
     assert result.status == "ok" and "Tool leap_year answered: true" in result.text
-    verdict, record = records(vault)[-2:]
+    verdict, begin, commit, record = records(vault)[-4:]  # the verdict, then the effect's ledger
     assert verdict["kind"] == "verdict" and record["kind"] == "run"
+    assert (begin["kind"], begin["phase"], commit["phase"], commit["result"]) == ("effect", "begin", "commit", "true")
     assert (verdict["tool"], verdict["outcome"], verdict["run"], verdict["step"]) == (
         "leap_year", "allow", record["run_id"], 1)
     assert verdict["args_sha256"] == args_sha256({"year": 2028})
@@ -59,7 +60,7 @@ def test_an_allowed_tool_runs_and_the_offline_model_answers_with_its_result(vaul
     import hashlib
     assert verdict["policy_sha256"] == hashlib.sha256((vault / "atlas" / "policy.md").read_bytes()).hexdigest()
     first, second = record["steps"]
-    assert first["calls"][0]["effect"] == {"status": "ok", "result": "true"}
+    assert first["calls"][0]["effect"] == {"status": "ok", "result": "true", "key": commit["key"]}
     assert first["calls"][0]["verdict"] == "allow" and second["calls"] == []
     assert runlog.verify(open_agent("atlas", vault)).ok
 
@@ -70,15 +71,15 @@ def test_a_blocked_call_runs_nothing_and_the_model_reads_the_reason(vault):
     assert records(vault)[-2]["outcome"] == "block"
 
 
-def test_an_escalated_call_is_not_run_and_the_run_says_it_awaits_a_person(vault):
+def test_an_escalated_call_is_not_run_and_the_run_awaits_a_person(vault):
     marker = vault / "atlas" / "ran"
     tools_md(vault, [command("touch", ["touch", str(marker)])])
     result = run(vault, "tool: touch {}")
     assert not marker.exists()
-    assert "awaits a person's decision" in result.text
-    assert any("escalated" in w for w in result.warnings)
+    assert any("awaits a person's decision" in w for w in result.warnings)
     record = records(vault)[-1]
-    assert record["status"] == "ok" and record["steps"][0]["calls"][0]["effect"]["status"] == "escalated"
+    assert record["status"] == "awaiting_approval"
+    assert record["steps"][0]["calls"][0]["effect"]["status"] == "awaiting_approval"
     assert records(vault)[-2]["outcome"] == "escalate"
 
 
@@ -363,7 +364,7 @@ def test_an_mcp_tool_takes_its_schema_from_the_server_and_its_errors_are_results
     result = run(vault, 'tool: add {"a": 2, "b": 3}\ntool: add {"a": "two"}\ntool: fail {}')
     calls = records(vault)[-1]["steps"][0]["calls"]
     assert "Tool add answered: 5" in result.text
-    assert calls[0]["effect"] == {"status": "ok", "result": "5"}
+    assert {k: calls[0]["effect"][k] for k in ("status", "result")} == {"status": "ok", "result": "5"}
     assert calls[1]["effect"]["status"] == "invalid"  # the server's schema, checked before anything runs
     assert calls[2]["effect"]["status"] == "error"
 
@@ -397,8 +398,9 @@ def test_a_loop_that_runs_past_midnight_keeps_its_verdicts_in_the_run_day_file(v
     tomorrow = SimpleNamespace(now=lambda zone=None: clock.now(zone) + timedelta(days=1))
     monkeypatch.setattr(toolloop, "clock", tomorrow)  # the gate decides after midnight
     run(vault, 'tool: leap_year {"year": 2028}')
-    verdict, record = records(vault)[-2:]
+    verdict, begin, commit, record = records(vault)[-4:]
     assert verdict["ts"] == record["ts"] and verdict["decided"][:10] > record["ts"][:10]
+    assert begin["ts"] == commit["ts"] == record["ts"]  # the effect's records too
     assert runlog.verify(open_agent("atlas", vault)).ok
 
 

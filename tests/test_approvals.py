@@ -1,0 +1,350 @@
+"""Approvals as files, suspend and resume, the effect ledger (spec/07 "Approvals and
+effects"): an escalated call waits in approvals/<id>.md, the run ends awaiting_approval,
+resume continues from the recorded state; each effect runs at most once."""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from atomic_vault import AtomicAgent, approvals, runlog
+from atomic_vault.errors import AwaitingApproval, ConfigError
+from atomic_vault.vault import open_agent
+
+PY = sys.executable
+
+
+def records(vault):
+    return [r for _, _, r in runlog.records(open_agent("atlas", vault))]
+
+
+def tools_md(vault, declared):
+    block = json.dumps({"read": ["persona/", "memory/", "wiki/", "journal/"], "write": ["memory/"],
+                        "tools": declared})
+    (vault / "atlas" / "tools.md").write_text(f"# Tools\n\n```yaml\n{block}\n```\n")
+
+
+def counter(vault, **more):
+    """A command tool that appends a line to a file each time it runs: effects are countable."""
+    script = vault / "atlas" / "count.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.argv[2] + '\\n')\nprint('counted', sys.argv[2])\n")
+    tools_md(vault, [{"name": "count", "kind": "command", "description": "count a word",
+                      "argv": [PY, str(script), str(vault / "atlas" / "count.txt"), "{word}"],
+                      "input_schema": {"type": "object", "properties": {"word": {"type": "string"}}},
+                      **more}])
+    return vault / "atlas" / "count.txt"
+
+
+def agent(vault, model="offline"):
+    return AtomicAgent("atlas", root=vault, model=model)
+
+
+def edit(vault, approval_id, **changes):
+    path = vault / "atlas" / "approvals" / f"{approval_id}.md"
+    text = path.read_text()
+    for key, value in changes.items():
+        text = text.replace(f"\n{key}: null", f"\n{key}: {value}", 1).replace(
+            f"\n{key}: pending", f"\n{key}: {value}", 1)
+    path.write_text(text)
+    return path
+
+
+def suspend(vault, work='tool: count {"word": "alpha"}'):
+    ran = counter(vault)
+    result = agent(vault).call(work)
+    assert result.status == "awaiting_approval"
+    return ran, result, approvals.listing(vault / "atlas" / "")[0]
+
+
+def test_an_escalated_call_writes_an_approval_file_and_the_run_awaits_it(vault):
+    ran, result, approval_id = suspend(vault)
+    assert not ran.exists()
+    text = (vault / "atlas" / "approvals" / f"{approval_id}.md").read_text()
+    fields = yaml.safe_load(text.split("```yaml\n")[1].split("```")[0])
+    assert fields["decision"] == "pending" and fields["tool"] == "count"
+    assert fields["arguments"] == {"word": "alpha"}
+    assert fields["args_sha256"] == approvals.args_sha256({"word": "alpha"})
+    assert (fields["run"], fields["step"]) == (result.run_id, 1) and fields["expires_at"]
+    record = records(vault)[-1]
+    assert record["status"] == "awaiting_approval" and record["suspended"]["step"] == 1
+    assert any("awaits a person's decision" in w for w in result.warnings)
+
+
+def test_resume_before_a_decision_is_refused_and_changes_nothing(vault):
+    ran, result, approval_id = suspend(vault)
+    before = len(records(vault))
+    with pytest.raises(AwaitingApproval, match=approval_id):
+        agent(vault).resume(result.run_id)
+    assert len(records(vault)) == before and not ran.exists()
+
+
+def test_approved_by_editing_the_file_the_resumed_run_runs_it_once_without_asking_again(vault):
+    ran, result, approval_id = suspend(vault)
+    edit(vault, approval_id, decision="approve", decided_by="maria")
+
+    class Counting:
+        name, calls = "offline", 0
+
+        def complete(self, request):
+            from atomic_vault.models import OfflineModel
+            Counting.calls += 1
+            assert any(m.get("role") == "tool" for m in request.messages)  # resumes, never re-asks
+            return OfflineModel().complete(request)
+
+    resumed = agent(vault, Counting()).resume(result.run_id)
+    assert resumed.status == "ok" and "Tool count answered: counted alpha" in resumed.text
+    assert Counting.calls == 1 and ran.read_text() == "alpha\n"
+    kinds = [r["kind"] for r in records(vault)]
+    assert kinds[-4:] == ["approval", "effect", "effect", "run"]
+    taken, begin, commit, record = records(vault)[-4:]
+    assert taken["decision"] == "approve" and taken["decided_by"] == "maria" and taken["approval"] == approval_id
+    assert (begin["phase"], commit["phase"], begin["key"]) == ("begin", "commit", commit["key"])
+    assert record["resumes"] == result.run_id
+    assert runlog.verify(open_agent("atlas", vault)).ok
+    journal = "".join(p.read_text() for p in (vault / "atlas" / "journal").rglob("*.md"))
+    assert f"run {resumed.run_id}" in journal and "awaiting_approval" in journal
+    with pytest.raises(ConfigError, match="resumed already"):  # taken exactly once
+        agent(vault).resume(result.run_id)
+    assert ran.read_text() == "alpha\n"
+
+
+def test_a_denial_is_the_tools_result_and_nothing_runs(vault):
+    ran, result, approval_id = suspend(vault)
+    approvals.decide(vault / "atlas", approval_id, "deny", "maria", "not today")
+    resumed = agent(vault).resume(result.run_id)
+    assert "denied this call" in resumed.text and "not today" in resumed.text
+    assert not ran.exists() and records(vault)[-2]["decision"] == "deny"
+
+
+def test_an_expired_approval_is_denied(vault, monkeypatch):
+    ran, result, approval_id = suspend(vault)
+    path = vault / "atlas" / "approvals" / f"{approval_id}.md"
+    text = path.read_text()
+    path.write_text(text.replace(text.split("expires_at: ")[1].split("\n")[0], "'2000-01-01T00:00:00+00:00'"))
+    resumed = agent(vault).resume(result.run_id)
+    assert "expired" in resumed.text and not ran.exists()
+    assert records(vault)[-2]["decision"] == "expired"
+
+
+def test_invalid_yaml_after_an_edit_is_refused_naming_the_file(vault):
+    ran, result, approval_id = suspend(vault)
+    path = edit(vault, approval_id, decision="approve", decided_by="maria")
+    path.write_text(path.read_text().replace("decided_by: maria", "decided_by: [maria"))
+    before = len(records(vault))
+    with pytest.raises(ConfigError) as caught:
+        agent(vault).resume(result.run_id)
+    assert str(path) in str(caught.value) and len(records(vault)) == before and not ran.exists()
+
+
+def test_a_decision_for_other_arguments_is_refused(vault):
+    ran, result, approval_id = suspend(vault)
+    path = edit(vault, approval_id, decision="approve", decided_by="maria")
+    path.write_text(path.read_text().replace("word: alpha", "word: omega"))
+    with pytest.raises(ConfigError, match="arguments were edited"):
+        agent(vault).resume(result.run_id)
+    assert not ran.exists()
+
+
+def test_an_approval_does_not_cover_another_run(vault):
+    ran, first, first_id = suspend(vault)
+    second = agent(vault).call('tool: count {"word": "alpha"}')
+    second_id = [i for i in approvals.listing(vault / "atlas") if i != first_id][0]
+    # the first run's approval, copied over the second's: same tool and arguments, other run
+    text = (vault / "atlas" / "approvals" / f"{first_id}.md").read_text().replace("id: " + first_id, "id: " + second_id)
+    (vault / "atlas" / "approvals" / f"{second_id}.md").write_text(text)
+    edit(vault, second_id, decision="approve", decided_by="maria")
+    with pytest.raises(ConfigError, match="does not cover"):
+        agent(vault).resume(second.run_id)
+    assert not ran.exists()
+
+
+def test_a_later_edit_of_a_taken_decision_is_reported_never_applied(vault):
+    ran, result, approval_id = suspend(vault)
+    path = edit(vault, approval_id, decision="deny", decided_by="maria")
+    from atomic_vault import resume as resuming
+    # take the decision, then crash before the resumed run's record: a second resume reuses it
+    a = agent(vault)
+    original = a._loop
+    a._loop = lambda *args, **kw: (_ for _ in ()).throw(RuntimeError("killed"))
+    with pytest.raises(RuntimeError):
+        a.resume(result.run_id)
+    path.write_text(path.read_text().replace("decision: deny", "decision: approve"))
+    resumed = agent(vault).resume(result.run_id)
+    assert "denied this call" in resumed.text and not ran.exists()
+    assert any("edited after" in str(d.get("note")) for d in records(vault)[-1]["decisions"])
+    assert [r["kind"] for r in records(vault)].count("approval") == 1
+
+
+def test_an_effect_begun_but_never_committed_is_unknown_and_waits_for_a_person(vault, monkeypatch):
+    ran, result, approval_id = suspend(vault)
+    edit(vault, approval_id, decision="approve", decided_by="maria")
+    from atomic_vault import tools
+    real = tools.run
+    monkeypatch.setattr(tools, "run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed between begin and commit
+        agent(vault).resume(result.run_id)
+    monkeypatch.setattr(tools, "run", real)
+    assert records(vault)[-1]["phase"] == "begin"
+    again = agent(vault).resume(result.run_id)
+    assert "never recorded as done" in again.text and not ran.exists()  # not run twice unasked
+
+
+def test_a_committed_effect_is_reused_by_a_retried_resume(vault, monkeypatch):
+    ran, result, approval_id = suspend(vault)
+    edit(vault, approval_id, decision="approve", decided_by="maria")
+    a = agent(vault)
+    from atomic_vault import toolloop
+    real = toolloop.complete
+    monkeypatch.setattr(toolloop, "complete", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed after the effect committed, before the model
+        a.resume(result.run_id)
+    monkeypatch.setattr(toolloop, "complete", real)
+    again = agent(vault).resume(result.run_id)
+    assert "counted alpha" in again.text and ran.read_text() == "alpha\n"
+
+
+# --- whole runs at most once ---------------------------------------------------------------
+
+class Counting:
+    name = "offline"
+
+    def __init__(self):
+        self.calls = 0
+
+    def complete(self, request):
+        from atomic_vault.models import OfflineModel
+        self.calls += 1
+        return OfflineModel().complete(request)
+
+
+def test_a_second_call_with_the_key_returns_the_first_result_without_the_model(vault):
+    ran = counter(vault)
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\ndefault: allow\nrules: []\n```\n")
+    model = Counting()
+    first = agent(vault, model).call('tool: count {"word": "a"}', idempotency_key="daily-2026-12-01")
+    again = agent(vault, model).call('tool: count {"word": "a"}', idempotency_key="daily-2026-12-01")
+    assert model.calls == 2 and ran.read_text() == "a\n"  # one run: two model steps, one effect
+    assert (again.run_id, again.text, again.seq) == (first.run_id, first.text, first.seq)
+    assert "Tool count answered: counted a" in again.text
+    assert any("not called again" in w for w in again.warnings)
+    assert [r["kind"] for r in records(vault)].count("run") == 1
+
+
+def test_the_same_key_with_another_work_item_is_an_error(vault):
+    agent(vault).call("Plan my Monday.", idempotency_key="k1")
+    with pytest.raises(ConfigError, match="another work item"):
+        agent(vault).call("Plan my Tuesday.", idempotency_key="k1")
+
+
+def test_the_key_index_is_derived_a_wrong_or_missing_index_is_rebuilt_from_the_log(vault):
+    first = agent(vault).call("Plan my Monday.", idempotency_key="k1")
+    other = agent(vault).call("Plan my Tuesday.", idempotency_key="k2")
+    index = vault / "atlas" / ".atomic_vault" / "runkeys.jsonl"
+    index.write_text(json.dumps({"key": "k1", "run_id": other.run_id}) + "\n")  # wrong
+    model = Counting()
+    assert agent(vault, model).call("Plan my Monday.", idempotency_key="k1").run_id == first.run_id
+    index.unlink()
+    assert agent(vault, model).call("Plan my Tuesday.", idempotency_key="k2").run_id == other.run_id
+    assert model.calls == 0
+
+
+def test_a_keyed_run_that_crashed_after_its_effect_reuses_it_when_retried(vault, monkeypatch):
+    ran = counter(vault)
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\ndefault: allow\nrules: []\n```\n")
+    from atomic_vault import captures
+    real = captures.write
+    monkeypatch.setattr(captures, "write", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed in the write-back, after the effect committed
+        agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    monkeypatch.setattr(captures, "write", real)
+    again = agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    assert again.status == "ok" and ran.read_text() == "a\n" and "counted a" in again.text
+    assert records(vault)[-1]["steps"][0]["calls"][0]["effect"]["reused"] is True
+
+
+# --- the command line and the dashboard ----------------------------------------------------
+
+def cli(vault, *args):
+    from click.testing import CliRunner
+    from atomic_vault.cli import cli as main
+    return CliRunner().invoke(main, ["--root", str(vault), *args])
+
+
+def test_the_cli_run_exits_5_then_approvals_approve_and_resume_finish_the_run(vault):
+    ran = counter(vault)
+    first = cli(vault, "run", "atlas", 'tool: count {"word": "cli"}', "--model", "offline", "--json")
+    assert first.exit_code == 5, first.output
+    run_id = json.loads(first.stdout)["run_id"]
+    listed = cli(vault, "approvals", "atlas", "--json")
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert row["state"] == "pending" and row["tool"] == "count"
+    assert cli(vault, "resume", "atlas", run_id).exit_code == 5  # still pending
+    assert cli(vault, "approvals", "atlas", "approve", row["id"]).exit_code == 2  # --by is required
+    assert cli(vault, "approvals", "atlas", "approve", row["id"], "--by", "maria").exit_code == 0
+    done = cli(vault, "resume", "atlas", run_id, "--model", "offline")
+    assert done.exit_code == 0, done.output and ran.read_text() == "cli\n"
+    shown = json.loads(cli(vault, "approvals", "atlas", "show", row["id"], "--json").stdout)
+    assert shown["state"] == "taken: approve"
+    kinds = cli(vault, "log", "atlas", "--kind", "approval", "--json").stdout.splitlines()
+    assert len(kinds) == 1 and json.loads(kinds[0])["decided_by"] == "maria"
+    assert len(cli(vault, "log", "atlas", "--kind", "effect", "--json").stdout.splitlines()) == 2
+
+
+def test_run_with_an_idempotency_key_prints_the_first_result_again(vault):
+    one = cli(vault, "run", "atlas", "Plan my Monday.", "--model", "offline", "--idempotency-key", "d-1", "--json")
+    two = cli(vault, "run", "atlas", "Plan my Monday.", "--model", "offline", "--idempotency-key", "d-1", "--json")
+    assert one.exit_code == two.exit_code == 0
+    assert json.loads(one.stdout)["run_id"] == json.loads(two.stdout)["run_id"]
+
+
+def test_the_dashboard_counts_the_approvals_waiting(vault):
+    from datetime import date
+    from atomic_vault import dashboard
+    from atomic_vault.backends.files import FileLog
+    suspend(vault)
+    folder = open_agent("atlas", vault)
+    assert dashboard.gather(folder, FileLog(), date.today()).awaiting == 1
+
+
+# --- both wire formats: suspend, approve, resume ------------------------------------------
+
+def model_md(vault, text):
+    (vault / "atlas" / "model.md").write_text("# Model\n\n```yaml\n" + text + "\n```\n")
+
+
+def test_anthropic_suspend_and_resume_sends_the_decided_result_without_asking_again(vault, stub, monkeypatch):
+    from provider_stubs import anthropic_message
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-tools-0123456789abcdef")
+    model_md(vault, f"model: anthropic:claude-sonnet-4-6\nproviders: {{anthropic: {{base_url: \"{stub.url}\", timeout_s: 5}}}}")
+    stub.reply(body={"input_tokens": 900})
+    stub.reply(body=anthropic_message("Saying it.", tool_inputs=({"text": "hi"},), tool_name="say"))
+    result = AtomicAgent("atlas", root=vault).call("Say hi.")
+    assert result.status == "awaiting_approval"
+    approvals.decide(vault / "atlas", approvals.listing(vault / "atlas")[0], "deny", "maria", "not now")
+    asked = len(stub.requests)
+    stub.reply(body=anthropic_message("Understood, I did not say it."))
+    resumed = AtomicAgent("atlas", root=vault).resume(result.run_id)
+    assert resumed.text == "Understood, I did not say it."
+    sent = [r.body for r in stub.requests[asked:] if "messages" in r.body]
+    assert len(sent) == 1  # one call: the step already taken is not asked again
+    assistant, results = sent[0]["messages"][-2:]
+    assert assistant["content"][1]["type"] == "tool_use" and assistant["content"][1]["input"] == {"text": "hi"}
+    assert results["content"][0]["type"] == "tool_result" and "denied" in results["content"][0]["content"]
+
+
+def test_openai_suspend_and_resume_runs_the_approved_call_once(vault, stub, monkeypatch):
+    from provider_stubs import openai_completion
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-tools-0123456789abcdef0123")
+    model_md(vault, f"model: openai:gpt-4o-mini\nproviders: {{openai: {{base_url: \"{stub.url}/v1\", timeout_s: 5}}}}")
+    stub.reply(body=openai_completion(None, tool_calls=(("say", '{"text": "hello there"}'),)))
+    result = AtomicAgent("atlas", root=vault).call("Say hello.")
+    assert result.status == "awaiting_approval"
+    edit(vault, approvals.listing(vault / "atlas")[0], decision="approve", decided_by="maria")
+    stub.reply(body=openai_completion("Said it."))
+    resumed = AtomicAgent("atlas", root=vault).resume(result.run_id)
+    assert resumed.text == "Said it." and len(stub.requests) == 2
+    assistant, tool = stub.requests[1].body["messages"][-2:]
+    assert assistant["tool_calls"][0]["function"]["name"] == "say"
+    assert tool["role"] == "tool" and tool["content"].strip() == "hello there"
+    assert [r["phase"] for r in records(vault) if r["kind"] == "effect"] == ["begin", "commit"]
