@@ -81,9 +81,14 @@ class AtomicAgent:
         if idempotency_key is not None:
             from . import runkeys
 
-            earlier = runkeys.earlier(self, runkeys.check(idempotency_key), work_item)
-            if earlier is not None:
-                return _replayed(earlier)
+            with runkeys.claimed(self, runkeys.check(idempotency_key), work_item, self.lock_timeout) as earlier:
+                if earlier is not None:
+                    return _replayed(earlier)
+                return self._call(work_item, critical, model, idempotency_key)
+        return self._call(work_item, critical, model, None)
+
+    def _call(self, work_item: str, critical: bool, model: str | Model | None,
+              idempotency_key: str | None) -> RunResult:
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
         tools = load_tools_config(self.folder.tools)  # read (or refused) before anything else

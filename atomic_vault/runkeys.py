@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from . import fileio
-from .errors import AtomicVaultError, ConfigError, LogError
+from .errors import AtomicVaultError, ConfigError, LockTimeout, LogError
+from .locks import pid_alive
 from .protocols import LogQuery
 
 KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,200}\Z")
@@ -122,3 +125,44 @@ def earlier(agent: Any, key: str, work_item: str) -> dict[str, Any] | None:
             break
         record = later[0]
     return None if record.get("status") in REPEATABLE else record
+
+
+def _claim_path(agent: Any, key: str):
+    return agent.folder.state / "runkeys" / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}.claim"
+
+
+@contextmanager
+def claimed(agent: Any, key: str, work_item: str, timeout: float | None) -> Iterator[dict[str, Any] | None]:
+    """The earlier run that answers this key (then nothing is claimed), or None while this
+    process holds the key until its run is logged. Looked up and claimed under the agent's
+    lock, so two calls with one key started together cannot both miss and both run: the
+    second is refused as busy while the first runs (a claim of a dead process is taken over)."""
+    path = _claim_path(agent, key)
+    with agent.lock.hold(agent.folder, timeout):
+        record = earlier(agent, key, work_item)
+        if record is not None:
+            mine = False
+        else:
+            agent.folder.ensure_state_dir()
+            mine = fileio.create_new(path, f"pid={os.getpid()}\n", durable=False)
+            if not mine:
+                holder = _claimant(path)
+                if holder is not None and pid_alive(holder):
+                    raise LockTimeout(f"a run with idempotency key {key!r} is in progress (pid {holder})",
+                                      path=path, fix="wait for it to end, then call again: the key then "
+                                                     "answers with its run")
+                fileio.atomic_write(path, f"pid={os.getpid()}\n", durable=False)  # a dead claimant's
+                mine = True
+    try:
+        yield record
+    finally:
+        if mine:
+            path.unlink(missing_ok=True)
+
+
+def _claimant(path) -> int | None:
+    try:
+        first = path.read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return int(first[4:]) if first.startswith("pid=") and first[4:].isdigit() else None

@@ -348,3 +348,48 @@ def test_openai_suspend_and_resume_runs_the_approved_call_once(vault, stub, monk
     assert assistant["tool_calls"][0]["function"]["name"] == "say"
     assert tool["role"] == "tool" and tool["content"].strip() == "hello there"
     assert [r["phase"] for r in records(vault) if r["kind"] == "effect"] == ["begin", "commit"]
+
+
+def test_two_calls_with_one_key_started_together_run_the_model_once(vault):
+    """The lookup and a claim of the key are made under the agent's lock: while the first
+    call runs, a second with the same key is refused as busy; afterwards it answers with
+    the first run's result, and the model was called once."""
+    import threading
+
+    from atomic_vault.errors import LockTimeout
+    from atomic_vault.models import ModelResponse
+
+    inside, release = threading.Event(), threading.Event()
+
+    class Slow:
+        name = "slow"
+        calls = 0
+
+        def complete(self, request):
+            Slow.calls += 1
+            inside.set()
+            release.wait(30)
+            return ModelResponse(text="the one answer", input_tokens=1, output_tokens=1)
+
+    agent = AtomicAgent("atlas", root=vault, model=Slow())
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(agent.call("brief", idempotency_key="k-1")))
+    worker.start()
+    assert inside.wait(30)
+    with pytest.raises(LockTimeout, match="in progress"):
+        AtomicAgent("atlas", root=vault, model=Slow()).call("brief", idempotency_key="k-1")
+    release.set()
+    worker.join(30)
+    again = AtomicAgent("atlas", root=vault, model=Slow()).call("brief", idempotency_key="k-1")
+    assert again.run_id == first[0].run_id and again.text == "the one answer" and Slow.calls == 1
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(vault):
+    from atomic_vault import runkeys
+
+    agent = AtomicAgent("atlas", root=vault)
+    path = runkeys._claim_path(agent, "k-2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("pid=999999999\n", encoding="utf-8")  # no such process
+    result = agent.call("brief", idempotency_key="k-2")
+    assert result.status == "ok" and not path.exists()
