@@ -13,17 +13,9 @@ from atomic_vault.cli import cli
 from atomic_vault.config import load_model_config
 from atomic_vault.protocols import LogQuery
 from conftest import ScriptedModel, capture_block
-from test_evidence import _old_then_new, _set_retention, _tamper, snapshot
+from test_evidence import backend, _old_then_new, _set_retention, _tamper, snapshot  # noqa: F401 (a fixture)
 
 WORK = "Plan the week.\nremember: project: the launch moves to Friday"
-
-
-@pytest.fixture(params=["files", "sqlite", "postgres"])
-def backend(request, monkeypatch):
-    monkeypatch.setenv("ATOMIC_VAULT_LOG_BACKEND", request.param)
-    if request.param == "postgres":
-        monkeypatch.setenv("ATOMIC_VAULT_LOG_URL", request.getfixturevalue("pg_url"))
-    return request.param
 
 
 @pytest.fixture(params=["files", "sqlite"])
