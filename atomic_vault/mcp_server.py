@@ -192,10 +192,8 @@ class VaultTools:
         applied under the agent's lock with compare-and-swap writes. ``expected_sha256``
         (from read_note) makes the client's own read part of the swap: a note edited by
         hand since is kept and the write refused."""
-        from datetime import date
-
-        from . import captures
-        from .config import load_tools_config
+        from . import captures, clock
+        from .config import load_model_config, load_tools_config
         from .errors import CaptureError
         from .notes import note_filename
 
@@ -223,7 +221,7 @@ class VaultTools:
                                     "change was kept and nothing was written", path=folder.memory / file,
                                     field="expected_sha256", fix="read_note again and write from what it holds now")
             outcome = captures.write(folder, memory, load_tools_config(folder.tools), [capture],
-                                     date.today(), lease)[0]
+                                     clock.now(load_model_config(folder.model).zone).date(), lease)[0]
         if outcome.get("status") == "rejected":
             raise CaptureError(outcome["reason"], path=folder.memory, field="write_note",
                                fix="nothing was written; correct the note or name the one to supersede")

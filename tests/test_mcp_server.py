@@ -291,3 +291,10 @@ def test_bad_options_are_usage_errors(tmp_path):
         done = subprocess.run([*CLI, "--root", str(root), "mcp", *extra], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=WAIT)
         assert done.returncode in (1, 2) and said in done.stderr and done.stdout == ""
+
+
+def test_the_sdk_is_imported_only_by_the_mcp_command():
+    probe = ("import sys, atomic_vault, atomic_vault.cli; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp' or m.endswith('mcp_server')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=WAIT)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
