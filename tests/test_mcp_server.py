@@ -196,6 +196,14 @@ def test_notes_search_read_write_and_resource(served):
     assert "reference_printer_codes.md" in (root / "atlas" / "memory" / "INDEX.md").read_text()
     contents = client.run(client.session.read_resource("note://atlas/reference_printer_codes.md")).contents
     assert contents[0].text == text
+    try:
+        from mcp.shared.exceptions import MCPError
+    except ImportError:  # mcp 1
+        from mcp.shared.exceptions import McpError as MCPError
+    for uri in ("note://atlas/no_such_note.md", "note://mira/reference_printer_codes.md", "run://atlas/nope"):
+        with pytest.raises(MCPError) as refused:
+            client.run(client.session.read_resource(uri))
+        assert "fix:" in str(refused.value.error.message)
     bad = client.refused("write_note", agent="atlas", type="gossip", name="x", description="x", body="x")
     assert "type 'gossip' is not one of" in bad and "fix:" in bad
 
