@@ -1274,5 +1274,41 @@ def verify_bundle(path: str, anchor: str | None, as_json: bool) -> None:
     sys.exit(EXIT_OK if checked.ok else EXIT_ERROR)
 
 
+@cli.command(name="mcp")
+@_root_option
+@click.option("--agents", metavar="A,B", callback=_line(2000),
+              help="Serve only these agents (comma-separated) [all of the vault].")
+@click.option("--read-only", is_flag=True, help="Refuse run_agent, write_note and decide_approval.")
+@click.option("--http", metavar="HOST:PORT", callback=_line(300),
+              help="Serve streamable HTTP on HOST:PORT instead of stdio.")
+@click.pass_context
+def mcp_(ctx: click.Context, agents: str | None, read_only: bool, http: str | None) -> None:
+    """Serve the vault to MCP clients (Claude Desktop, Claude Code, ...) over stdio, or
+    over streamable HTTP with --http: its agents, notes, runs, log, costs and approvals
+    as tools, notes and runs as resources. Needs the [mcp] extra.
+
+    \b
+    Examples:
+      atomic-vault --root ~/agents mcp --read-only
+      atomic-vault mcp --agents atlas --http 127.0.0.1:8765
+    """
+    from .errors import AtomicVaultError
+
+    names = None if agents is None else [a.strip() for a in agents.split(",") if a.strip()]
+    if names is not None and not names:
+        raise click.BadParameter("name at least one agent, e.g. --agents atlas,mira", param_hint="--agents")
+    if http is not None and not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}\Z", http):
+        raise click.BadParameter(f"{http!r} is not HOST:PORT, e.g. 127.0.0.1:8765", param_hint="--http")
+    try:
+        from . import mcp_server
+        import mcp  # noqa: F401  (the [mcp] extra)
+    except ImportError:
+        _fail(RuntimeError("the mcp SDK is not installed (fix: pip install 'atomic-vault[mcp]')"))
+    try:
+        mcp_server.serve(ctx.obj["root"], names, read_only, http)
+    except AtomicVaultError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     cli(prog_name="atomic-vault")
