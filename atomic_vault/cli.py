@@ -1299,6 +1299,13 @@ def mcp_(ctx: click.Context, agents: str | None, read_only: bool, http: str | No
         raise click.BadParameter("name at least one agent, e.g. --agents atlas,mira", param_hint="--agents")
     if http is not None and not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}\Z", http):
         raise click.BadParameter(f"{http!r} is not HOST:PORT, e.g. 127.0.0.1:8765", param_hint="--http")
+    if http is not None and not _loopback(http.rpartition(":")[0].strip("[]")):
+        # The MCP endpoint has no authentication of its own: anyone who reaches it could
+        # run agents and write notes, so it listens on this machine only.
+        raise click.BadParameter(f"{http!r} is not a loopback address; the MCP HTTP endpoint has no "
+                                 "authentication, so it listens on this machine only (e.g. 127.0.0.1:8765; "
+                                 "put an authenticating proxy in front to reach it from elsewhere)",
+                                 param_hint="--http")
     try:
         from . import mcp_server
         import mcp  # noqa: F401  (the [mcp] extra)
@@ -1308,6 +1315,18 @@ def mcp_(ctx: click.Context, agents: str | None, read_only: bool, http: str | No
         mcp_server.serve(ctx.obj["root"], names, read_only, http)
     except AtomicVaultError as exc:
         _fail(exc)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main() -> None:

@@ -295,6 +295,8 @@ def test_read_only_refuses_writes_and_stdout_holds_only_protocol_messages(tmp_pa
 def test_bad_options_are_usage_errors(tmp_path):
     root = make_vault(tmp_path / "vault")
     for extra, said in ((["--agents", "nobody"], "nobody"), (["--http", "nowhere"], "HOST:PORT"),
+                        (["--http", "0.0.0.0:8765"], "not a loopback address"),
+                        (["--http", "example.org:80"], "not a loopback address"),
                         (["--agents", "../x"], "invalid agent name")):
         done = subprocess.run([*CLI, "--root", str(root), "mcp", *extra], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=WAIT)
