@@ -71,6 +71,17 @@ def test_an_escalated_call_writes_an_approval_file_and_the_run_awaits_it(vault):
     assert any("awaits a person's decision" in w for w in result.warnings)
 
 
+def test_the_approval_expiry_is_model_mds_approval_hours(vault):
+    from datetime import datetime, timedelta
+
+    model = vault / "atlas" / "model.md"
+    model.write_text(model.read_text().replace("```yaml\n", "```yaml\napproval_hours: 5\n", 1))
+    _, _, approval_id = suspend(vault)
+    fields = approvals.read(vault / "atlas", approval_id).fields
+    waited = datetime.fromisoformat(fields["expires_at"]) - datetime.fromisoformat(fields["requested_at"])
+    assert waited == timedelta(hours=5)
+
+
 def test_resume_before_a_decision_is_refused_and_changes_nothing(vault):
     ran, result, approval_id = suspend(vault)
     before = len(records(vault))
