@@ -62,7 +62,7 @@ class Approval:
     def expired(self, now: datetime) -> bool:
         try:
             return now >= datetime.fromisoformat(str(self.fields.get("expires_at")))
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: a hand-written time without its zone
             return True  # an unreadable expiry grants nothing
 
 

@@ -404,3 +404,57 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(vault):
     path.write_text("pid=999999999\n", encoding="utf-8")  # no such process
     result = agent.call("brief", idempotency_key="k-2")
     assert result.status == "ok" and not path.exists()
+
+
+def approval_findings(vault):
+    from atomic_vault import doctor
+
+    return [f for f in doctor.check(open_agent("atlas", vault)) if f.check == "approvals"]
+
+
+def test_doctor_names_an_approval_file_a_resume_would_refuse(vault):
+    ran, result, approval_id = suspend(vault)
+    path = vault / "atlas" / "approvals" / f"{approval_id}.md"
+    assert [f.message for f in approval_findings(vault)] == ["1 approval(s) pending"]
+    path.write_text(path.read_text().replace('word: alpha', 'word: omega'))  # not what was asked
+    found = [f for f in approval_findings(vault) if f.level == "error"]
+    assert len(found) == 1 and found[0].path == str(path) and "arguments" in found[0].message
+    assert "amended_args" in found[0].fix
+    path.write_text(path.read_text().replace("decision: pending", "decision: [approve"))
+    found = [f for f in approval_findings(vault) if f.level == "error"]
+    assert len(found) == 1 and found[0].path == str(path) and "YAML" in found[0].message and found[0].fix
+
+
+def test_doctor_warns_about_an_expired_pending_approval(vault):
+    _, result, approval_id = suspend(vault)
+    path = vault / "atlas" / "approvals" / f"{approval_id}.md"
+    text = path.read_text()
+    path.write_text(text.replace(text.split("expires_at: ")[1].split("\n")[0], "'2000-01-01T00:00:00+00:00'"))
+    found = {f.level: f for f in approval_findings(vault)}
+    assert "expired" in found["warn"].message and f"resume atlas {result.run_id}" in found["warn"].fix
+    assert found["ok"].message == "0 approval(s) pending"
+
+
+def test_doctor_repair_moves_an_orphan_approval_aside_never_deleting_it(vault):
+    from datetime import datetime, timezone
+
+    from atomic_vault import doctor
+
+    counter(vault)
+    folder = vault / "atlas"
+    # what a run killed after writing the file and before its record leaves behind
+    orphan = approvals.request(folder, agent="atlas", run="20200101T000000-0badc0de", step=1, index=1,
+                               call="c1", tool="count", arguments={"word": "x"}, rule=None, reason="r",
+                               now=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    young = approvals.request(folder, agent="atlas", run="20991231T000000-0badc0de", step=1, index=1,
+                              call="c1", tool="count", arguments={"word": "y"}, rule=None, reason="r",
+                              now=datetime.now(timezone.utc))  # its run may still be going
+    warned = [f for f in approval_findings(vault) if f.level == "warn"]
+    assert len(warned) == 1 and orphan in warned[0].message and "no record" in warned[0].message
+    text = (folder / "approvals" / f"{orphan}.md").read_text()
+    actions = doctor.repair(open_agent("atlas", vault))
+    assert any(f"approvals/{orphan}.md.orphan" in a for a in actions)
+    assert (folder / "approvals" / f"{orphan}.md.orphan").read_text() == text
+    assert not (folder / "approvals" / f"{orphan}.md").exists() and (folder / "approvals" / f"{young}.md").exists()
+    assert [f.level for f in approval_findings(vault)] == ["ok"]
+    assert records(vault)[-1]["kind"] == "repair"
