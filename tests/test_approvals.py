@@ -458,3 +458,59 @@ def test_doctor_repair_moves_an_orphan_approval_aside_never_deleting_it(vault):
     assert not (folder / "approvals" / f"{orphan}.md").exists() and (folder / "approvals" / f"{young}.md").exists()
     assert [f.level for f in approval_findings(vault)] == ["ok"]
     assert records(vault)[-1]["kind"] == "repair"
+
+
+# --- show: each tool step with its verdict, effect and approval ----------------------------
+
+def test_show_gives_each_tool_step_its_verdict_effect_and_approval_then_the_resume(vault):
+    counter(vault)
+    (vault / "atlas" / "policy.md").write_text(
+        "# Policy\n\n```yaml\ndefault: escalate\nrules:\n  - tool: count\n    args: {word: alpha}\n"
+        "    verdict: allow\n```\n")
+    first = agent(vault).call('tool: count {"word": "alpha"}\ntool: count {"word": "beta"}')
+    assert first.status == "awaiting_approval"
+    approval_id = approvals.listing(vault / "atlas")[0]
+    shown = json.loads(cli(vault, "show", "atlas", first.run_id, "--json").stdout)
+    step = shown["steps"][0]
+    assert step["step"] == 1 and step["input_tokens"] and step["cost_usd"] == 0.0
+    allowed, escalated = step["calls"]
+    assert allowed["tool"] == "count" and allowed["arguments"] == '{"word": "alpha"}'
+    assert allowed["arguments_from"] == "snapshot" and allowed["verdict"] == "allow"
+    assert allowed["rule"].startswith("policy.md line") and allowed["policy_sha256"]
+    assert allowed["effect"]["status"] == "ok" and allowed["effect"]["result"] == "counted alpha\n"
+    assert allowed["effect"]["key"] and allowed["effect"]["reused"] is False
+    assert escalated["arguments"] == '{"word": "beta"}' and escalated["arguments_from"] == "record"
+    assert escalated["verdict"] == "escalate" and "no rule matches" in escalated["reason"]
+    assert escalated["approval"] == {"id": approval_id, "decision": "pending", "decided_by": None,
+                                     "note": None, "taken_seq": None}
+    command = f"atomic-vault resume atlas {first.run_id}"
+    assert shown["awaiting"]["files"] == [f"approvals/{approval_id}.md"] and shown["awaiting"]["command"] == command
+    text = cli(vault, "show", "atlas", first.run_id).stdout
+    assert "## Tool steps" in text and "verdict: allow" in text and "result: counted alpha" in text
+    assert f"approval {approval_id}: pending" in text and command in text
+
+    approvals.decide(vault / "atlas", approval_id, "approve", "maria", "fine")
+    second = agent(vault).resume(first.run_id)
+    after = json.loads(cli(vault, "show", "atlas", first.run_id, "--json").stdout)
+    assert after["steps"][0]["calls"][1]["approval"]["decision"] == "approve"
+    assert after["awaiting"]["resumed_by"] == second.run_id
+    resumed = json.loads(cli(vault, "show", "atlas", second.run_id, "--json").stdout)
+    assert resumed["resumes"] == first.run_id and resumed["awaiting"] is None
+    assert resumed["decisions"][0]["approval"] == approval_id and resumed["decisions"][0]["decision"] == "approve"
+    text = cli(vault, "show", "atlas", second.run_id).stdout
+    assert f"## Resumes run {first.run_id}" in text and f"approval {approval_id}: approve by maria" in text
+
+
+def test_show_says_an_effect_was_reused_from_an_earlier_attempt(vault, monkeypatch):
+    counter(vault)
+    (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\ndefault: allow\nrules: []\n```\n")
+    from atomic_vault import captures
+    real = captures.write
+    monkeypatch.setattr(captures, "write", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    monkeypatch.setattr(captures, "write", real)
+    again = agent(vault).call('tool: count {"word": "a"}', idempotency_key="k")
+    call = json.loads(cli(vault, "show", "atlas", again.run_id, "--json").stdout)["steps"][0]["calls"][0]
+    assert call["effect"]["reused"] is True and call["effect"]["status"] == "ok"
+    assert "reused (it ran in an earlier attempt)" in cli(vault, "show", "atlas", again.run_id).stdout
