@@ -207,8 +207,7 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
         run.agent, run.redact, effect_key=effect_key, tool=tool, arguments=verdict.arguments,
         about={"ts": log["ts"], "trigger": run.agent.trigger, "run": run.id, "step": step, "call": call.id,
                "args_sha256": args_sha256(verdict.arguments)},
-        agent_root=agent_root, since=None if _supplied(arguments) else getattr(run, "effects_since", None),
-        verdict=log, look=run_key != run.id or _supplied(arguments) is not None)  # a fresh run's keys are new
+        agent_root=agent_root, verdict=log, look=run_key != run.id or _supplied(arguments) is not None)  # a fresh run's keys are new
     if how == "unknown":  # began in an earlier attempt, never committed: a person decides
         done.verdicts.append(log)
         return _pending(run, step, index, call, verdict.arguments, verdict.rule,

@@ -514,3 +514,66 @@ def test_show_says_an_effect_was_reused_from_an_earlier_attempt(vault, monkeypat
     call = json.loads(cli(vault, "show", "atlas", again.run_id, "--json").stdout)["steps"][0]["calls"][0]
     assert call["effect"]["reused"] is True and call["effect"]["status"] == "ok"
     assert "reused (it ran in an earlier attempt)" in cli(vault, "show", "atlas", again.run_id).stdout
+
+
+# --- effect lookups read the log after the index's watermark, never all of it --------------
+
+def _effects(agent_, day, *keys, phase="commit"):
+    for key in keys:
+        agent_.log.append(agent_.folder, {"kind": "effect", "agent": "atlas", "ts": f"{day}T10:00:00+00:00",
+                                          "run": "r", "step": 1, "key": key, "tool": "count", "phase": phase,
+                                          "status": "ok", "result": f"done {key}"})
+
+
+def _counting(monkeypatch, agent_):
+    seen = []
+    real = agent_.log.query
+
+    def query(folder, q=None):
+        out = real(folder, q) if q is not None else real(folder)
+        seen.extend(out)
+        return out
+    monkeypatch.setattr(agent_.log, "query", query)
+    return seen
+
+
+def test_an_effect_lookup_reads_the_log_after_the_index_watermark_not_every_record(vault, monkeypatch):
+    from atomic_vault import ledger
+
+    a = agent(vault)
+    for day in range(1, 6):
+        _effects(a, f"2026-11-0{day}", *(f"k{day}-{i}" for i in range(20)))
+    assert ledger.find(a, "k1-3").record["result"] == "done k1-3"  # the first lookup builds the index
+    seen = _counting(monkeypatch, a)
+    assert ledger.find(a, "k2-7").state == "committed" and ledger.find(a, "nope") is None
+    assert 0 < len(seen) <= 2 * 20 + 20  # a hit's day and the watermark's day, not the 100 effects
+    _effects(a, "2026-11-06", "late", phase="begin")
+    assert ledger.find(a, "late").state == "unknown"
+
+
+def test_the_effect_index_is_checked_a_wrong_one_is_rebuilt_from_the_log(vault):
+    from atomic_vault import ledger
+
+    a = agent(vault)
+    _effects(a, "2026-11-01", "k1", "k2")
+    _effects(a, "2026-11-02", "k3")
+    assert ledger.find(a, "k1").state == "committed"
+    index = a.folder.state / ledger.INDEX
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(line for line in lines if '"k2"' not in line) + "\n")  # a line lost
+    assert ledger.find(a, "k2").record["result"] == "done k2"
+    text = index.read_text()
+    index.write_text(text.replace('"seq": 2,', '"seq": 3,', 1))  # an entry pointing at another record
+    assert ledger.find(a, "k1").record["result"] == "done k1"
+    index.unlink()
+    assert ledger.find(a, "k3").state == "committed"
+
+
+def test_an_effect_logged_into_an_earlier_day_after_the_watermark_is_found(vault):
+    from atomic_vault import ledger
+
+    a = agent(vault)
+    _effects(a, "2026-11-05", "new")
+    assert ledger.find(a, "x") is None  # watermark on 2026-11-05
+    _effects(a, "2026-11-04", "long-run")  # a run that started the day before logs its effect now
+    assert ledger.find(a, "long-run").state == "committed"
