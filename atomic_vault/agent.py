@@ -121,7 +121,6 @@ class AtomicAgent:
         prompt = resuming.Resumed(state, results, suspended, decisions)
         run = _Run(self, config, prompt, started, bool(suspended.get("critical")), warnings, replaced)
         run.resumes, run.run_key = run_id, state["run_key"]
-        run.effects_since = str(suspended.get("ts", ""))[:10] or None
         run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
         if guardrails.enabled(config) and not run.reserve(chosen):
             return run.skipped(chosen)
@@ -354,7 +353,6 @@ class _Run:
         self.work_item = prompt.work_item
         self.resumes: str | None = None  # the suspended run this one continues
         self.run_key = self.id  # what effect keys are made of: a resumed chain shares its first run's
-        self.effects_since: str | None = None  # how far back earlier attempts of an effect are looked for
         self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
         self.idempotency: dict[str, Any] | None = None  # {key, work_sha256} of a keyed run
 

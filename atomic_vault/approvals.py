@@ -24,7 +24,7 @@ from . import clock, fileio
 from .config import yaml_blocks
 from .errors import ConfigError
 
-EXPIRES_AFTER = timedelta(hours=72)
+EXPIRES_AFTER = timedelta(hours=72)  # model.md's approval_hours when it is silent
 DECISIONS = ("pending", "approve", "deny")
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\Z")
 
@@ -62,21 +62,22 @@ class Approval:
     def expired(self, now: datetime) -> bool:
         try:
             return now >= datetime.fromisoformat(str(self.fields.get("expires_at")))
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: a hand-written time without its zone
             return True  # an unreadable expiry grants nothing
 
 
 def request(agent_path: Path, *, agent: str, run: str, step: int, index: int, call: str, tool: str,
             arguments: dict[str, Any], rule: str | None, reason: str, now: datetime,
-            why: str = "escalate") -> str:
-    """Write the approval file for one call (atomic); its id."""
+            why: str = "escalate", expires_after: timedelta = EXPIRES_AFTER) -> str:
+    """Write the approval file for one call (atomic); its id. It counts as denied
+    ``expires_after`` (model.md's ``approval_hours``) after ``now``."""
     approval_id = f"{run}-{step}-{index}"
     fields = {
         "id": approval_id, "agent": agent, "run": run, "step": step, "call": call, "tool": tool,
         "arguments": arguments, "args_sha256": args_sha256(arguments), "rule": rule, "reason": reason,
         "why": why, "manifest": f"the manifest of run {run} in its log record (atomic-vault log {agent} --json)",
         "requested_at": now.isoformat(timespec="seconds"),
-        "expires_at": (now + EXPIRES_AFTER).isoformat(timespec="seconds"),
+        "expires_at": (now + expires_after).isoformat(timespec="seconds"),
         "decision": "pending", "decided_by": None, "note": None, "amended_args": None,
     }
     block = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=100)

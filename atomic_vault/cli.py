@@ -1088,7 +1088,9 @@ def prune(ctx: click.Context, name: str, dry_run: bool, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, name: str, run_id: str | None, last: bool, full: bool, as_json: bool) -> None:
     """Show one run of agent NAME as the model saw it: the work item, each layer with its
-    source, tokens and cuts, the answer, captures, attempts, cost and guardrail decision.
+    source, tokens and cuts, the answer, captures, attempts, cost and guardrail decision;
+    each tool step with its calls, verdicts, effects and approvals, what a resumed run
+    resumes, and what a suspended run awaits.
 
     Exit 1 when a snapshot of the run was altered or is missing unexplained; a pruned
     snapshot is named as pruned (exit 0). An unknown RUN_ID is a usage error (exit 2).
@@ -1101,7 +1103,8 @@ def show(ctx: click.Context, name: str, run_id: str | None, last: bool, full: bo
     try:
         folder, store = _folder(ctx, name), _backend(ctx, "log", agent=name)
         record = evidence.find_run(store, folder, None if last else run_id)
-        shown = evidence.view(record, evidence.load_texts(store, folder, record))
+        about = evidence.related(store, folder, record) if record.get("steps") else None
+        shown = evidence.view(record, evidence.load_texts(store, folder, record), about)
     except evidence.UnknownRun as exc:
         raise click.UsageError(str(exc)) from None
     except AtomicVaultError as exc:

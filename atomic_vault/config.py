@@ -68,6 +68,7 @@ class ModelConfig:
     timezone: str | None = None
     max_steps: int = 8  # model calls of one run's tool loop (spec/06)
     retention: int | None = None  # days a run's snapshots are kept (None: model.md is silent)
+    approval_hours: int = 72  # how long an approval file waits for a decision (spec/06)
 
     @property
     def zone(self) -> tzinfo | None:
@@ -305,7 +306,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone", "max_steps", "retention"}
+               "prices", "timezone", "max_steps", "retention", "approval_hours"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -381,6 +382,7 @@ def load_model_config(path: Path) -> ModelConfig:
             timezone=_timezone(data.get("timezone"), path),
             max_steps=_int(data, "max_steps", 8, 1, 100, path),
             retention=retention_days(data, path),
+            approval_hours=_int(data, "approval_hours", 72, 1, 8_760, path),
         )
     return _cached(path, parse)
 

@@ -19,7 +19,7 @@ from . import index, runlog
 from . import guardrails, journal as journals, pricing
 from .config import load_model_config, load_tools_config, load_vault_prices
 from .errors import AtomicVaultError, LockTimeout
-from .fileio import TEMP_SUFFIX, ends_torn, move_torn_tail
+from .fileio import TEMP_SUFFIX, ends_torn, fsync_dir, move_torn_tail
 from .backends.files import FileLog
 from .locks import holder_pid, os_locks, pid_alive
 from .models import load_model
@@ -73,6 +73,7 @@ def check(folder: AgentFolder, backends: dict[str, Any] | None = None) -> list[F
         _check_backend(folder, "lock", backends["lock"], add)
     _check_reservations(folder, add)
     _check_snapshots(folder, log, add)
+    _check_approvals(folder, log, add)
     _check_journal_sections(folder, log, backends["journal"], add)
     temps = _temp_files(folder)
     if temps:
@@ -302,6 +303,98 @@ def _check_snapshots(folder: AgentFolder, log: Any, add) -> None:
         add("snapshots", "warn", f"{len(stored)} snapshot(s) that no record names (a run cut off "
             "before its record?); harmless", folder.log,
             f"`atomic-vault prune {folder.name}` removes them (with retention: set)")
+
+
+ORPHAN_AFTER_S = guardrails.STALE_AFTER_S  # a run this long without its record is surely gone
+
+
+def _approval_states(folder: AgentFolder, log: Any) -> list[tuple[str, Any, str]]:
+    """Each approval file as (id, the approval or its ConfigError, state): ``invalid``,
+    ``taken`` or ``edited after taken`` (the log holds its decision), ``decided`` (the
+    next resume takes it), ``orphan`` (pending, and its run has no record though it
+    started long ago: killed before its commit point), ``young`` (pending, its run may
+    still be going), ``expired`` or ``pending``."""
+    from . import approvals
+    from .errors import ConfigError
+
+    ids = approvals.listing(folder.path)
+    if not ids:
+        return []
+    taken, runs = {}, set()
+    for record in log.records(folder):
+        if record.get("kind") == "approval":
+            taken[record.get("approval")] = record
+        elif record.get("kind", "run") == "run":
+            runs.add(record.get("run_id"))
+    now = datetime.now(timezone.utc)
+    out: list[tuple[str, Any, str]] = []
+    for one in ids:
+        try:
+            approval = approvals.read(folder.path, one)
+        except ConfigError as exc:
+            out.append((one, exc, "invalid"))
+            continue
+        record = taken.get(one)
+        if record is not None:
+            edited = record.get("file_sha256") != approval.file_sha256
+            out.append((one, approval, "edited after taken" if edited else "taken"))
+        elif approval.decision != "pending":
+            out.append((one, approval, "decided"))
+        elif approval.fields.get("run") not in runs:
+            try:
+                asked = datetime.fromisoformat(str(approval.fields.get("requested_at")))
+                old = asked.tzinfo is None or (now - asked).total_seconds() > ORPHAN_AFTER_S
+            except ValueError:
+                old = True  # an unreadable time cannot keep it alive
+            out.append((one, approval, "orphan" if old else "young"))
+        else:
+            out.append((one, approval, "expired" if approval.expired(now) else "pending"))
+    return out
+
+
+def _check_approvals(folder: AgentFolder, log: Any, add) -> None:
+    """approvals/: files a resume would refuse, orphans of killed runs, expired and
+    pending ones. A pending approval's run must have logged its record (awaiting_approval)."""
+    try:
+        states = _approval_states(folder, log)
+    except AtomicVaultError:
+        return  # the log check reports an unreadable log
+    counts: dict[str, int] = {}
+    for one, item, state in states:
+        counts[state] = counts.get(state, 0) + 1
+        where = folder.path / "approvals" / f"{one}.md"
+        if state == "invalid":
+            field = f"{item.field}: " if item.field else ""
+            add("approvals", "error", f"approvals/{one}.md: {field}{item.message}; a resume refuses it",
+                item.path or where, item.fix)
+        elif state == "edited after taken":
+            add("approvals", "warn", f"approvals/{one}.md changed after its decision was taken; the "
+                "edit is not applied", where, "restore the file, or leave it: the log holds the decision")
+        elif state == "orphan":
+            add("approvals", "warn", f"approvals/{one}.md waits for run {item.fields.get('run')}, which "
+                "has no record in the log (killed before its commit point): resume cannot take it", where,
+                "`doctor --repair` moves it aside to approvals/<id>.md.orphan")
+        elif state == "expired":
+            add("approvals", "warn", f"approvals/{one}.md expired at {item.fields.get('expires_at')} "
+                "undecided: it counts as denied", where,
+                f"`atomic-vault resume {folder.name} {item.fields.get('run')}` tells the model it was denied")
+    pending, young = counts.get("pending", 0), counts.get("young", 0)
+    if states:
+        add("approvals", "ok", f"{pending} approval(s) pending"
+            + (f", {young} more whose run has not logged its record yet (still running?)" if young else ""))
+
+
+def _repair_orphans(folder: AgentFolder, log: Any) -> list[str]:
+    """Orphan approvals moved aside (never deleted): no run will ever take them."""
+    actions = []
+    for one, _, state in _approval_states(folder, log):
+        if state == "orphan":
+            path = folder.path / "approvals" / f"{one}.md"
+            os.replace(path, path.with_name(path.name + ".orphan"))
+            fsync_dir(path.parent)
+            actions.append(f"moved approvals/{one}.md aside to approvals/{one}.md.orphan (its run has "
+                           "no record in the log)")
+    return actions
 
 
 def _check_memory_disagreement(folder: AgentFolder, memory: Any, add) -> None:
@@ -570,6 +663,10 @@ def _repair(folder: AgentFolder, memory: Any, log: Any, journal: Any) -> list[st
         actions += _restore_sections(folder, log, journal)
     except AtomicVaultError:
         pass  # an unreadable log or journal is reported by check(); nothing to restore from
+    try:
+        actions += _repair_orphans(folder, log)
+    except AtomicVaultError:
+        pass  # an unreadable log is reported by check()
     if actions and log.verify(folder).ok:
         now = datetime.now(timezone.utc).astimezone()
         log.append(folder, {"kind": "repair", "ts": now.isoformat(timespec="milliseconds"),

@@ -51,8 +51,74 @@ def _text(loaded: snapshots.Loaded, sha: str | None) -> dict[str, Any]:
     return out
 
 
-def view(record: dict[str, Any], loaded: snapshots.Loaded) -> dict[str, Any]:
-    """The run's view: the same keys for ``--json`` and for the text rendering."""
+def related(log: Any, folder: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """What the log says about this run after (or beside) its record: its verdicts with
+    their reasons, the decisions taken on its approvals, and the run that resumed it. Read
+    from the run's day on, never the whole log."""
+    run_id = record.get("run_id")
+    out: dict[str, Any] = {"verdicts": {}, "approvals": {}, "resumed_by": None}
+    since = str(record.get("ts") or "")[:10] or None
+    for other in log.query(folder, LogQuery(since=since)):
+        kind = other.get("kind", "run")
+        if kind == "verdict" and other.get("run") == run_id:
+            out["verdicts"][(other.get("step"), other.get("call"))] = other
+        elif kind == "approval":
+            out["approvals"][other.get("approval")] = other
+        elif kind == "run" and other.get("resumes") == run_id and run_id is not None:
+            out["resumed_by"] = other.get("run_id")
+    return out
+
+
+def _steps(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model call of the tool loop with its tool calls: arguments (whole, from the
+    run's snapshots, when they hold them; else the record's shortened copy, said so), the
+    gate's verdict and rule, the effect, and the approval with its decision."""
+    whole = {(ref.get("step"), ref.get("call")): ref
+             for ref in (record.get("snapshots") or {}).get("tools") or [] if isinstance(ref, dict)}
+    steps = []
+    for entry in record.get("steps") or []:
+        if not isinstance(entry, dict):
+            continue
+        calls = []
+        for call in entry.get("calls") or []:
+            if not isinstance(call, dict):
+                continue
+            ref = whole.get((entry.get("step"), call.get("id"))) or {}
+            shown: dict[str, Any] = {key: call.get(key) for key in (
+                "id", "tool", "args_sha256", "verdict", "rule", "revised_args")}
+            if ref.get("args") and loaded.state(ref["args"]) == "ok":
+                shown["arguments"], shown["arguments_from"] = loaded.text(ref["args"]), "snapshot"
+            else:  # a call that never ran (pending, refused) has no snapshot; a gone one is named
+                shown["arguments"], shown["arguments_from"] = call.get("args"), "record"
+                if ref.get("args"):
+                    shown["arguments_snapshot"] = loaded.state(ref["args"])
+            verdict = about["verdicts"].get((entry.get("step"), call.get("id"))) or {}
+            shown["reason"], shown["policy_sha256"] = verdict.get("reason"), verdict.get("policy_sha256")
+            effect = dict(call.get("effect") or {})
+            approval_id = effect.pop("approval", None)
+            if effect.get("key"):
+                effect.setdefault("reused", False)
+                if ref.get("result") and loaded.state(ref["result"]) == "ok":
+                    effect["result"], effect["result_from"] = loaded.text(ref["result"]), "snapshot"
+                elif "result" in effect:
+                    effect["result_from"] = "record"
+            shown["effect"] = effect or None
+            shown["approval"] = None
+            if approval_id:
+                taken = about["approvals"].get(approval_id) or {}
+                shown["approval"] = {"id": approval_id, "decision": taken.get("decision") or "pending",
+                                     "decided_by": taken.get("decided_by"), "note": taken.get("note"),
+                                     "taken_seq": taken.get("seq")}
+            calls.append(shown)
+        steps.append({**{key: entry.get(key) for key in (
+            "step", "model", "input_tokens", "output_tokens", "cost_usd", "stopped")}, "calls": calls})
+    return steps
+
+
+def view(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's view: the same keys for ``--json`` and for the text rendering. ``about``
+    is what ``related`` found in the log (verdict reasons, decisions, the resuming run)."""
+    about = about or {"verdicts": {}, "approvals": {}, "resumed_by": None}
     manifest = record.get("manifest") or {}
     refs = record.get("snapshots") or {}
     cuts = manifest.get("cuts") or []
@@ -82,11 +148,28 @@ def view(record: dict[str, Any], loaded: snapshots.Loaded) -> dict[str, Any]:
         "captures": record.get("captures") or [],
         "capture_json": raws,
         "attempts": attempts,
+        "steps": _steps(record, loaded, about),
+        "resumes": record.get("resumes"),
+        "decisions": record.get("decisions") or [],
+        "awaiting": _awaiting(record, about),
         "gone": [{"snapshot": sha, "state": loaded.state(sha), **(
             {"pruned_by_seq": loaded.pruned[sha]} if sha in loaded.pruned else {})}
             for sha in [*loaded.tampered, *loaded.pruned, *loaded.missing]],
     })
     return out
+
+
+def _awaiting(record: dict[str, Any], about: dict[str, Any]) -> dict[str, Any] | None:
+    """For a suspended run: the approvals it waits for and the command that continues it
+    (or the run that already did)."""
+    if record.get("status") != "awaiting_approval":
+        return None
+    waits = [call["effect"]["approval"] for step in record.get("steps") or [] if isinstance(step, dict)
+             for call in step.get("calls") or [] if isinstance(call, dict)
+             and isinstance(call.get("effect"), dict) and call["effect"].get("approval")]
+    return {"approvals": waits, "files": [f"approvals/{one}.md" for one in waits],
+            "resumed_by": about.get("resumed_by"),
+            "command": f"atomic-vault resume {record.get('agent')} {record.get('run_id')}"}
 
 
 def tampered(shown: dict[str, Any]) -> bool:
@@ -103,6 +186,17 @@ def _body(item: dict[str, Any]) -> str:
     if item["state"] == "missing":
         return f"[MISSING: snapshot {item['snapshot']} is gone and no prune record removed it]"
     return "[none]"
+
+
+CLIP_CHARS = 500  # of a tool call's arguments or result in the text form without --full
+
+
+def _clip(text: Any, full: bool) -> str:
+    text = str(text if text is not None else "").strip()
+    if full or len(text) <= CLIP_CHARS:
+        return text.replace("\n", "\n      ")
+    return (text[:CLIP_CHARS].replace("\n", "\n      ")
+            + f"… ({len(text)} characters; --full or --json shows them all)")
 
 
 def render(shown: dict[str, Any], full: bool = False) -> str:
@@ -132,6 +226,47 @@ def render(shown: dict[str, Any], full: bool = False) -> str:
         lines.append(f"     dropped      {c['source']} · {c['tokens']} tokens (did not fit)")
     for s in shown["skipped"]:
         lines.append(f"     left out     {s['source']} · broken: {s['reason']}")
+    if shown["resumes"]:
+        lines += ["", f"## Resumes run {shown['resumes']}"]
+        for d in shown["decisions"]:
+            lines.append(f"- approval {d.get('approval')}: {d.get('decision')}"
+                         + (f" by {d['decided_by']}" if d.get("decided_by") else "")
+                         + (f" · effect {d['effect']}" if d.get("effect") else ""))
+        if not shown["decisions"]:
+            lines.append("no decision was taken")
+    if shown["steps"]:
+        lines += ["", "## Tool steps"]
+    for step in shown["steps"]:
+        cost = step["cost_usd"]
+        lines.append(f"step {step['step']} · {step['model']} · tokens {step['input_tokens']} in, "
+                     f"{step['output_tokens']} out · cost " + ("unknown" if cost is None else f"${cost:.4f}")
+                     + (f" · stopped: {step['stopped']}" if step.get("stopped") else ""))
+        for call in step["calls"]:
+            lines.append(f"  - {call['tool']} ({call['id']}) {_clip(call['arguments'], full)}"
+                         + ("" if call["arguments_from"] == "snapshot" else " [the record's copy]"))
+            if call["verdict"] or call["rule"]:
+                lines.append(f"    verdict: {call['verdict'] or '-'} · rule: {call['rule'] or '-'}"
+                             + (f" · {call['reason']}" if call.get("reason") else ""))
+            if call.get("revised_args"):
+                lines.append(f"    revised to: {call['revised_args']}")
+            effect = call["effect"]
+            if effect:
+                lines.append(f"    effect: {effect.get('status')}"
+                             + (f" · key {effect['key']}" if effect.get("key") else "")
+                             + (" · reused (it ran in an earlier attempt)" if effect.get("reused") else "")
+                             + (f" · result: {_clip(effect['result'], full)}" if effect.get("result") else ""))
+            approval = call["approval"]
+            if approval:
+                lines.append(f"    approval {approval['id']}: {approval['decision']}"
+                             + (f" by {approval['decided_by']}" if approval.get("decided_by") else "")
+                             + (f" (record seq {approval['taken_seq']})" if approval.get("taken_seq") else ""))
+    waiting = shown["awaiting"]
+    if waiting:
+        lines += ["", "## Suspended: awaiting approval"]
+        lines += [f"- {path}" for path in waiting["files"]]
+        lines.append(f"resumed by run {waiting['resumed_by']}" if waiting["resumed_by"] else
+                     f"decide in the file (or `atomic-vault approvals {shown['agent']} approve ID --by NAME`), "
+                     f"then: {waiting['command']}")
     lines += ["", "## Answer", _body(shown["answer"]), "", "## Captures"]
     if not shown["captures"]:
         lines.append("none")

@@ -107,7 +107,7 @@ def prepare(agent: Any, run_id: str, started: datetime
             results.append(result)
             continue
         record = decided[result["pending"]]
-        content, status = _outcome(agent, redact, record, result, toolbox, state, step, since, now)
+        content, status = _outcome(agent, redact, record, result, toolbox, state, step, now)
         decisions.append({"approval": record.get("approval"), "decision": record.get("decision"),
                           "decided_by": record.get("decided_by"), "effect": status})
         results.append({"role": "tool", "tool_call_id": result["tool_call_id"], "name": result["name"],
@@ -141,7 +141,7 @@ def _take(agent: Any, redact: Any, approval: approvals.Approval, run_id: str, st
 
 
 def _outcome(agent: Any, redact: Any, record: dict[str, Any], result: dict[str, Any], toolbox: tools.Toolbox,
-             state: dict[str, Any], step: int, since: str | None, now: datetime) -> tuple[str, str]:
+             state: dict[str, Any], step: int, now: datetime) -> tuple[str, str]:
     """The tool result the model reads for a decided call, and the effect's status."""
     if record.get("decision") == "deny":
         note = f": {record['note']}" if record.get("note") else ""
@@ -162,7 +162,7 @@ def _outcome(agent: Any, redact: Any, record: dict[str, Any], result: dict[str, 
                                about={"ts": now.isoformat(timespec="milliseconds"), "trigger": agent.trigger,
                                       "run": record["run"], "step": step, "call": result["tool_call_id"],
                                       "args_sha256": args_sha, "approval": record.get("approval")},
-                               agent_root=agent.folder.path, since=None if supplied else since,
+                               agent_root=agent.folder.path,
                                force=record.get("why") == "unknown")
     if how == "unknown":  # only when a resume crashed mid-effect: never run twice unasked
         return ("the approved call's effect began in an earlier resume and was never recorded as done; "

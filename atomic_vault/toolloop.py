@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Callable, Protocol
 
 from . import approvals, captures, clock, ledger, pricing, retries, tools
@@ -206,8 +207,7 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
         run.agent, run.redact, effect_key=effect_key, tool=tool, arguments=verdict.arguments,
         about={"ts": log["ts"], "trigger": run.agent.trigger, "run": run.id, "step": step, "call": call.id,
                "args_sha256": args_sha256(verdict.arguments)},
-        agent_root=agent_root, since=None if _supplied(arguments) else getattr(run, "effects_since", None),
-        verdict=log, look=run_key != run.id or _supplied(arguments) is not None)  # a fresh run's keys are new
+        agent_root=agent_root, verdict=log, look=run_key != run.id or _supplied(arguments) is not None)  # a fresh run's keys are new
     if how == "unknown":  # began in an earlier attempt, never committed: a person decides
         done.verdicts.append(log)
         return _pending(run, step, index, call, verdict.arguments, verdict.rule,
@@ -230,13 +230,19 @@ def _pending(run: Loop, step: int, index: int, call: ToolCall, arguments: dict[s
     """Write the call's approval file; the placeholder its decision replaces on resume."""
     approval = approvals.request(run.agent.folder.path, agent=run.agent.name, run=run.id, step=step,
                                  index=index, call=call.id, tool=call.name, arguments=arguments,
-                                 rule=rule, reason=reason, now=clock.now(run.started.tzinfo), why=why)
+                                 rule=rule, reason=reason, now=clock.now(run.started.tzinfo), why=why,
+                                 expires_after=timedelta(hours=_approval_hours(run)))
     record["effect"] = {"status": "awaiting_approval", "approval": approval}
     record["verdict"] = "escalate"
     run.warnings.append(f"step {step}: {call.name} awaits a person's decision in approvals/{approval}.md "
                         f"({reason}); then: atomic-vault resume {run.agent.name} {run.id}")
     return {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": "",
             "is_error": False, "pending": approval, "arguments": arguments}
+
+
+def _approval_hours(run: Loop) -> int:
+    """model.md's approval_hours (the default when the run carries no config)."""
+    return getattr(getattr(run, "config", None), "approval_hours", 72)
 
 
 def _supplied(arguments: dict[str, Any]) -> str | None:

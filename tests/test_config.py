@@ -103,6 +103,8 @@ def test_provider_key_prefixes_the_model(tmp_path):
     ("cost_guardrails:\n  daily_cap_usd: -1\n", "cost_guardrails.daily_cap_usd"),
     ("cost_guardrails:\n  warning_thresholds: [2]\n", "cost_guardrails.warning_thresholds"),
     ("cost_guardrails: yes please\n", "cost_guardrails"),
+    ("approval_hours: 0\n", "approval_hours"),
+    ("approval_hours: 1.5\n", "approval_hours"),
 ])
 def test_wrong_values_name_the_field(tmp_path, block, field):
     path = write(tmp_path, "model.md", f"```yaml\n{block}```\n")
