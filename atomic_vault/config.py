@@ -310,10 +310,14 @@ _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
-_CACHE: dict[Path, tuple[tuple[int, int], Any]] = {}
+# (path, reader) -> (the file's stat signature, what the reader made of it): one file may
+# have several readers (atomic_vault.yaml: prices, backends, telemetry), each cached apart.
+_CACHE: dict[tuple[Path, str], tuple[tuple[int, int], Any]] = {}
 
 
-def _cached(path: Path, parse):
+def cached_file(path: Path, parse):
+    """``parse(text)`` of a config file (``parse(None)`` when it is absent), parsed again only
+    when the file's size or modification time changed: configuration is read on every run."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -322,7 +326,8 @@ def _cached(path: Path, parse):
         raise ConfigError("is not a regular file", path=path,
                           fix="replace it with a Markdown file (or remove it to use the defaults)")
     key = (st.st_mtime_ns, st.st_size)
-    hit = _CACHE.get(path)
+    slot = (path, getattr(parse, "__qualname__", ""))
+    hit = _CACHE.get(slot)
     if hit is not None and hit[0] == key:
         return hit[1]
     try:
@@ -334,7 +339,7 @@ def _cached(path: Path, parse):
         raise ConfigError(f"cannot be read ({exc.strerror})", path=path,
                           fix="check the file's permissions") from None
     value = parse(text)
-    _CACHE[path] = (key, value)
+    _CACHE[slot] = (key, value)
     return value
 
 
@@ -384,7 +389,7 @@ def load_model_config(path: Path) -> ModelConfig:
             retention=retention_days(data, path),
             approval_hours=_int(data, "approval_hours", 72, 1, 8_760, path),
         )
-    return _cached(path, parse)
+    return cached_file(path, parse)
 
 
 def load_tools_config(path: Path) -> ToolsConfig:
@@ -421,7 +426,7 @@ def load_tools_config(path: Path) -> ToolsConfig:
                                           fix="write plain folder names, e.g. memory/")
             values[key] = tuple(items)
         return ToolsConfig(**values, unknown_keys=_unknown(data, _TOOLS_KEYS, path), declared=declared)
-    return _cached(path, parse)
+    return cached_file(path, parse)
 
 
 def retention_days(data: dict[str, Any], path: Path) -> int | None:
@@ -447,4 +452,4 @@ def load_vault_prices(root: Path) -> dict[str, Any]:
             raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", path=path,
                               fix="correct the YAML syntax") from None
         return parse_prices(data.get("prices") if isinstance(data, dict) else None, path)
-    return _cached(path, parse)
+    return cached_file(path, parse)

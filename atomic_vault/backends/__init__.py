@@ -58,18 +58,21 @@ def vault_config(root: Path, agent: str | None = None) -> dict[str, dict[str, st
 def vault_file(root: Path) -> dict[str, Any] | None:
     """The top-level mapping of ``<root>/atomic_vault.yaml`` ({} when there is no file,
     None when it is not a mapping): the one reader of the file's keys besides ``prices:``."""
-    path = Path(root) / CONFIG_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    import yaml
+    from ..config import cached_file  # parsed once per change of the file, not per run
 
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"is not valid YAML ({exc})", path=path, fix="fix the YAML syntax") from None
-    return data if isinstance(data, dict) else None
+    path = Path(root) / CONFIG_NAME
+
+    def parse(text: str | None) -> dict[str, Any] | None:
+        if text is None:
+            return {}
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"is not valid YAML ({exc})", path=path, fix="fix the YAML syntax") from None
+        return data if isinstance(data, dict) else None
+    return cached_file(path, parse)
 
 
 def _backends_block(block: Any, path: Path, where: str) -> dict[str, dict[str, str | None]]:
