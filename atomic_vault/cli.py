@@ -710,14 +710,9 @@ def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool, fil
 def _note_file(memory: Any, folder: Any, word: str) -> str | None:
     """The note file that `notes NAME show WORD` means: a file name, the same without
     `.md`, or a note's name when exactly one current or archived note has it."""
-    from .notes import FILENAME
+    from .notes import files_named
 
-    for file in (word, word + ".md"):
-        if FILENAME.match(file) and memory.get(folder, file) is not None:
-            return file
-    wanted = " ".join(word.split()).casefold()
-    matches = sorted(row["file"] for row in memory.list(folder)
-                     if " ".join(str(row.get("name", "")).split()).casefold() == wanted)
+    matches = files_named(memory, folder, word)
     if len(matches) > 1:
         raise click.UsageError(f"{word!r} names {len(matches)} notes: {', '.join(matches)}; "
                                "show one by its file name")

@@ -67,17 +67,12 @@ class VaultTools:
     def _note_file(self, memory: Any, folder: AgentFolder, note: str) -> str:
         """A note named as `notes NAME show` takes it: a file name, with or without .md,
         or the name of exactly one note. Never a path: the backend refuses anything else."""
-        from .notes import FILENAME
+        from .notes import FILENAME, files_named
 
         if not isinstance(note, str) or not note.strip():
             raise NoteError("the note name is empty", field="note",
                             fix="name a note by its file name (project_x.md) or its name")
-        for file in (note, note + ".md"):
-            if FILENAME.match(file) and memory.get(folder, file) is not None:
-                return file
-        wanted = " ".join(note.split()).casefold()
-        matches = sorted(row["file"] for row in memory.list(folder)
-                         if " ".join(str(row.get("name", "")).split()).casefold() == wanted)
+        matches = files_named(memory, folder, note)
         if len(matches) > 1:
             raise NoteError(f"{note!r} names {len(matches)} notes: {', '.join(matches)}", field="note",
                             fix="name one by its file name")

@@ -549,3 +549,15 @@ def matching(summaries: Iterable[dict[str, Any]], *, type: str | None = None,
     rows.sort(key=lambda s: s["file"])
     rows.sort(key=lambda s: s["last_seen"] or "", reverse=True)
     return rows if recent is None else rows[:max(recent, 0)]
+
+
+def files_named(memory: Any, folder: Any, word: str) -> list[str]:
+    """The note files ``word`` names, as `notes show` and the MCP server read it: the file
+    itself, or with ``.md`` added, when that note exists; else every note (current or
+    archived) whose name is ``word``, spaces and case ignored. Never a path."""
+    for file in (word, word + ".md"):
+        if FILENAME.match(file) and memory.get(folder, file) is not None:
+            return [file]
+    wanted = " ".join(word.split()).casefold()
+    return sorted(row["file"] for row in memory.list(folder)
+                  if " ".join(str(row.get("name", "")).split()).casefold() == wanted)
