@@ -265,7 +265,9 @@ class VaultTools:
     def show_approval(self, agent: str, approval_id: str) -> dict[str, Any]:
         from . import approvals
 
-        return approvals.status(self._folder(agent), self._backend("log", agent), approval_id)[0]
+        folder = self._folder(agent)
+        approvals.path_of(folder.path, approval_id)  # a name that is no id is refused, not listed as invalid
+        return approvals.status(folder, self._backend("log", agent), approval_id)[0]
 
     def decide_approval(self, agent: str, approval_id: str, decision: str, by: str,
                         note: str | None = None) -> dict[str, Any]:
