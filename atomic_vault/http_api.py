@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any, Callable
 
 from .errors import (AgentNotFound, AtomicVaultError, AwaitingApproval, BudgetError, CaptureError,
@@ -284,6 +285,9 @@ def _endpoint(handlers: Handlers, name: str, has_body: bool, limit: int) -> Call
             result = await run_in_threadpool(method, dict(request.path_params), request.query_params, body)
         except (AtomicVaultError, OSError) as exc:
             return _fail(exc)
+        except Exception as exc:  # a bug: JSON like every other answer, the traceback in the log
+            logging.getLogger("atomic_vault.http_api").exception("%s %s failed", request.method, request.url.path)
+            return _fail(exc)
         return _json(result)
     return endpoint
 
@@ -307,7 +311,7 @@ class Guard:
                 refusal = RequestError("missing or wrong bearer token", status=401, field="Authorization",
                                        fix=f"send Authorization: Bearer <the server's {TOKEN_ENV}>")
         length = headers.get("content-length")
-        if refusal is None and length is not None and (not length.isdigit() or int(length) > self.limit):
+        if refusal is None and length is not None and length.isdigit() and int(length) > self.limit:
             refusal = _too_large(self.limit)
         if refusal is None:
             return await self.app(scope, receive, send)

@@ -254,7 +254,13 @@ def test_an_escalated_run_awaits_approval_and_is_decided(server):
     decided = server.post(path, {"decision": "deny", "by": "maria", "note": "not today"})
     assert decided.status_code == 200, decided.text
     assert decided.json()["decision"] == "deny" and decided.json()["decided_by"] == "maria"
-    assert "already decided" in refused(server.post(path, {"decision": "approve", "by": "maria"}), 400)["error"]
+    again = refused(server.post(path, {"decision": "approve", "by": "maria"}), 400)
+    assert "already decided" in again["error"]
+    from atomic_vault.cli import cli  # the CLI says the very same words
+
+    said = CliRunner().invoke(cli, ["--root", str(server.root), "approvals", "atlas", "approve", approval_id,
+                                    "--by", "maria"])
+    assert said.exit_code == 1 and said.output.strip() == f"error: {again['error']} (fix: {again['fix']})"
 
 
 # -- notes and names ----------------------------------------------------------------------
