@@ -45,8 +45,8 @@ def _sha(text: str) -> str:
 
 
 class VaultTools:
-    """The tools as plain methods over one vault: what the MCP server exposes, testable
-    without a transport. Each raises an AtomicVaultError carrying the CLI's message and fix."""
+    """The tools as plain methods over one vault: what the MCP server (and `serve`'s HTTP
+    API, http_api.py) exposes, testable without a transport. Each raises an AtomicVaultError carrying the CLI's message and fix."""
 
     def __init__(self, root: str | Path | None = None, agents: list[str] | None = None,
                  read_only: bool = False, trigger: str = "mcp"):
