@@ -377,3 +377,11 @@ def test_the_bench_check_can_fail(tmp_path):
     rows = [{"key": f"k{i}", "run_id": r.run_id} for i, r in enumerate(acknowledged)]
     with pytest.raises(AssertionError, match="not exactly the acknowledged"):
         bench.check(root, "atlas", rows[:1], expected=1)
+
+
+def test_starlette_and_uvicorn_are_imported_only_by_serve():
+    code = ("import sys, atomic_vault, atomic_vault.cli, atomic_vault.agent; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn') "
+            "or m.endswith('http_api')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
