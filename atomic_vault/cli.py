@@ -1315,6 +1315,53 @@ def mcp_(ctx: click.Context, agents: str | None, read_only: bool, http: str | No
         _fail(exc)
 
 
+@cli.command()
+@_root_option
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_line(255),
+              help="Address to listen on; other than loopback it needs ATOMIC_VAULT_TOKEN.")
+@click.option("--port", default=8766, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free one).")
+@click.option("--agents", metavar="A,B", callback=_line(2000),
+              help="Serve only these agents (comma-separated) [all of the vault].")
+@click.option("--max-body", default=1024 * 1024, show_default=True, type=click.IntRange(min=1),
+              metavar="BYTES", help="Largest request body taken; a larger one is refused (413).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, agents: str | None, max_body: int) -> None:
+    """Serve the vault as a JSON HTTP API: runs, log, evidence, note search and
+    approvals (routes in GET /openapi.json). Needs the [serve] extra.
+
+    Requests need `Authorization: Bearer $ATOMIC_VAULT_TOKEN` when the variable is set;
+    without it the server listens on loopback addresses only. SIGTERM lets the runs in
+    flight finish, then exits 0.
+
+    \b
+    Examples:
+      atomic-vault serve --agents atlas
+      ATOMIC_VAULT_TOKEN=s3cret atomic-vault serve --host 0.0.0.0 --port 8080
+    """
+    import os
+
+    from .errors import AtomicVaultError
+
+    names = None if agents is None else [a.strip() for a in agents.split(",") if a.strip()]
+    if names is not None and not names:
+        raise click.BadParameter("name at least one agent, e.g. --agents atlas,mira", param_hint="--agents")
+    token = os.environ.get("ATOMIC_VAULT_TOKEN") or None
+    if token is None and not _loopback(host.strip("[]")):
+        raise click.BadParameter(f"{host!r} is not a loopback address and ATOMIC_VAULT_TOKEN is not set; "
+                                 "anyone who reaches the server could run agents: set ATOMIC_VAULT_TOKEN "
+                                 "to a long random secret, or listen on 127.0.0.1", param_hint="--host")
+    try:
+        from . import http_api
+        import starlette, uvicorn  # noqa: F401, E401  (the [serve] extra)
+    except ImportError:
+        _fail(RuntimeError("starlette and uvicorn are not installed (fix: pip install 'atomic-vault[serve]')"))
+    try:
+        http_api.serve(ctx.obj["root"], names, host.strip("[]"), port, token, max_body)
+    except AtomicVaultError as exc:
+        _fail(exc)
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
     import ipaddress

@@ -27,18 +27,32 @@ class Refused(AtomicVaultError):
     """A tool this server does not offer as started (--read-only) or an agent it hides."""
 
 
+def _iso(value: Any) -> bool:
+    """A --since/--until value as the CLI takes it: an ISO date, or a date and time with T."""
+    from datetime import datetime
+
+    if not isinstance(value, str) or not WHEN.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class VaultTools:
-    """The tools as plain methods over one vault: what the MCP server exposes, testable
-    without a transport. Each raises an AtomicVaultError carrying the CLI's message and fix."""
+    """The tools as plain methods over one vault: what the MCP server (and `serve`'s HTTP
+    API, http_api.py) exposes, testable without a transport. Each raises an AtomicVaultError carrying the CLI's message and fix."""
 
     def __init__(self, root: str | Path | None = None, agents: list[str] | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, trigger: str = "mcp"):
         self.root = resolve_root(root)
         self.read_only = read_only
+        self.trigger = trigger  # recorded as each run's trigger: mcp, or http for `serve`
         self.visible = None
         if agents is not None:
             for name in agents:
@@ -90,7 +104,9 @@ class VaultTools:
         return [n for n in names if self.visible is None or n in self.visible]
 
     def run_agent(self, agent: str, work_item: str, model: str | None = None,
-                  idempotency_key: str | None = None) -> dict[str, Any]:
+                  idempotency_key: str | None = None, conversation_id: str | None = None) -> dict[str, Any]:
+        import inspect
+
         from . import approvals
         from .agent import AtomicAgent
         from .config import MODEL_NAME
@@ -106,8 +122,14 @@ class VaultTools:
                                             or any(c < " " for c in idempotency_key)):
             raise ConfigError("the idempotency key must be one line of 1-200 characters",
                               field="idempotency_key", fix="pass a short one-line key, or none")
-        result = AtomicAgent(agent, root=self.root, trigger="mcp", model=model).call(
-            work_item, idempotency_key=idempotency_key)
+        extra = {}
+        if conversation_id is not None:  # passed on only where the runtime takes it
+            if "conversation_id" not in inspect.signature(AtomicAgent.call).parameters:
+                raise ConfigError("conversation_id is not supported by this version of atomic_vault",
+                                  field="conversation_id", fix="leave it out: each run stands alone")
+            extra["conversation_id"] = conversation_id
+        result = AtomicAgent(agent, root=self.root, trigger=self.trigger, model=model).call(
+            work_item, idempotency_key=idempotency_key, **extra)
         out = {"text": result.text, "run_id": result.run_id, "status": result.status,
                "cost_usd": result.cost_usd, "seq": result.seq, "model": result.model,
                "captures": result.captures, "warnings": result.warnings}
@@ -132,7 +154,7 @@ class VaultTools:
         from .protocols import LogQuery
 
         for field, value in (("since", since), ("until", until)):
-            if value is not None and not WHEN.match(value):
+            if value is not None and not _iso(value):
                 raise ConfigError(f"{value!r} is not a date", field=field,
                                   fix="write YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], e.g. 2026-11-01")
         for field, value, allowed in (("status", status, STATUSES), ("kind", kind, KINDS)):
@@ -239,6 +261,13 @@ class VaultTools:
         from . import approvals
 
         return approvals.status(self._folder(agent), self._backend("log", agent))
+
+    def show_approval(self, agent: str, approval_id: str) -> dict[str, Any]:
+        from . import approvals
+
+        folder = self._folder(agent)
+        approvals.path_of(folder.path, approval_id)  # a name that is no id is refused, not listed as invalid
+        return approvals.status(folder, self._backend("log", agent), approval_id)[0]
 
     def decide_approval(self, agent: str, approval_id: str, decision: str, by: str,
                         note: str | None = None) -> dict[str, Any]:
