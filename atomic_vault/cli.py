@@ -722,28 +722,46 @@ def _note_file(memory: Any, folder: Any, word: str) -> str | None:
 @cli.command()
 @_root_option
 @click.argument("name")
-@click.argument("action", default="list", type=click.Choice(["list", "show", "search"]))
-@click.argument("words", nargs=-1)
+@click.argument("action", default="list", type=click.Choice(
+    ["list", "show", "search", "archive", "unarchive", "pin", "unpin", "supersede", "rename", "write",
+     "edit", "history", "restore"]))
+@click.argument("words", nargs=-1, callback=_text)
 @click.option("--type", "note_type", help="list: only notes of this type.")
 @click.option("--archived/--current", default=None, help="list: only archived or superseded notes / only current ones.")
 @click.option("-n", "--limit", type=int, help="list: the most recently seen N; search: at most N results [10].")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one note (list) or result (search) per line.")
+@click.option("--to", "to_run", callback=_line(80), help="restore: the run id (or note edit id) whose version "
+              "of the note to bring back, as `history` lists them.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Changes: seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one note (list), result (search) or "
+              "change (history) per line; a change's log record.")
 @click.pass_context
 def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], note_type: str | None,
-          archived: bool | None, limit: int | None, as_json: bool) -> None:
+          archived: bool | None, limit: int | None, to_run: str | None, lock_timeout: float,
+          as_json: bool) -> None:
     """List agent NAME's notes, `show NOTE` (a file name such as project_x.md, with or
-    without .md, or a note's name), or `search WORDS...` (plain words, best match
-    first, with a snippet).
+    without .md, or a note's name), `search WORDS...` (plain words, best match first,
+    with a snippet), or change one: `archive|unarchive|pin|unpin NOTE`, `supersede OLD
+    NEW`, `rename NOTE NEW_FILE`, `write` (a capture's JSON object on stdin), `edit
+    NOTE` (in $VISUAL or $EDITOR), `history NOTE`, `restore NOTE --to RUN_ID`. Every
+    change is one log record naming the note's text before and after.
 
     \b
     Examples:
       atomic-vault notes atlas list --type project
       atomic-vault notes atlas show project_verdemar.md
       atomic-vault notes atlas search verdemar thursday --json
+      atomic-vault notes atlas archive project_meetup_talk
+      atomic-vault notes atlas supersede decision_invoice_monthly.md decision_invoice_per_milestone.md
+      atomic-vault notes atlas history project_verdemar_migration.md
+      atomic-vault notes atlas restore project_verdemar_migration.md --to 20261201T090000-1a2b3c4d
     """
     from .errors import AtomicVaultError
     from .notes import FILENAME
 
+    if action not in ("list", "show", "search"):
+        _change_note(ctx, name, action, words, to_run, lock_timeout, as_json)
+        return
     try:
         folder = _folder(ctx, name)
         memory = _backend(ctx, "memory", agent=name)
@@ -792,6 +810,61 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
         click.echo(json.dumps(s, ensure_ascii=False, default=str))
     for file, error in sorted(broken.items()):
         click.echo(f"!   invalid     {file}: {error}", err=True)
+
+
+_NOTE_ARGS = {"archive": ("NOTE",), "unarchive": ("NOTE",), "pin": ("NOTE",), "unpin": ("NOTE",),
+              "supersede": ("OLD", "NEW"), "rename": ("NOTE", "NEW_FILE"), "write": (), "edit": ("NOTE",),
+              "history": ("NOTE",), "restore": ("NOTE",)}
+
+
+def _change_note(ctx: click.Context, name: str, action: str, words: tuple[str, ...], to_run: str | None,
+                 lock_timeout: float, as_json: bool) -> None:
+    """The note changes of `notes` (noteedit.py), and `history`."""
+    from . import history, noteedit
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+
+    wanted = _NOTE_ARGS[action]
+    if len(words) != len(wanted):
+        raise click.UsageError(f"{action} takes {' '.join(wanted) or 'no arguments (the note comes on stdin)'}")
+    if (action == "restore") != (to_run is not None):
+        raise click.UsageError("restore needs --to RUN_ID (`notes NAME history NOTE` lists them)"
+                               if action == "restore" else "--to is for restore only")
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], lock_timeout=lock_timeout)
+        if action == "history":
+            file = noteedit.note_file(agent.memory, agent.folder, words[0], may_be_gone=True)
+            rows = history.entries(agent.log, agent.folder, file)
+            if not rows:
+                click.echo(f"no recorded changes of {file}", err=True)
+            for row in rows:
+                click.echo(json.dumps(row, ensure_ascii=False) if as_json else
+                           f"{row['seq']:>5}  {str(row['ts'])[:19]}  {str(row['run_id']):<26} {row['op']:<22} "
+                           f"{(row['before'] or '-')[:12]:<12} -> {(row['after'] or '-')[:12]}")
+            return
+        if action in noteedit.FLAGS:
+            done = noteedit.set_flag(agent, action, words[0])
+        elif action == "supersede":
+            done = noteedit.supersede(agent, *words)
+        elif action == "rename":
+            done = noteedit.rename(agent, *words)
+        elif action == "write":
+            done = noteedit.write(agent, _stdin_text())
+        elif action == "edit":
+            done = noteedit.edit(agent, words[0])
+        else:
+            done = noteedit.restore(agent, words[0], to_run)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(done.record if done.record is not None else
+                              {"op": done.op, "file": done.file, "changed": False, "message": done.message},
+                              ensure_ascii=False, default=str))
+    else:
+        click.echo(done.message)
 
 
 @cli.command()
