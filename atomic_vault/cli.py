@@ -342,7 +342,13 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         else:
             if not by:
                 raise click.UsageError(f"{action} needs --by NAME: a decision names who took it")
-            files.decide(folder.path, approval_id, action, by, note)
+            decided = files.decide(folder.path, approval_id, action, by, note)
+            if decided.fields.get("kind") == "promotion":  # taken at once: nothing to resume
+                from .agent import AtomicAgent
+                from .promotion import take
+
+                _print_promotion(take(AtomicAgent(name, root=ctx.obj["root"]), approval_id), as_json)
+                return
             rows = [files.status(folder, store, approval_id)[0]]
     except AtomicVaultError as exc:
         _fail(exc, name)
@@ -365,8 +371,62 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         return
     click.echo(f"{'id':<34} {'state':<16} {'tool':<16} {'expires':<19}")
     for row in rows:
-        click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool'))[:16]:<16} "
+        click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool') or row.get('kind'))[:16]:<16} "
                    f"{str(row.get('expires_at') or '-')[:19]:<19}")
+
+
+def _print_promotion(record: dict, as_json: bool) -> None:
+    """A taken promotion: its record; exit 1 when an approved one was refused."""
+    if as_json:
+        click.echo(json.dumps(record, ensure_ascii=False, default=str))
+    else:
+        click.echo(f"{record['approval']}: {record['decision']}; {record['summary']} (logged as seq {record.get('seq')})")
+    if record.get("refused"):
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("note", required=False, callback=_text)
+@click.option("--to", "to", callback=_line(80), help="The persona file to promote into: persona/USER.md, "
+              "persona/SOUL.md or persona/IDENTITY.md (USER, SOUL, IDENTITY for short).")
+@click.option("--apply", "apply_id", callback=_line(140), help="Take promotion ID's decision (e.g. made in "
+              "an editor) and, when approved, apply it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the proposal or the approval record as JSON.")
+@click.pass_context
+def promote(ctx: click.Context, name: str, note: str | None, to: str | None, apply_id: str | None,
+            as_json: bool) -> None:
+    """Propose note NOTE of agent NAME as a new section of a persona file: an approval file
+    with the diff; the file changes only once the proposal is approved (`approvals NAME
+    approve ID --by NAME`, or a decision edited into the file, then `promote NAME --apply ID`).
+
+    \b
+    Examples:
+      atomic-vault promote atlas user_working_hours --to persona/USER.md
+      atomic-vault approvals atlas approve promote-20261201T090000-1a2b3c4d --by mira
+    """
+    from . import promotion
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+
+    if (apply_id is None) == (note is None) or (note is not None) != (to is not None):
+        raise click.UsageError("give NOTE --to persona/FILE to propose, or --apply ID to take a decision")
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"])
+        if apply_id is not None:
+            _print_promotion(promotion.take(agent, apply_id), as_json)
+            return
+        proposal = promotion.propose(agent, note, to)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        click.echo(json.dumps(proposal, ensure_ascii=False))
+        return
+    click.echo(proposal["diff"], nl=False)
+    click.echo(f"proposed as approvals/{proposal['id']}.md; nothing is changed until it is approved: "
+               f"atomic-vault approvals {name} approve {proposal['id']} --by NAME")
 
 
 def _stdin_text() -> str:

@@ -344,3 +344,72 @@ def test_a_hand_edit_between_runs_is_recorded_by_the_next_run(vault, monkeypatch
     result = av(vault, "notes", "atlas", "restore", TALK, "--to", seen.run_id)
     assert result.exit_code == 0 and "already holds" in result.output
     verified(vault)
+
+
+# ---------------------------------------------------------------- promotion
+
+def propose(vault, note="user_working_hours", to="persona/USER.md"):
+    result = av(vault, "promote", "atlas", note, "--to", to, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_promote_applies_only_once_approved(vault, backend, snap):
+    user = vault / "atlas" / "persona" / "USER.md"
+    before = user.read_text()
+    state = snap(vault)
+    proposal = propose(vault)
+    assert "+## Working hours and focus time" in proposal["diff"]
+    assert [p for p in snap(vault) if p not in state] == [f"atlas/approvals/{proposal['id']}.md"]
+    assert user.read_text() == before  # a proposal changes nothing else
+
+    early = av(vault, "promote", "atlas", "--apply", proposal["id"])
+    assert early.exit_code == 1 and "still pending" in early.output and user.read_text() == before
+    result = av(vault, "approvals", "atlas", "approve", proposal["id"], "--by", "mira")
+    assert result.exit_code == 0, result.output
+    after = user.read_text()
+    assert after.startswith(before.rstrip("\n")) and after.endswith("Lisbon time first.\n")
+    record = records(vault)[-1]
+    assert (record["kind"], record["decision"], record["applied"]) == ("approval", "approve", True)
+    assert record["changes"] == [{"file": "persona/USER.md", "before": sha(before), "after": sha(after)}]
+    again = av(vault, "promote", "atlas", "--apply", proposal["id"])
+    assert again.exit_code == 1 and "already taken" in again.output
+    listed = av(vault, "approvals", "atlas", "--json")
+    assert json.loads(listed.output.splitlines()[0])["state"] == "taken: approve"
+    verified(vault)
+
+
+def test_promote_denied_writes_nothing_but_the_record(vault, backend):
+    user = vault / "atlas" / "persona" / "USER.md"
+    before = user.read_text()
+    proposal = propose(vault, "feedback_brief_format", "SOUL")
+    assert proposal["target"] == "persona/SOUL.md"
+    result = av(vault, "approvals", "atlas", "deny", proposal["id"], "--by", "mira")
+    assert result.exit_code == 0 and "nothing was written" in result.output
+    assert user.read_text() == before
+    assert records(vault)[-1]["decision"] == "deny" and records(vault)[-1]["applied"] is False
+
+
+def test_promote_refuses_a_persona_file_changed_since_the_proposal(vault, backend):
+    user = vault / "atlas" / "persona" / "USER.md"
+    proposal = propose(vault)
+    user.write_text(user.read_text() + "\nA line by hand.\n")
+    edited = user.read_text()
+    approval = vault / "atlas" / "approvals" / f"{proposal['id']}.md"  # decided in an editor
+    approval.write_text(approval.read_text().replace("decision: pending\ndecided_by: null",
+                                                     "decision: approve\ndecided_by: mira"))
+    result = av(vault, "promote", "atlas", "--apply", proposal["id"])
+    assert result.exit_code == 1 and "changed since the promotion was proposed" in result.output
+    assert user.read_text() == edited
+    record = records(vault)[-1]
+    assert record["applied"] is False and record["refused"]
+    verified(vault)
+
+
+def test_promote_only_into_persona_files(vault, backend, snap):
+    state = snap(vault)
+    for to in ("model.md", "persona/../model.md", "persona/OTHER.md"):
+        result = av(vault, "promote", "atlas", "user_working_hours", "--to", to)
+        assert result.exit_code == 1 and "is not a persona file" in result.output
+    assert av(vault, "promote", "atlas", "--to", "USER").exit_code == 2
+    assert snap(vault) == state
