@@ -647,7 +647,7 @@ def _gist(record: dict, width: int = 60) -> str:
         text = (f"{record.get('tool')} → {record.get('outcome')} ({record.get('rule')}): "
                 f"{record.get('reason')}")
     elif record.get("kind") == "approval":
-        text = f"{record.get('tool')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
+        text = f"{record.get('tool') or record.get('target')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
     elif record.get("kind") == "effect":
         text = f"{record.get('tool')} {record.get('phase')} {record.get('key')}" + (
             f" → {record.get('status')}" if record.get("phase") == "commit" else "")
@@ -669,9 +669,9 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
               help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair"]),
+@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_edit"]),
               help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
-                   "effect: the ledger's begin and commit).")
+                   "effect: the ledger's begin and commit; note_edit: the notes commands' changes).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")

@@ -121,12 +121,17 @@ def _folder(folder: Any, log: Any):
     return path
 
 
+UNKNOWN = "?"  # note-hashes/ cannot be read or built (a read-only vault): nothing is reported
+
+
 def last_hash(folder: Any, log: Any, file: str) -> str | None:
     """The hash the log last recorded for ``file`` (GONE: removed), None: never."""
     try:
         return (_folder(folder, log) / file).read_text(encoding="utf-8").strip() or None
     except (FileNotFoundError, UnicodeDecodeError):
         return None
+    except OSError:
+        return UNKNOWN
 
 
 def remember(folder: Any, log: Any, changes: Iterable[dict[str, Any]]) -> None:
@@ -153,7 +158,10 @@ def outside(folder: Any, memory: Any, log: Any, also: Iterable[str] = ()) -> tup
     for file in candidates:
         if not FILENAME.match(file):
             continue
-        text = memory.get(folder, file)
+        try:
+            text = memory.get(folder, file)
+        except NoteError:  # not text (binary, not UTF-8): the run reports it as a broken note
+            continue
         entry = _differs(folder, log, file, text)
         if entry is not None:
             found.append(entry)
@@ -172,7 +180,7 @@ def unrecorded(folder: Any, log: Any, changes: Iterable[tuple[str, str | None, s
 def _differs(folder: Any, log: Any, file: str, text: str | None) -> dict[str, Any] | None:
     now = None if text is None else snapshots.digest(text)
     last = last_hash(folder, log, file)
-    if (last or GONE) == (now or GONE):
+    if last == UNKNOWN or (last or GONE) == (now or GONE):
         return None
     return {"file": file, "before": None if last in (None, GONE) else last, "after": now}
 

@@ -98,6 +98,8 @@ def test_archive_and_unarchive_keep_keys_and_body_and_move_the_index_line(vault,
     again = av(vault, "notes", "atlas", "unarchive", TALK)
     assert again.exit_code == 0 and "already not archived" in again.output
     assert [r["op"] for r in records(vault)] == ["archive", "unarchive"]
+    listed = av(vault, "log", "atlas", "--kind", "note_edit", "--json").output.splitlines()
+    assert [json.loads(line)["op"] for line in listed] == ["archive", "unarchive"]
     assert "2 records verify" in verified(vault)
 
 
@@ -413,3 +415,11 @@ def test_promote_only_into_persona_files(vault, backend, snap):
         assert result.exit_code == 1 and "is not a persona file" in result.output
     assert av(vault, "promote", "atlas", "--to", "USER").exit_code == 2
     assert snap(vault) == state
+
+
+def test_a_broken_note_changed_between_runs_does_not_stop_the_next_run(vault, monkeypatch):
+    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", "files")
+    agent(vault, model=ScriptedModel("nothing")).call("first")
+    (vault / "atlas" / "memory" / TALK).write_bytes(b"---\nname: \xff\n---\n")
+    result = agent(vault, model=ScriptedModel("nothing")).call("again")
+    assert result.status == "ok" and any(TALK in w for w in result.warnings)
