@@ -22,8 +22,8 @@ from typing import Any, Callable
 from . import captures, clock, fileio, history, index, writeback
 from .config import load_model_config, load_tools_config
 from .errors import CaptureError, HeadBehind, NoteError
-from .notes import (FILENAME, check_note_text, files_named, is_current, stamped, summarize,
-                    update_frontmatter, written_by_runtime)
+from .notes import (FILENAME, check_note_text, files_named, is_current, note_filename, stamped,
+                    summarize, update_frontmatter, written_by_runtime)
 from .protocols import NoteChanged
 
 FLAGS = {"archive": {"archived": True}, "unarchive": {"archived": None},
@@ -101,6 +101,7 @@ def commit(agent: Any, op: str, file: str, plan: Plan, *, retry: bool = True) ->
             else:  # pragma: no cover
                 raise AssertionError("unreachable")
             changed_index, listed = extra.pop("index", {}), extra.pop("listed", {})
+            file = extra.pop("file", file)  # the note the plan found it was about
             if changed_index or listed:
                 outcome = [{"status": "written"}]
                 captures.write_index(folder, notes, changed_index, listed, outcome, lease)
@@ -134,7 +135,7 @@ def commit(agent: Any, op: str, file: str, plan: Plan, *, retry: bool = True) ->
                 raise writeback.failed(exc, left, agent.name) from exc
             raise
         history.remember(folder, agent.log, history.changes_of(record))
-    return Edited(op, file, f"{record['summary']} (logged as seq {record['seq']})", record, warnings)
+    return Edited(op, record["file"], f"{record['summary']} (logged as seq {record['seq']})", record, warnings)
 
 
 def _user() -> str | None:
@@ -294,26 +295,16 @@ def write(agent: Any, raw: str) -> Edited:
                            fix="pass one JSON object with the fields of a capture (spec/05); nothing was written") from None
     tools = load_tools_config(folder.tools)
     day = clock.now(load_model_config(folder.model).zone).date()
-    written: dict[str, Any] = {}
-
     def plan(notes: writeback.Notes) -> dict[str, Any]:
         outcome = captures.write(folder, notes, tools, [capture], day, notes.lease)[0]
         if outcome.get("status") == "rejected":
             raise CaptureError(outcome["reason"], path=folder.memory, field="standard input",
                                fix="nothing was written; correct the note or name the one to supersede")
-        written.update(outcome)
-        outcome.pop("changes", None)
-        return {"outcome": outcome, "summary": f"write {outcome['file']} ({outcome['status']})"}
+        outcome.pop("changes", None)  # the record's own changes say it
+        return {"outcome": outcome, "file": outcome["file"],
+                "summary": f"write {outcome['file']} ({outcome['status']})"}
 
-    edited = commit(agent, "write", note_file_for(capture), plan, retry=False)
-    edited.file = written.get("file", edited.file)
-    return edited
-
-
-def note_file_for(capture: captures.Capture) -> str:
-    from .notes import note_filename
-
-    return note_filename(capture.type, capture.name)
+    return commit(agent, "write", note_filename(capture.type, capture.name), plan, retry=False)
 
 
 def edit(agent: Any, word: str, run_editor: Callable[[str], int] | None = None) -> Edited:

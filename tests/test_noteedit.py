@@ -423,3 +423,17 @@ def test_a_broken_note_changed_between_runs_does_not_stop_the_next_run(vault, mo
     (vault / "atlas" / "memory" / TALK).write_bytes(b"---\nname: \xff\n---\n")
     result = agent(vault, model=ScriptedModel("nothing")).call("again")
     assert result.status == "ok" and any(TALK in w for w in result.warnings)
+
+
+def test_write_a_capture_that_supersedes(vault, backend):
+    raw = json.dumps({"type": "project", "name": "Meetup talk on boring pipelines", "description": "moved",
+                      "confidence": "high", "sources": ["mail"], "body": "Moved to January.",
+                      "supersedes": TALK})
+    result = av(vault, "notes", "atlas", "write", "--json", input=raw)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    new = record["outcome"]["file"]
+    assert record["file"] == new and new != TALK and record["before"] is None
+    assert {c["file"] for c in record["changes"]} == {TALK, new}
+    assert f"superseded_by: {new}" in text_of(vault, TALK)
+    verified(vault)
