@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import (captures, clock, guardrails, journal, keys, pricing, retries, snapshots, telemetry,
-               toolloop, tools, writeback)
+from . import (captures, clock, guardrails, history, journal, keys, pricing, retries, snapshots,
+               telemetry, toolloop, tools, writeback)
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -141,11 +141,12 @@ class AtomicAgent:
                 writeback.preflight(self.folder, started.date(), self.memory, self.log, self.journal)
                 notes = writeback.Notes(self.memory, lease)  # checks the lease before each write
                 try:
+                    run.hand_edits, hand_texts = history.outside(self.folder, self.memory, self.log)
                     outcomes = captures.write(self.folder, notes, tools, found, started.date(),
                                               lease) + rejected
                     cost = run.settle(done)
                     lease.check()
-                    taken = run.snapshots(done)  # durable before the record, the commit point
+                    taken = run.snapshots(done, notes, hand_texts)  # durable before the record, the commit point
                     late = _log_verdicts(self, done.verdicts, run, lease)
                     record = self.log.append(self.folder, run.record(done, cost, outcomes, taken),
                                              fence=_fence(self.lock, lease))
@@ -156,6 +157,7 @@ class AtomicAgent:
                     if left:
                         raise writeback.failed(exc, left, self.name) from exc
                     raise
+                history.recorded(self.folder, self.memory, self.log, record)
                 late += _journal_after(self, started, record, run.redact(journal.section(
                     started, trigger=self.trigger, run_id=run.id, work_item=work_item,
                     answer=done.error or _awaiting(done) or (response.text if response else ""), outcomes=outcomes,
@@ -355,6 +357,7 @@ class _Run:
         self.run_key = self.id  # what effect keys are made of: a resumed chain shares its first run's
         self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
         self.idempotency: dict[str, Any] | None = None  # {key, work_sha256} of a keyed run
+        self.hand_edits: list[dict[str, Any]] = []  # notes found changed outside atomic_vault
 
     @staticmethod
     def status(done: retries.Completion) -> str:
@@ -479,15 +482,20 @@ class _Run:
         except AtomicVaultError:
             pass
 
-    def snapshots(self, done: retries.Completion) -> snapshots.Taken:
-        """Store the run's texts (layers as sent, work item, answer, errors, raw captures)
-        in the log backend; the record then names them by hash (spec/07)."""
+    def snapshots(self, done: retries.Completion, notes: writeback.Notes | None = None,
+                  outside: dict[str, str] | None = None) -> snapshots.Taken:
+        """Store the run's texts (layers as sent, work item, answer, errors, raw captures,
+        the notes it changed before and after, those changed outside) in the log backend;
+        the record then names them by hash (spec/07)."""
         response = done.response
         taken = snapshots.take(
             self.redact, self.prompt.system, self.prompt.work_item, response.text if response else None,
             [attempt["error"] for attempt in done.attempts if attempt.get("error")],
             captures.raw_texts(response.text, response.tool_captures) if response else [],
             done.tool_texts)
+        if notes is not None:  # note texts as they are on disk: their hashes are the notes'
+            taken.texts.update(history.hashed(notes.changes())[1])
+        taken.texts.update(outside or {})
         self.agent.log.put_snapshots(self.agent.folder, taken.texts)
         return taken
 
@@ -518,6 +526,7 @@ class _Run:
             "critical": self.critical,
             "summary": journal.shorten(_awaiting(done) or response.text, 200) if response else "",
             "captures": outcomes,
+            **({"hand_edits": self.hand_edits} if self.hand_edits else {}),
             "manifest": manifest,
             **({"snapshots": taken.refs} if taken is not None else {}),
             "attempts": done.attempts,

@@ -100,6 +100,31 @@ def request(agent_path: Path, *, agent: str, run: str, step: int, index: int, ca
     return approval_id
 
 
+def propose(agent_path: Path, approval_id: str, *, agent: str, kind: str, arguments: dict[str, Any],
+            reason: str, now: datetime, title: str, explain: str,
+            expires_after: timedelta = EXPIRES_AFTER) -> Path:
+    """Write the approval file of a proposal that is no tool call (``kind``: e.g.
+    ``promotion``), atomic; its path. ``explain`` (Markdown) follows the block: what
+    approving does, a diff. The block has the keys of a call's approval, ``kind`` added
+    and no run, step, call or tool."""
+    fields = {
+        "id": approval_id, "agent": agent, "kind": kind, "run": None, "step": None, "call": None,
+        "tool": None, "arguments": arguments, "args_sha256": args_sha256(arguments), "rule": None,
+        "reason": reason, "why": kind, "requested_at": now.isoformat(timespec="seconds"),
+        "expires_at": (now + expires_after).isoformat(timespec="seconds"),
+        "decision": "pending", "decided_by": None, "note": None, "amended_args": None,
+    }
+    block = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=100)
+    text = (f"# Approval {approval_id}\n\n{title}\n\n```yaml\n{block}```\n\n{explain}\n\n"
+            "To decide, edit the block above: set `decision: approve` or `decision: deny` and "
+            f"`decided_by:` your name (optionally `note:`), or run `atomic-vault approvals {agent} "
+            f"approve {approval_id} --by NAME`. After {fields['expires_at']} it counts as denied.\n")
+    target = path_of(agent_path, approval_id)
+    fileio.make_dirs(target.parent)
+    fileio.atomic_write(target, text)
+    return target
+
+
 def read(agent_path: Path, approval_id: str) -> Approval:
     """The approval file, checked: a clear error naming the file and field, else the approval."""
     path = path_of(agent_path, approval_id)

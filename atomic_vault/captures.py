@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import PurePath
 from typing import Any
 
-from . import index
+from . import history, index, writeback
 from .config import ToolsConfig
 from .errors import CaptureError, NoteError
 from .notes import (CONFIDENCES, FILENAME, NOTE_TYPES, SCHEMA_VERSION, is_current, iso_day,
@@ -379,20 +379,25 @@ def write(folder: AgentFolder, memory: MemoryBackend, tools: ToolsConfig, captur
                 for c in captures]
     writer = _Writer(folder, memory, today)
     outcomes = []
+    tracked = isinstance(memory, writeback.Notes)  # each write remembered: its history
     for capture in captures:
         if lease is not None:
             lease.check()
+        mark = len(memory.done) if tracked else 0
         try:
-            outcomes.append(writer.apply(capture))
+            outcome = writer.apply(capture)
+            if tracked:
+                outcome["changes"] = history.hashed(memory.changes(mark))[0]
+            outcomes.append(outcome)
         except (CaptureError, NoteError) as exc:
             outcomes.append({"name": capture.name, "type": capture.type, "status": "rejected",
                              "reason": getattr(exc, "message", str(exc))})
     if writer.index_changes or writer.ensure_listed:
-        _write_index(folder, memory, writer.index_changes, writer.ensure_listed, outcomes, lease)
+        write_index(folder, memory, writer.index_changes, writer.ensure_listed, outcomes, lease)
     return outcomes
 
 
-def _write_index(folder: AgentFolder, memory: MemoryBackend,
+def write_index(folder: AgentFolder, memory: MemoryBackend,
                  changes: dict[str, tuple[str, str] | None], missing: dict[str, tuple[str, str]],
                  outcomes: list[dict[str, Any]], lease: Any) -> None:
     """Upsert this run's lines into INDEX.md as a compare-and-swap. When INDEX.md changed

@@ -97,8 +97,10 @@ def scan(folder: AgentFolder, *, persist: bool = True
         entries, generation, pending = _load(folder)
     else:
         entries, generation, pending = state.entries, state.generation, state.pending
+    known = state is not None or generation is not None  # not a first build
     fresh: dict[str, tuple] = {}
     changed: dict[str, tuple | None] = {}
+    reread: list[str] = []
     added = 0
     racy_after = time.time_ns() - RACY_NS
     listed: list[int] = []
@@ -128,15 +130,20 @@ def scan(folder: AgentFolder, *, persist: bool = True
             bar[0](done - done % 100)
         racy = max(st.st_mtime_ns, st.st_ctime_ns) >= racy_after
         fresh[name] = changed[name] = _read(memory / name, signature, racy, S_ISREG(st.st_mode))
+        reread.append(name)
     if bar is not None:
         bar[0](listed[0] - (done - done % 100))  # the rest, skipped names (INDEX.md) included
         bar[1]()
     if len(entries) + added != len(fresh):  # some were removed
-        changed.update((name, None) for name in entries if name not in fresh)
+        removed = [name for name in entries if name not in fresh]
+        changed.update((name, None) for name in removed)
+        reread += removed
     if state is None or changed:
         state = _State(fresh, generation, pending, state, changed if state is not None else None)
         if persist and changed:
             _save(folder, state, changed)
+            if known and reread:
+                _queue(folder, reread)
     _MEMO[memory] = state
     return state.notes, state.errors
 
@@ -218,6 +225,51 @@ def _same_text(path: Path, text: str | None) -> bool:
             return file.read() == text.encode("utf-8")
     except OSError:
         return False
+
+
+# The names of the note files a scan re-read (changed, added, removed), for history.outside:
+# appended here once per scan that saw changes, taken by the next run under its lock, and
+# settled once that run's record is durable. Not written by a first build (everything is
+# new to it, and nothing can be compared yet). Derived, like the rest of .atomic_vault/.
+QUEUE_NAME = "notes-changed"
+
+
+def _queue(folder: AgentFolder, names: list[str]) -> None:
+    try:
+        fd = os.open(folder.state / QUEUE_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, ("".join(f"{name}\n" for name in names)).encode("utf-8"))  # one write
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def take_changed(folder: AgentFolder) -> list[str]:
+    """The queued names, moved aside to ``notes-changed.taken`` (kept with any a run that
+    failed before its record had taken) until ``settle_changed`` says they are recorded."""
+    queue, taken = folder.state / QUEUE_NAME, folder.state / (QUEUE_NAME + ".taken")
+    names: dict[str, None] = {}
+    try:
+        names.update(dict.fromkeys(taken.read_text(encoding="utf-8").split()))
+    except (OSError, UnicodeDecodeError):
+        pass
+    moved = queue.with_name(f"{QUEUE_NAME}.{os.getpid()}")
+    try:
+        os.replace(queue, moved)
+    except OSError:
+        return list(names)
+    try:
+        names.update(dict.fromkeys(moved.read_text(encoding="utf-8").split()))
+        atomic_write(taken, "".join(f"{name}\n" for name in names), durable=False)
+        moved.unlink()
+    except (OSError, UnicodeDecodeError):
+        pass
+    return list(names)
+
+
+def settle_changed(folder: AgentFolder) -> None:
+    (folder.state / (QUEUE_NAME + ".taken")).unlink(missing_ok=True)
 
 
 def forget(folder: AgentFolder) -> None:

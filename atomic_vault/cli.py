@@ -342,7 +342,13 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         else:
             if not by:
                 raise click.UsageError(f"{action} needs --by NAME: a decision names who took it")
-            files.decide(folder.path, approval_id, action, by, note)
+            decided = files.decide(folder.path, approval_id, action, by, note)
+            if decided.fields.get("kind") == "promotion":  # taken at once: nothing to resume
+                from .agent import AtomicAgent
+                from .promotion import take
+
+                _print_promotion(take(AtomicAgent(name, root=ctx.obj["root"]), approval_id), as_json)
+                return
             rows = [files.status(folder, store, approval_id)[0]]
     except AtomicVaultError as exc:
         _fail(exc, name)
@@ -365,8 +371,62 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         return
     click.echo(f"{'id':<34} {'state':<16} {'tool':<16} {'expires':<19}")
     for row in rows:
-        click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool'))[:16]:<16} "
+        click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool') or row.get('kind'))[:16]:<16} "
                    f"{str(row.get('expires_at') or '-')[:19]:<19}")
+
+
+def _print_promotion(record: dict, as_json: bool) -> None:
+    """A taken promotion: its record; exit 1 when an approved one was refused."""
+    if as_json:
+        click.echo(json.dumps(record, ensure_ascii=False, default=str))
+    else:
+        click.echo(f"{record['approval']}: {record['decision']}; {record['summary']} (logged as seq {record.get('seq')})")
+    if record.get("refused"):
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("note", required=False, callback=_text)
+@click.option("--to", "to", callback=_line(80), help="The persona file to promote into: persona/USER.md, "
+              "persona/SOUL.md or persona/IDENTITY.md (USER, SOUL, IDENTITY for short).")
+@click.option("--apply", "apply_id", callback=_line(140), help="Take promotion ID's decision (e.g. made in "
+              "an editor) and, when approved, apply it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the proposal or the approval record as JSON.")
+@click.pass_context
+def promote(ctx: click.Context, name: str, note: str | None, to: str | None, apply_id: str | None,
+            as_json: bool) -> None:
+    """Propose note NOTE of agent NAME as a new section of a persona file: an approval file
+    with the diff; the file changes only once the proposal is approved (`approvals NAME
+    approve ID --by NAME`, or a decision edited into the file, then `promote NAME --apply ID`).
+
+    \b
+    Examples:
+      atomic-vault promote atlas user_working_hours --to persona/USER.md
+      atomic-vault approvals atlas approve promote-20261201T090000-1a2b3c4d --by mira
+    """
+    from . import promotion
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+
+    if (apply_id is None) == (note is None) or (note is not None) != (to is not None):
+        raise click.UsageError("give NOTE --to persona/FILE to propose, or --apply ID to take a decision")
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"])
+        if apply_id is not None:
+            _print_promotion(promotion.take(agent, apply_id), as_json)
+            return
+        proposal = promotion.propose(agent, note, to)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        click.echo(json.dumps(proposal, ensure_ascii=False))
+        return
+    click.echo(proposal["diff"], nl=False)
+    click.echo(f"proposed as approvals/{proposal['id']}.md; nothing is changed until it is approved: "
+               f"atomic-vault approvals {name} approve {proposal['id']} --by NAME")
 
 
 def _stdin_text() -> str:
@@ -587,7 +647,7 @@ def _gist(record: dict, width: int = 60) -> str:
         text = (f"{record.get('tool')} → {record.get('outcome')} ({record.get('rule')}): "
                 f"{record.get('reason')}")
     elif record.get("kind") == "approval":
-        text = f"{record.get('tool')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
+        text = f"{record.get('tool') or record.get('target')} → {record.get('decision')} by {record.get('decided_by')} ({record.get('approval')})"
     elif record.get("kind") == "effect":
         text = f"{record.get('tool')} {record.get('phase')} {record.get('key')}" + (
             f" → {record.get('status')}" if record.get("phase") == "commit" else "")
@@ -609,9 +669,9 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
               help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair"]),
+@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_edit"]),
               help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
-                   "effect: the ledger's begin and commit).")
+                   "effect: the ledger's begin and commit; note_edit: the notes commands' changes).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")
@@ -722,28 +782,46 @@ def _note_file(memory: Any, folder: Any, word: str) -> str | None:
 @cli.command()
 @_root_option
 @click.argument("name")
-@click.argument("action", default="list", type=click.Choice(["list", "show", "search"]))
-@click.argument("words", nargs=-1)
+@click.argument("action", default="list", type=click.Choice(
+    ["list", "show", "search", "archive", "unarchive", "pin", "unpin", "supersede", "rename", "write",
+     "edit", "history", "restore"]))
+@click.argument("words", nargs=-1, callback=_text)
 @click.option("--type", "note_type", help="list: only notes of this type.")
 @click.option("--archived/--current", default=None, help="list: only archived or superseded notes / only current ones.")
 @click.option("-n", "--limit", type=int, help="list: the most recently seen N; search: at most N results [10].")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one note (list) or result (search) per line.")
+@click.option("--to", "to_run", callback=_line(80), help="restore: the run id (or note edit id) whose version "
+              "of the note to bring back, as `history` lists them.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Changes: seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one note (list), result (search) or "
+              "change (history) per line; a change's log record.")
 @click.pass_context
 def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], note_type: str | None,
-          archived: bool | None, limit: int | None, as_json: bool) -> None:
+          archived: bool | None, limit: int | None, to_run: str | None, lock_timeout: float,
+          as_json: bool) -> None:
     """List agent NAME's notes, `show NOTE` (a file name such as project_x.md, with or
-    without .md, or a note's name), or `search WORDS...` (plain words, best match
-    first, with a snippet).
+    without .md, or a note's name), `search WORDS...` (plain words, best match first,
+    with a snippet), or change one: `archive|unarchive|pin|unpin NOTE`, `supersede OLD
+    NEW`, `rename NOTE NEW_FILE`, `write` (a capture's JSON object on stdin), `edit
+    NOTE` (in $VISUAL or $EDITOR), `history NOTE`, `restore NOTE --to RUN_ID`. Every
+    change is one log record naming the note's text before and after.
 
     \b
     Examples:
       atomic-vault notes atlas list --type project
       atomic-vault notes atlas show project_verdemar.md
       atomic-vault notes atlas search verdemar thursday --json
+      atomic-vault notes atlas archive project_meetup_talk
+      atomic-vault notes atlas supersede decision_invoice_monthly.md decision_invoice_per_milestone.md
+      atomic-vault notes atlas history project_verdemar_migration.md
+      atomic-vault notes atlas restore project_verdemar_migration.md --to 20261201T090000-1a2b3c4d
     """
     from .errors import AtomicVaultError
     from .notes import FILENAME
 
+    if action not in ("list", "show", "search"):
+        _change_note(ctx, name, action, words, to_run, lock_timeout, as_json)
+        return
     try:
         folder = _folder(ctx, name)
         memory = _backend(ctx, "memory", agent=name)
@@ -792,6 +870,61 @@ def notes(ctx: click.Context, name: str, action: str, words: tuple[str, ...], no
         click.echo(json.dumps(s, ensure_ascii=False, default=str))
     for file, error in sorted(broken.items()):
         click.echo(f"!   invalid     {file}: {error}", err=True)
+
+
+_NOTE_ARGS = {"archive": ("NOTE",), "unarchive": ("NOTE",), "pin": ("NOTE",), "unpin": ("NOTE",),
+              "supersede": ("OLD", "NEW"), "rename": ("NOTE", "NEW_FILE"), "write": (), "edit": ("NOTE",),
+              "history": ("NOTE",), "restore": ("NOTE",)}
+
+
+def _change_note(ctx: click.Context, name: str, action: str, words: tuple[str, ...], to_run: str | None,
+                 lock_timeout: float, as_json: bool) -> None:
+    """The note changes of `notes` (noteedit.py), and `history`."""
+    from . import history, noteedit
+    from .agent import AtomicAgent
+    from .errors import AtomicVaultError
+
+    wanted = _NOTE_ARGS[action]
+    if len(words) != len(wanted):
+        raise click.UsageError(f"{action} takes {' '.join(wanted) or 'no arguments (the note comes on stdin)'}")
+    if (action == "restore") != (to_run is not None):
+        raise click.UsageError("restore needs --to RUN_ID (`notes NAME history NOTE` lists them)"
+                               if action == "restore" else "--to is for restore only")
+    try:
+        _folder(ctx, name)
+        agent = AtomicAgent(name, root=ctx.obj["root"], lock_timeout=lock_timeout)
+        if action == "history":
+            file = noteedit.note_file(agent.memory, agent.folder, words[0], may_be_gone=True)
+            rows = history.entries(agent.log, agent.folder, file)
+            if not rows:
+                click.echo(f"no recorded changes of {file}", err=True)
+            for row in rows:
+                click.echo(json.dumps(row, ensure_ascii=False) if as_json else
+                           f"{row['seq']:>5}  {str(row['ts'])[:19]}  {str(row['run_id']):<26} {row['op']:<22} "
+                           f"{(row['before'] or '-')[:12]:<12} -> {(row['after'] or '-')[:12]}")
+            return
+        if action in noteedit.FLAGS:
+            done = noteedit.set_flag(agent, action, words[0])
+        elif action == "supersede":
+            done = noteedit.supersede(agent, *words)
+        elif action == "rename":
+            done = noteedit.rename(agent, *words)
+        elif action == "write":
+            done = noteedit.write(agent, _stdin_text())
+        elif action == "edit":
+            done = noteedit.edit(agent, words[0])
+        else:
+            done = noteedit.restore(agent, words[0], to_run)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(done.record if done.record is not None else
+                              {"op": done.op, "file": done.file, "changed": False, "message": done.message},
+                              ensure_ascii=False, default=str))
+    else:
+        click.echo(done.message)
 
 
 @cli.command()

@@ -340,7 +340,7 @@ def _approval_states(folder: AgentFolder, log: Any) -> list[tuple[str, Any, str]
             out.append((one, approval, "edited after taken" if edited else "taken"))
         elif approval.decision != "pending":
             out.append((one, approval, "decided"))
-        elif approval.fields.get("run") not in runs:
+        elif approval.fields.get("run") not in runs and approval.fields.get("kind") is None:  # a call's
             try:
                 asked = datetime.fromisoformat(str(approval.fields.get("requested_at")))
                 old = asked.tzinfo is None or (now - asked).total_seconds() > ORPHAN_AFTER_S

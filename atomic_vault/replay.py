@@ -21,6 +21,7 @@ from . import (captures, clock, evidence, guardrails, journal, retries, snapshot
 from .assembly import Layer, Prompt, _fit, _layer  # the same heading and trimming as assembly
 from .config import load_model_config, load_tools_config
 from .errors import AtomicVaultError, HeadBehind
+from .history import changes_of, remember
 from .policy import Gate
 from .vault import readable_inside
 
@@ -269,10 +270,10 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
     return _done(log, folder, record, original, run.warnings)
 
 
-def _append(agent, run, done, cost, outcomes, lease, fence, extra) -> dict[str, Any]:
+def _append(agent, run, done, cost, outcomes, lease, fence, extra, notes=None) -> dict[str, Any]:
     """Store the replay's snapshots, then its record (the commit point)."""
     lease.check()
-    taken = run.snapshots(done)
+    taken = run.snapshots(done, notes)
     try:
         return agent.log.append(agent.folder, {**run.record(done, cost, outcomes, taken), **run.redact.all(extra)},
                                 fence=fence(agent.lock, lease))
@@ -290,12 +291,14 @@ def _apply(agent, run, done, found, rejected, started, lease, fence, extra) -> d
     try:
         outcomes = captures.write(folder, notes, load_tools_config(folder.tools), found,
                                   started.date(), lease) + rejected
-        return _append(agent, run, done, run.settle(done), outcomes, lease, fence, extra)
+        record = _append(agent, run, done, run.settle(done), outcomes, lease, fence, extra, notes)
     except BaseException as exc:
         left = notes.take_back(folder)
         if left:
             raise writeback.failed(exc, left, agent.name) from exc
         raise
+    remember(folder, agent.log, changes_of(record))
+    return record
 
 
 def _done(log, folder, record, original, warnings) -> Replayed:

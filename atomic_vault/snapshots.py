@@ -83,7 +83,7 @@ def named(record: dict[str, Any]) -> list[str]:
     """Every snapshot hash a record names, in a stable order, each once."""
     refs = record.get("snapshots")
     if not isinstance(refs, dict):
-        return []
+        return list(dict.fromkeys(sha for sha in note_texts(record) if isinstance(sha, str) and SHA.match(sha)))
     found: list[str] = []
     for entry in (record.get("manifest") or {}).get("files") or []:
         if isinstance(entry, dict):
@@ -95,11 +95,21 @@ def named(record: dict[str, Any]) -> list[str]:
     for call in refs.get("tools") or []:
         if isinstance(call, dict):
             found.extend((call.get("args"), call.get("result")))
+    found.extend(note_texts(record))
     seen: dict[str, None] = {}
     for sha in found:
         if isinstance(sha, str) and SHA.match(sha):
             seen.setdefault(sha)
     return list(seen)
+
+
+def note_texts(record: dict[str, Any]) -> list[Any]:
+    """The before and after hashes of the notes a record changed (spec/07: ``changes`` of
+    a note edit, ``changes`` of each capture outcome, ``hand_edits``)."""
+    lists = [record.get("changes"), record.get("hand_edits")]
+    lists += [outcome.get("changes") for outcome in record.get("captures") or [] if isinstance(outcome, dict)]
+    return [entry.get(key) for items in lists if isinstance(items, list) for entry in items
+            if isinstance(entry, dict) for key in ("before", "after")]
 
 
 def pruned_by(records: Iterable[dict[str, Any]]) -> dict[str, int]:

@@ -64,6 +64,16 @@ class Notes:
             self.done.append((file, before, None))
         return deleted
 
+    def changes(self, start: int = 0) -> list[tuple[str, str | None, str | None]]:
+        """(file, text before, text after) of every note the writes since ``start`` (an
+        index into ``done``) changed, in the order first written; INDEX.md is not a note,
+        and a note written and taken back again is no change."""
+        net: dict[str, list[str | None]] = {}
+        for file, before, after in self.done[start:]:
+            if file is not None:
+                net.setdefault(file, [before, after])[1] = after
+        return [(file, before, after) for file, (before, after) in net.items() if before != after]
+
     def take_back(self, folder: AgentFolder) -> list[str]:
         """Undo this run's writes: each file gets back the text it had before the run, only
         while it still holds what this run wrote (a compare-and-swap: a hand edit made

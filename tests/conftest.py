@@ -86,8 +86,21 @@ def pg_url():
     except psycopg.OperationalError as exc:
         _absent(f"PostgreSQL at {POSTGRES}", exc)
     yield f"{POSTGRES}?schema={schema}"
+    _close_shared([schema])
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _close_shared(schemas):
+    """Close this thread's shared backend connections to the schemas a test used: the
+    backends keep one per schema for the life of the process, and a whole test run would
+    otherwise hold one per test using PostgreSQL (the server's client limit is shared)."""
+    from atomic_vault.backends import postgres
+
+    shared = getattr(postgres._SHARED, "conns", None) or {}
+    for key in [key for key in shared if key[1] in schemas]:
+        conn, _ = shared.pop(key)
+        conn.close()
 
 
 @pytest.fixture
@@ -106,6 +119,7 @@ def pg_url_factory():
     except psycopg.OperationalError as exc:
         _absent(f"PostgreSQL at {POSTGRES}", exc)
     yield make
+    _close_shared(made)
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         for schema in made:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from datetime import date
+from hashlib import sha256
 
 import pytest
 
@@ -148,9 +149,11 @@ def test_a_note_refreshed_while_edited_by_hand_keeps_the_edit(vault, memory):
     memory.pending[STALE] = 1
     result = run(vault, memory, capture_block(type="feedback", name="Flag stale facts",
                                               body=body_of(memory, folder, STALE), sources=["call with Rui"]))
+    changes = result.captures[0].pop("changes")
     assert result.captures[0] == {"name": "Flag stale facts", "type": "feedback",
                                   "status": "refreshed", "file": STALE}
     text = memory.get(folder, STALE)
+    assert [c["file"] for c in changes] == [STALE] and changes[0]["after"] == sha256(text.encode()).hexdigest()
     assert "hand_edit_1: true" in text and f"last_seen: {TODAY}" in text and "- call with Rui" in text
 
 

@@ -70,6 +70,13 @@ class FileMemory:
         refuse_linked_memory(folder)
         return catalog.scan(folder)
 
+    def changed_notes(self, folder: AgentFolder) -> list[str]:
+        """The note files the catalog saw change since a run last took them (history.py)."""
+        return catalog.take_changed(folder)
+
+    def settle_changed_notes(self, folder: AgentFolder) -> None:
+        catalog.settle_changed(folder)
+
     def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
              archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
         refuse_linked_memory(folder)
