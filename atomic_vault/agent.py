@@ -134,6 +134,7 @@ class AtomicAgent:
         suspended, state, results, decisions = resuming.prepare(self, run_id, started)
         prompt = resuming.Resumed(state, results, suspended, decisions)
         run = _Run(self, config, prompt, started, bool(suspended.get("critical")), warnings, replaced)
+        run.projects = projects.for_agent(self.folder, config)
         run.resumes, run.run_key = run_id, state["run_key"]
         run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
         if run.guarded and not run.reserve(chosen):

@@ -141,6 +141,10 @@ def check_project(root: Path, name: str) -> list[Finding]:
         add("project", "error", (f"{exc.field}: " if exc.field else "") + exc.message, exc.path, exc.fix)
     if not problems:
         add("project", "ok", "project.md is valid and every member is an agent")
+        unknown = projects.load(root, name).unknown_keys
+        if unknown:
+            add("project", "warn", f"unknown keys ignored: {', '.join(unknown)}", projects.load(root, name).file,
+                "project.md takes members: and budget: (spec/18)")
     folder = projects.folder_of(root, name)
     loaded = policy.load(folder.path / "policy.md")
     if loaded is not None and loaded.error is not None:

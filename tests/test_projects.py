@@ -247,3 +247,25 @@ def test_doctor_checks_each_project_and_each_members_membership(vault):
     result = CliRunner().invoke(cli, ["--root", str(vault), "doctor", "atlas", "--json"])
     found = [json.loads(line) for line in result.output.splitlines()]
     assert any(f["check"] == "projects" and "no project 'nothere'" in f["message"] for f in found)
+
+
+def test_a_run_that_fails_before_its_record_takes_back_its_project_notes(vault, monkeypatch):
+    from atomic_vault.backends.files import FileLog
+
+    make_project(vault)
+    join(vault)
+    shared = vault / "_projects" / "launch" / "memory"
+    index_before = (shared / "INDEX.md").read_text()
+    work = capture_block(name="Doomed fact", body="Never kept.", scope="project")
+
+    original = FileLog.append
+
+    def refuse(self, folder, record, fence=None):
+        if record.get("kind") == "run":  # the commit point fails: a full disk
+            raise OSError(28, "No space left on device")
+        return original(self, folder, record, fence)
+    monkeypatch.setattr(FileLog, "append", refuse)
+    with pytest.raises(OSError):
+        AtomicAgent("atlas", root=vault, model=_Echo(work)).call(work)
+    assert not (shared / "project_doomed_fact.md").exists()
+    assert (shared / "INDEX.md").read_text() == index_before
