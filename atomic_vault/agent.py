@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import (captures, clock, guardrails, history, journal, keys, pricing, retries, snapshots,
-               telemetry, toolloop, tools, writeback)
+from . import (captures, clock, delegation, guardrails, history, journal, keys, pricing, projects,
+               retries, snapshots, telemetry, toolloop, tools, writeback)
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -70,38 +70,52 @@ class AtomicAgent:
         self.lock: LockBackend = open_backend("lock", lock, self.folder.root, self.folder.name)
         self.journal: JournalBackend = open_backend("journal", journal, self.folder.root, self.folder.name)
         self.lock_timeout = lock_timeout
+        self._node: delegation.Node | None = None  # set on a child run's agent (delegation.py)
 
     def call(self, work_item: str, *, critical: bool = False,
-             model: str | Model | None = None, idempotency_key: str | None = None) -> RunResult:
+             model: str | Model | None = None, idempotency_key: str | None = None,
+             tree_cap_usd: float | None = None) -> RunResult:
         """Run one work item: assemble, reserve its cost, call the model (unlocked), then
         write back locked. ``critical=True`` passes the cost caps and is recorded;
         ``model`` overrides the agent's model for this call only. ``idempotency_key``: a
-        second call with the key returns the first run's result, without calling the model."""
+        second call with the key returns the first run's result, without calling the model.
+        ``tree_cap_usd`` caps the cost of this run and every run it delegates to (spec/18)."""
         work_item = _check_work_item(work_item)
+        if tree_cap_usd is not None and (isinstance(tree_cap_usd, bool) or not isinstance(
+                tree_cap_usd, (int, float)) or not tree_cap_usd >= 0):
+            raise ConfigError(f"tree_cap_usd {tree_cap_usd!r} is not a non-negative amount",
+                              field="tree_cap_usd", fix="pass an amount in USD such as 0.50")
         if idempotency_key is not None:
             from . import runkeys
 
             with runkeys.claimed(self, runkeys.check(idempotency_key), work_item, self.lock_timeout) as earlier:
                 if earlier is not None:
                     return _replayed(earlier)
-                return self._call(work_item, critical, model, idempotency_key)
-        return self._call(work_item, critical, model, None)
+                return self._call(work_item, critical, model, idempotency_key, tree_cap_usd)
+        return self._call(work_item, critical, model, None, tree_cap_usd)
 
     def _call(self, work_item: str, critical: bool, model: str | Model | None,
-              idempotency_key: str | None) -> RunResult:
+              idempotency_key: str | None, tree_cap_usd: float | None = None) -> RunResult:
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
         tools = load_tools_config(self.folder.tools)  # read (or refused) before anything else
+        shared = projects.for_agent(self.folder, config)  # a project it names must list it
         model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
-        prompt = self._assemble(config, work_item, started, model, warnings)
+        prompt = self._assemble(config, work_item, started, model, warnings, shared)
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings, replaced)
+        run.projects = shared
+        if self._node is not None:  # a child: its place in the tree that delegated to it
+            run.node = self._node
+            self._node.runs.append(run.id)
+        elif tree_cap_usd is not None:
+            run.node = delegation.root(run.id, self.name, float(tree_cap_usd), config.max_depth)
         if idempotency_key is not None:  # a retry of a keyed run finds its committed effects
             from . import runkeys
 
             run.idempotency = {"key": idempotency_key, "work_sha256": runkeys.work_sha256(work_item)}
             run.run_key = "key:" + idempotency_key
-        if guardrails.enabled(config) and not run.reserve(model):
+        if run.guarded and not run.reserve(model):
             return run.skipped(model)
         return self._loop(run, config, model, tools)
 
@@ -120,9 +134,10 @@ class AtomicAgent:
         suspended, state, results, decisions = resuming.prepare(self, run_id, started)
         prompt = resuming.Resumed(state, results, suspended, decisions)
         run = _Run(self, config, prompt, started, bool(suspended.get("critical")), warnings, replaced)
+        run.projects = projects.for_agent(self.folder, config)
         run.resumes, run.run_key = run_id, state["run_key"]
         run.idempotency = suspended.get("idempotency")  # the key now answers with the resumed run
-        if guardrails.enabled(config) and not run.reserve(chosen):
+        if run.guarded and not run.reserve(chosen):
             return run.skipped(chosen)
         return self._loop(run, config, chosen, tools, first_step=int(state["step"]) + 1)
 
@@ -136,14 +151,16 @@ class AtomicAgent:
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
             found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
-            with self.lock.hold(self.folder, self.lock_timeout) as lease:
+            shared = projects.Shared(self, run.projects, [c for c in found if c.scope == "project"])
+            # The project locks are taken after the agent's, never before (one order: no deadlock).
+            with self.lock.hold(self.folder, self.lock_timeout) as lease, shared.held(started.date()):
                 self.log.ready(self.folder)  # checked again under the lock, before any note is written
                 writeback.preflight(self.folder, started.date(), self.memory, self.log, self.journal)
                 notes = writeback.Notes(self.memory, lease)  # checks the lease before each write
                 try:
                     run.hand_edits, hand_texts = history.outside(self.folder, self.memory, self.log)
-                    outcomes = captures.write(self.folder, notes, tools, found, started.date(),
-                                              lease) + rejected
+                    outcomes = captures.write(self.folder, notes, tools, [c for c in found if c.scope == "agent"],
+                                              started.date(), lease) + shared.write(started.date()) + rejected
                     cost = run.settle(done)
                     lease.check()
                     taken = run.snapshots(done, notes, hand_texts)  # durable before the record, the commit point
@@ -153,7 +170,7 @@ class AtomicAgent:
                 except HeadBehind as exc:  # the record is durable: the run is logged (spec/02)
                     late, record = [*late, str(exc)], exc.record
                 except BaseException as exc:  # before the commit point: take back, leave nothing
-                    left = notes.take_back(self.folder)
+                    left = notes.take_back(self.folder) + shared.take_back()
                     if left:
                         raise writeback.failed(exc, left, self.name) from exc
                     raise
@@ -184,7 +201,7 @@ class AtomicAgent:
                 self.log.ready(self.folder)
 
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime, model: Model,
-                  warnings: list[str]) -> Prompt:
+                  warnings: list[str], shared: list[projects.Project] = ()) -> Prompt:
         """The prompt within the budget. A provider that counts tokens itself has the last
         word: when its count is over the budget, the prompt is cut again to a budget scaled
         by how much denser its count is than the estimate. A broken note is left out (and
@@ -197,7 +214,7 @@ class AtomicAgent:
         else:
             notes, broken = self.memory.scan(self.folder)
         prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken,
-                          chosen)
+                          chosen, shared)
         for entry in prompt.skipped:
             warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} "
                             f"(`atomic-vault doctor {self.name}` lists every problem with its fix)")
@@ -205,7 +222,7 @@ class AtomicAgent:
         if prompt.counted is not None and prompt.counted > config.max_input_tokens:
             scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)
             prompt = assemble(self.folder, replace(config, max_input_tokens=scaled), notes, work_item,
-                              day, self.memory, self.journal, broken, chosen)
+                              day, self.memory, self.journal, broken, chosen, shared)
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 
@@ -339,10 +356,13 @@ class _Run:
         self.warnings += [f"{name}: unknown key {key!r} ignored (spec/06-config.md lists every key)"
                           for name, key in unknown]
         self.id = f"{started:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
-        self.toolbox = tools.discover(tools.load(load_tools_config(agent.folder.tools), agent.folder.tools),
-                                      agent.folder.path, self.warnings)
+        self.toolbox = delegation.bind(tools.discover(
+            tools.load(load_tools_config(agent.folder.tools), agent.folder.tools), agent.folder.path,
+            self.warnings), self)
         # The gate is read only when there is a tool to gate: a run with none pays nothing.
-        self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md") \
+        self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md",
+                         tuple((f"{projects.PROJECTS}/{name}", path.parent / "policy.md") for name, path in
+                               zip(config.projects, projects.floors(agent.folder.root, config)))) \
             if self.toolbox.tools else None
         self.warnings += [*self.toolbox.warnings, *(self.gate.problems if self.gate else [])]
         self.request = ModelRequest(model="", system=prompt.system, messages=list(prompt.messages),
@@ -358,6 +378,14 @@ class _Run:
         self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
         self.idempotency: dict[str, Any] | None = None  # {key, work_sha256} of a keyed run
         self.hand_edits: list[dict[str, Any]] = []  # notes found changed outside atomic_vault
+        self.projects: list[projects.Project] = []  # the agent's, for scope: project captures
+        self.node = delegation.root(self.id, agent.name, config.tree_cap_usd, config.max_depth)
+        self.children: list[dict[str, Any]] = []  # the runs this one delegated to
+
+    @property
+    def guarded(self) -> bool:
+        """Whether a model call must be reserved first: caps in model.md, or a tree cap."""
+        return guardrails.enabled(self.config) or self.node.tree.cap_usd is not None
 
     @staticmethod
     def status(done: retries.Completion) -> str:
@@ -385,21 +413,52 @@ class _Run:
             return True
         name = getattr(model, "name", "custom")
         fallback = self.config.fallback
-        with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
-            self.budget = guardrails.reserve(
-                self.agent.folder, self.agent.log, self.config, self.started, model=name,
-                price=self.price(name), input_tokens=self.input_bound(model), critical=self.critical,
-                fallback=fallback, fallback_price=self.price(fallback) if fallback else None,
-                fallback_input_tokens=self.input_bound(None))
-        if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
-            self.warnings += self.budget.reasons
-        return self.budget.action != "skip"
+        if guardrails.enabled(self.config):
+            with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
+                self.budget = guardrails.reserve(
+                    self.agent.folder, self.agent.log, self.config, self.started, model=name,
+                    price=self.price(name), input_tokens=self.input_bound(model), critical=self.critical,
+                    fallback=fallback, fallback_price=self.price(fallback) if fallback else None,
+                    fallback_input_tokens=self.input_bound(None))
+            if self.budget.action in ("alert", "bypassed") or (self.budget.action == "pass" and self.budget.reasons):
+                self.warnings += self.budget.reasons
+            if self.budget.action == "skip":
+                return False
+        return self._reserve_tree(model, name)
+
+    def _reserve_tree(self, model: Model, name: str) -> bool:
+        """Hold the first call's most expensive outcome against the tree's cap (a critical
+        run too: no tree passes its cap). Refused: the run is skipped, its agent
+        reservation given back."""
+        tree = self.node.tree
+        if tree.cap_usd is None:
+            return True
+        if self.budget is not None and self.budget.action == "fallback":
+            name, estimate = self.config.fallback, self.budget.estimate_usd
+        else:
+            price = self.price(name)
+            estimate = price.ceiling(self.input_bound(model), self.config.max_output_tokens) if price else None
+        refused = tree.reserve(self.id, estimate, name)
+        if refused is None:
+            return True
+        self.release()
+        self.budget = guardrails.Budget(action="skip", reasons=[refused], estimate_usd=estimate)
+        return False
 
     def reserve_next(self, model: Model | None, request: ModelRequest, spent_usd: float) -> str | None:
         """Check a tool loop's next model call against the caps before it is made; the
         reason it may not be made, or None. The run's reservation then holds what the run
-        cost so far plus the next call's most expensive outcome."""
-        if self.budget is None or self.budget.action == "bypassed":
+        cost so far plus the next call's most expensive outcome; so does its tree's."""
+        refused = self._reserve_next_capped(model, request, spent_usd)
+        if refused or self.node.tree.cap_usd is None:
+            return refused
+        name = getattr(model, "name", "custom")
+        price = self.price(name)
+        estimate = price.ceiling(token_ceiling(request), self.config.max_output_tokens) + spent_usd if price else None
+        return self.node.tree.reserve(self.id, estimate, name)
+
+    def _reserve_next_capped(self, model: Model | None, request: ModelRequest, spent_usd: float) -> str | None:
+        if self.budget is None or self.budget.action in ("bypassed", "skip"):
             return None
         name = getattr(model, "name", "custom")
         with self.agent.lock.hold(self.agent.folder, self.agent.lock_timeout):
@@ -469,11 +528,13 @@ class _Run:
             self.warnings += guardrails.settle(self.agent.folder, self.agent.log, self.config,
                                                self.budget, self.started, cost)
             self.budget.reservation = None
+        self.node.tree.settle(self.id, cost)
         return cost
 
     def release(self) -> None:
         """A run that ended early gives its reservation back (best effort: a dead process's
         reservation is dropped by the next check anyway)."""
+        self.node.tree.release(self.id)
         if self.budget is None or self.budget.reservation is None:
             return
         try:
@@ -539,6 +600,7 @@ class _Run:
             "fallback_from": done.fallback_from or self.replaced or (
                 self.config.model if self.budget and self.budget.action == "fallback" else None),
             **({"guardrail": self.budget.as_record()} if self.budget else {}),
+            **self.node.record(self.id, self.children),
             "warnings": self.warnings,
             "error": done.error,
         })

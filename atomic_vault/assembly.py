@@ -1,8 +1,8 @@
 """Prompt assembly: the agent's files in the canonical order, within the token budget.
 
-The order (spec/04): IDENTITY, SOUL, USER, goal.md, tools.md, memory INDEX, wiki INDEX,
-pinned notes, the most recent notes, the last journal days; the work item is the user
-message. The manifest records every file that went in with its sha256 and token estimate,
+The order (spec/04): IDENTITY, SOUL, USER, each project's goal, goal.md, tools.md, memory
+INDEX, each project's INDEX, wiki INDEX, pinned notes, each project's pinned notes, the most
+recent notes, the last journal days; the work item is the user message. The manifest records every file that went in with its sha256 and token estimate,
 and every cut made to fit the budget.
 """
 
@@ -26,8 +26,9 @@ from .vault import PERSONA_FILES, AgentFolder, readable_inside
 TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # Groups of layers that change at the same pace; providers that cache prompts may cache
 # everything up to the end of each group.
-_GROUPS = {"identity": 0, "soul": 0, "user": 0, "goal": 1, "tools": 1,
-           "memory index": 2, "wiki index": 2, "pinned note": 3, "recent note": 3, "journal": 4}
+_GROUPS = {"identity": 0, "soul": 0, "user": 0, "project goal": 1, "goal": 1, "tools": 1,
+           "memory index": 2, "project index": 2, "wiki index": 2, "pinned note": 3,
+           "project pinned note": 3, "recent note": 3, "journal": 4}
 
 
 @dataclass
@@ -163,10 +164,12 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
              work_item: str, today: str, memory: MemoryBackend | None = None,
              journal: JournalBackend | None = None,
              broken: dict[str, NoteError] | None = None,
-             chosen: tuple[list[str], list[str]] | None = None) -> Prompt:
+             chosen: tuple[list[str], list[str]] | None = None,
+             projects: list[Any] = ()) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
     when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
-    in the manifest, so that one bad hand edit does not stop the agent."""
+    in the manifest, so that one bad hand edit does not stop the agent. ``projects``
+    (projects.Project, the agent's) add their layers after the agent's own of each kind."""
     if memory is None or journal is None:
         from .backends.files import FileJournal, FileMemory
         memory, journal = memory or FileMemory(), journal or FileJournal()
@@ -179,22 +182,69 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     def add_file(path: Path, layer: str) -> None:
         add(_layer(folder.relative(path), _file_text(folder, path), layer))
 
+    shared = [_Shared(project, folder, memory, today) for project in projects]
     for name in PERSONA_FILES:
         add_file(folder.persona / name, name.removesuffix(".md").lower())
+    for each in shared:
+        add(each.goal)
     add_file(folder.goal, "goal")
     add_file(folder.tools, "tools")
     add(_layer("memory/INDEX.md", memory.get_index(folder), "memory index"))
+    for each in shared:
+        add(each.index)
     add_file(folder.wiki_index, "wiki index")
     pinned, recent = chosen or select_notes(notes, today, config.recent_notes)
     for name in pinned:
         add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
+    for each in shared:
+        layers.extend(each.pinned)
     for name in recent:
         add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
     for source, text in journal.recent(folder, config.journal_days):
         add(_layer(source, text, "journal"))
-    prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}))
+    prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}),
+                    cuts=[cut for each in shared for cut in each.cuts])
+    prompt.skipped += [entry for each in shared for entry in each.skipped]
     _fit(prompt, folder)
     return prompt
+
+
+class _Shared:
+    """One project's layers for a member's prompt: project.md, its INDEX, its pinned
+    notes (a note the agent has under the same file name is left out: the agent's own
+    files win), cut to the project's ``budget`` when it sets one, each cut recorded."""
+
+    def __init__(self, project: Any, agent: AgentFolder, memory: MemoryBackend, today: str):
+        from .backends.files import FileMemory
+
+        shared, where = FileMemory(), project.folder
+        self.cuts: list[dict[str, Any]] = []
+        self.goal = _layer(project.source("project.md"), _file_text(where, project.file), "project goal")
+        self.index = _layer(project.source("memory/INDEX.md"), shared.get_index(where), "project index")
+        notes, broken = shared.scan(where)
+        self.skipped = [{**entry, "source": project.source(entry["source"])} for entry in skipped(broken)]
+        self.pinned: list[Layer] = []
+        for file in sorted(s["file"] for s in notes.values() if s["pinned"] and is_live(s, today)):
+            layer = _layer(project.source(f"memory/{file}"), shared.get(where, file), "project pinned note")
+            if layer is None:
+                continue
+            if memory.get(agent, file) is not None:
+                self.cuts.append({"source": layer.source, "action": f"shadowed by memory/{file}",
+                                  "tokens": layer.tokens})
+                continue
+            self.pinned.append(layer)
+        if project.budget is not None:
+            self._fit(project.budget)
+
+    def _fit(self, budget: int) -> None:
+        def total() -> int:
+            return sum(x.tokens for x in (self.goal, self.index, *self.pinned) if x is not None)
+        while self.pinned and total() > budget:
+            layer = self.pinned.pop()
+            self.cuts.append({"source": layer.source, "action": "dropped (project budget)", "tokens": layer.tokens})
+        for layer in (self.index, self.goal):
+            if layer is not None and total() > budget:
+                _shorten(layer, max(0, layer.tokens - (total() - budget)), self.cuts)
 
 
 def skipped(broken: dict[str, NoteError]) -> list[dict[str, str]]:
@@ -220,31 +270,22 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
         prompt.cuts.append({"source": layer.source, "action": "dropped", "tokens": layer.tokens})
 
     def shorten(layer: Layer, limit: int) -> None:
-        """Keep whole lines from the top that fit ``limit`` tokens, then a marker line."""
-        if layer.tokens <= limit:
-            return
-        before = layer.tokens
-        room = max(limit - 16, 0) * 4  # characters, by the same estimate
-        cut = layer.text.rfind("\n", 0, room + 1)
-        kept = layer.text[:cut] if cut > 0 else ""
-        dropped = layer.text.count("\n", len(kept)) + (0 if kept else 1)
-        layer.text = kept + ("\n" if kept else "") + TRUNCATION_MARK.format(count=dropped)
-        layer.tokens = estimate_tokens(layer.text)
-        layer.truncated = True
-        prompt.cuts.append({"source": layer.source, "action": "truncated",
-                            "tokens": before - layer.tokens})
+        _shorten(layer, limit, prompt.cuts)
 
     if over() <= 0:
         return
     for layer in of("memory index"):
         _drop_archive(layer, prompt)
-    for kind in ("wiki index", "memory index"):
+    for kind in ("wiki index", "project index", "memory index"):
         for layer in of(kind):
             if over() > 0:
                 shorten(layer, max(budget // 4, layer.tokens - over()))
+    # A project's layers go before the agent's own of the same kind: the agent's files win.
     steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
-                                     ("wiki index", False), ("memory index", True),
-                                     ("pinned note", True), ("tools", False), ("goal", False)]
+                                     ("project pinned note", True), ("wiki index", False),
+                                     ("project index", False), ("memory index", True),
+                                     ("pinned note", True), ("tools", False), ("project goal", False),
+                                     ("goal", False)]
     for kind, last_first in steps:
         candidates = of(kind)
         if last_first:
@@ -261,6 +302,21 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
             f"the persona files and the work item alone need {prompt.tokens} tokens; "
             f"the budget is {budget}", path=folder.model, field="max_input_tokens",
             fix="raise max_input_tokens in model.md, or shorten the persona or the work item")
+
+
+def _shorten(layer: Layer, limit: int, cuts: list[dict[str, Any]]) -> None:
+    """Keep whole lines from the top that fit ``limit`` tokens, then a marker line."""
+    if layer.tokens <= limit:
+        return
+    before = layer.tokens
+    room = max(limit - 16, 0) * 4  # characters, by the same estimate
+    cut = layer.text.rfind("\n", 0, room + 1)
+    kept = layer.text[:cut] if cut > 0 else ""
+    dropped = layer.text.count("\n", len(kept)) + (0 if kept else 1)
+    layer.text = kept + ("\n" if kept else "") + TRUNCATION_MARK.format(count=dropped)
+    layer.tokens = estimate_tokens(layer.text)
+    layer.truncated = True
+    cuts.append({"source": layer.source, "action": "truncated", "tokens": before - layer.tokens})
 
 
 def _drop_archive(layer: Layer, prompt: Prompt) -> None:

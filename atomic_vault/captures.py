@@ -27,7 +27,8 @@ from .vault import AgentFolder
 _BLOCK = re.compile(r"^(`{3,4})atomic_capture[ \t]*\r?\n(.*?)\r?\n\1[ \t]*\r?$", re.MULTILINE | re.DOTALL)
 _OPENING = re.compile(r"^`{3,4}atomic_capture\b", re.MULTILINE)
 REQUIRED = ("type", "name", "description", "confidence", "sources", "body")
-OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags")
+OPTIONAL = ("supersedes", "merge_into", "pinned", "expires_at", "tags", "scope", "project")
+SCOPES = ("agent", "project")
 LIMITS = {"name": 200, "description": 300, "body": 32_000, "source": 500, "tag": 64, "items": 32}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 INDEX_TRIES = 5  # INDEX.md changed by hand this many times in a row mid-update: give up
@@ -46,6 +47,8 @@ class Capture:
     pinned: bool = False
     expires_at: str | None = None
     tags: list[str] = field(default_factory=list)
+    scope: str = "agent"  # project: the note goes to a project's shared memory (spec/18)
+    project: str | None = None  # which project, when the agent is a member of several
 
 
 # The same capture offered as a tool, for providers that support tool calls: the model
@@ -67,6 +70,9 @@ TOOL_SCHEMA: dict[str, Any] = {
         "pinned": {"type": "boolean"},
         "expires_at": {"type": "string", "description": "YYYY-MM-DD"},
         "tags": {"type": "array", "items": {"type": "string"}},
+        "scope": {"type": "string", "enum": list(SCOPES),
+                  "description": "project: save to the shared memory of a project the agent is a member of"},
+        "project": {"type": "string", "description": "the project's name (scope project, several projects)"},
     },
     "required": list(REQUIRED),
     "additionalProperties": False,
@@ -178,11 +184,20 @@ def parse(raw: str) -> Capture:
     expires = data.get("expires_at")
     if expires is not None and iso_day(expires) is None:
         raise CaptureError(f"expires_at {expires!r} is not a YYYY-MM-DD date")
+    scope = data.get("scope", "agent")
+    if scope not in SCOPES:
+        raise CaptureError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    project = data.get("project")
+    if project is not None and (not isinstance(project, str) or not project.strip()):
+        raise CaptureError("project must be a project's name")
+    if project is not None and scope != "project":
+        raise CaptureError("project is set but scope is not project; write \"scope\": \"project\"")
     return Capture(type=data["type"], name=data["name"].strip(),
                    description=data["description"].strip(), confidence=data["confidence"],
                    sources=lists["sources"], body=body.strip("\n"),
                    supersedes=data.get("supersedes"), merge_into=data.get("merge_into"),
-                   pinned=data.get("pinned", False), expires_at=expires, tags=lists["tags"])
+                   pinned=data.get("pinned", False), expires_at=expires, tags=lists["tags"],
+                   scope=scope, project=project)
 
 
 class _Writer:

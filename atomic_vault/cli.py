@@ -234,11 +234,13 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str, so
               help="Seconds to wait for the agent's lock.")
 @click.option("--idempotency-key", metavar="KEY", callback=_line(200),
               help="Run at most once per KEY: again, it prints the first run's result without calling the model.")
+@click.option("--tree-cap-usd", type=click.FloatRange(min=0), metavar="USD",
+              help="Cap the cost of this run and every run it delegates to (default: model.md's tree_cap_usd).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
 @click.pass_context
 def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigger: str,
         critical: bool, no_wait: bool, lock_timeout: float, idempotency_key: str | None,
-        as_json: bool) -> None:
+        tree_cap_usd: float | None, as_json: bool) -> None:
     """Run agent NAME on WORK_ITEM ('-' reads it from standard input)."""
     from .agent import AtomicAgent
     from .errors import AtomicVaultError
@@ -253,7 +255,8 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
-        result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key)
+        result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key,
+                            tree_cap_usd=tree_cap_usd)
     except (AtomicVaultError, OSError) as exc:
         _fail(exc, name)
     _print_result(result, as_json)
@@ -488,11 +491,12 @@ def _agent_row(ctx: click.Context, agent_name: str) -> dict[str, Any]:
 
     row: dict[str, Any] = {"agent": agent_name, "last_run": None, "run_id": None, "status": None,
                            "model": None, "today_usd": None, "today_runs": None,
-                           "today_unknown": None, "error": None}
+                           "today_unknown": None, "projects": [], "error": None}
     try:
         folder = _folder(ctx, agent_name)
         store = _backend(ctx, "log", agent=agent_name)
         config = load_model_config(folder.model)
+        row["projects"] = list(config.projects)
         runs = [r for r in store.query(folder, LogQuery(limit=50)) if r.get("kind", "run") == "run"]
         if runs:
             last = runs[-1]
@@ -514,7 +518,8 @@ def _agent_row(ctx: click.Context, agent_name: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one finding (or repair) per line.")
 @click.pass_context
 def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) -> None:
-    """Check one agent (or every agent in the vault): layout, notes, INDEX, log, chain, locks."""
+    """Check one agent (or every agent and project in the vault): layout, notes, INDEX, log,
+    chain, locks; for a project, project.md, its members, its policy floor, notes and INDEX."""
     from . import doctor as checks
     from .errors import AtomicVaultError
     from .vault import list_agents, resolve_root
@@ -539,6 +544,11 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
             findings += checks.check(folder, own)
         except AtomicVaultError as exc:
             findings.append(checks.Finding(agent_name, "agent", "error", exc.message, exc.path, exc.fix))
+    if not name:  # the vault's projects too (spec/18)
+        from .projects import names as project_names
+
+        for project in project_names(resolve_root(ctx.obj["root"])):
+            findings += checks.check_project(resolve_root(ctx.obj["root"]), project)
     errors = sum(f.level == "error" for f in findings)
     if as_json:  # JSON Lines: what --repair did, then one finding a line
         done = [checks.Finding(agent_name, "repair", "ok", action, None, None)
@@ -674,10 +684,13 @@ def _gist(record: dict, width: int = 60) -> str:
                    "effect: the ledger's begin and commit; note_edit: the notes commands' changes).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
               help="Group spend by day or month (cost).")
+@click.option("--tree", "tree_of", metavar="RUN_ID", callback=_line(80),
+              help="Draw the delegation tree below run RUN_ID: each run with its status and cost.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record (runs) or row (cost) per line.")
 @click.pass_context
 def log(ctx: click.Context, name: str, action: str, limit: int, since: str | None, until: str | None,
-        status: str | None, trigger: str | None, kind: str | None, by: str, as_json: bool) -> None:
+        status: str | None, trigger: str | None, kind: str | None, by: str, tree_of: str | None,
+        as_json: bool) -> None:
     """Show agent NAME's runs (newest last), or `cost`: spend and tokens by day or month.
 
     \b
@@ -685,10 +698,14 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
       atomic-vault log atlas --since 2026-11-01 --status error
       atomic-vault log atlas cost --by month --json
       atomic-vault log atlas --kind verdict
+      atomic-vault log atlas --tree 20261201T090000-1a2b3c4d
     """
     from .errors import AtomicVaultError
     from .protocols import LogQuery
 
+    if tree_of is not None:
+        _print_tree(ctx, name, tree_of, as_json)
+        return
     try:
         folder = _folder(ctx, name)
         store = _backend(ctx, "log", agent=name)
@@ -719,6 +736,25 @@ def log(ctx: click.Context, name: str, action: str, limit: int, since: str | Non
             status_, model, cost = str(record.get("kind")), "-", "-"
         click.echo(f"{seq:>5} {ts[:19]:<19} {status_:<7} {trigger_:<8} {model:<12} "
                    f"{cost:>9}  {_gist(record)}")
+
+
+def _print_tree(ctx: click.Context, name: str, run_id: str, as_json: bool) -> None:
+    """``log NAME --tree RUN_ID``: the tree as text, or one JSON line per run (with depth)."""
+    from . import evidence
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        top = evidence.tree(folder.root, name, run_id)
+    except evidence.UnknownRun as exc:
+        raise click.UsageError(str(exc)) from None
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if not as_json:
+        click.echo(evidence.render_tree(top))
+        return
+    for node in evidence.walk(top):
+        click.echo(json.dumps({k: v for k, v in node.items() if k != "children"}, ensure_ascii=False))
 
 
 def _print_cost(folder: Any, store: Any, rows: list, by: str, as_json: bool, filtered: bool) -> None:

@@ -69,6 +69,9 @@ class ModelConfig:
     max_steps: int = 8  # model calls of one run's tool loop (spec/06)
     retention: int | None = None  # days a run's snapshots are kept (None: model.md is silent)
     approval_hours: int = 72  # how long an approval file waits for a decision (spec/06)
+    projects: tuple[str, ...] = ()  # the projects (<root>/_projects/NAME) this agent joins
+    tree_cap_usd: float | None = None  # a delegation tree's cost cap, when this agent is its root
+    max_depth: int = 3  # how deep a delegation tree this agent roots may grow
 
     @property
     def zone(self) -> tzinfo | None:
@@ -306,7 +309,8 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone", "max_steps", "retention", "approval_hours"}
+               "prices", "timezone", "max_steps", "retention", "approval_hours", "projects",
+               "tree_cap_usd", "max_depth"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -388,8 +392,39 @@ def load_model_config(path: Path) -> ModelConfig:
             max_steps=_int(data, "max_steps", 8, 1, 100, path),
             retention=retention_days(data, path),
             approval_hours=_int(data, "approval_hours", 72, 1, 8_760, path),
+            projects=_project_names(data.get("projects"), path),
+            tree_cap_usd=_amount(data, "tree_cap_usd", path),
+            max_depth=_int(data, "max_depth", 3, 0, 16, path),
         )
     return cached_file(path, parse)
+
+
+def _project_names(value: Any, path: Path) -> tuple[str, ...]:
+    """``projects:``: a list of project names, each a folder name under _projects/."""
+    from .vault import AGENT_NAME  # the same rule as agent names: no path escapes
+
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ConfigError("must be a list of project names", path=path, field="projects",
+                          fix="write e.g. projects: [launch]")
+    for name in value:
+        if not AGENT_NAME.match(name) or name.endswith(".") or ".." in name:
+            raise ConfigError(f"{name!r} is not a project name", path=path, field="projects",
+                              fix="use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    if len(set(value)) != len(value):
+        raise ConfigError("names a project twice", path=path, field="projects", fix="list each project once")
+    return tuple(value)
+
+
+def _amount(data: dict[str, Any], key: str, path: Path) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{value!r} is not a non-negative amount", path=path, field=key,
+                          fix=f"write e.g. {key}: 0.50")
+    return float(value)
 
 
 def load_tools_config(path: Path) -> ToolsConfig:

@@ -99,10 +99,65 @@ def _check_layout(folder: AgentFolder, add) -> None:
             add("config", "warn", f"unknown keys ignored: {', '.join(config.unknown_keys)}", path,
                 "check their spelling against spec/06-config.md")
     _check_tools(folder, add)
+    _check_membership(folder, add)
     if not folder.memory.is_dir():
         add("layout", "warn", "memory/ is missing (created by the first capture)", folder.memory)
     else:
         add("layout", "ok", "agent folder layout is valid")
+
+
+def _check_membership(folder: AgentFolder, add) -> None:
+    """The projects model.md names: each must exist and list the agent (a run refuses otherwise)."""
+    from . import projects
+
+    try:
+        config = load_model_config(folder.model)
+    except AtomicVaultError:  # reported as a config error above
+        return
+    try:
+        joined = projects.for_agent(folder, config)
+    except AtomicVaultError as exc:
+        add("projects", "error", exc.message, exc.path, exc.fix)
+        return
+    if joined:
+        add("projects", "ok", f"a member of {', '.join(p.name for p in joined)}")
+
+
+def check_project(root: Path, name: str) -> list[Finding]:
+    """Every check for one project folder (spec/18): project.md, its members, its policy
+    floor, its notes and INDEX. Nothing changes."""
+    from . import policy, projects
+    from .backends.files import FileMemory
+
+    label = f"{projects.PROJECTS}/{name}"
+    out: list[Finding] = []
+
+    def add(check_name: str, level: str, message: str, path: Path | str | None = None,
+            fix: str | None = None) -> None:
+        out.append(Finding(label, check_name, level, message, str(path) if path is not None else None, fix))
+
+    problems = [exc for project, exc in projects.problems(root) if project == name]
+    for exc in problems:
+        add("project", "error", (f"{exc.field}: " if exc.field else "") + exc.message, exc.path, exc.fix)
+    if not problems:
+        add("project", "ok", "project.md is valid and every member is an agent")
+        unknown = projects.load(root, name).unknown_keys
+        if unknown:
+            add("project", "warn", f"unknown keys ignored: {', '.join(unknown)}", projects.load(root, name).file,
+                "project.md takes members: and budget: (spec/18)")
+    folder = projects.folder_of(root, name)
+    loaded = policy.load(folder.path / "policy.md")
+    if loaded is not None and loaded.error is not None:
+        add("config", "error", f"the floor fails closed, every member's tool call is blocked: {loaded.error.message}",
+            folder.path / "policy.md", loaded.error.fix)
+    memory = FileMemory()
+    try:
+        notes = _check_notes(folder, memory, add) if folder.memory.is_dir() else None
+        if notes is not None:
+            _check_index(folder, memory, notes, add)
+    except AtomicVaultError as exc:
+        add("notes", "error", exc.message, exc.path, exc.fix)
+    return out
 
 
 def _check_tools(folder: AgentFolder, add) -> None:

@@ -151,6 +151,7 @@ def view(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any]
         "steps": _steps(record, loaded, about),
         "resumes": record.get("resumes"),
         "decisions": record.get("decisions") or [],
+        "tree": _tree_fields(record),
         "awaiting": _awaiting(record, about),
         "gone": [{"snapshot": sha, "state": loaded.state(sha), **(
             {"pruned_by_seq": loaded.pruned[sha]} if sha in loaded.pruned else {})}
@@ -234,6 +235,19 @@ def render(shown: dict[str, Any], full: bool = False) -> str:
                          + (f" · effect {d['effect']}" if d.get("effect") else ""))
         if not shown["decisions"]:
             lines.append("no decision was taken")
+    tree = shown.get("tree")
+    if tree:
+        lines += ["", "## Delegation tree"]
+        if tree.get("parent_run_id"):
+            lines.append(f"child at depth {tree['depth']} of run {tree['parent_run_id']} "
+                         f"(root run {tree['root_run_id']})")
+        elif tree.get("tree_cap_usd") is not None:
+            lines.append(f"root run · tree cap ${tree['tree_cap_usd']:.4f}")
+        for child in tree.get("children") or []:
+            lines.append(f"- {child.get('agent')} run {child.get('run_id')} · {child.get('status')} · cost "
+                         + _money(child.get("cost_usd")))
+        if tree.get("children"):
+            lines.append(f"the whole tree: atomic-vault log {shown['agent']} --tree {shown['run_id']}")
     if shown["steps"]:
         lines += ["", "## Tool steps"]
     for step in shown["steps"]:
@@ -293,6 +307,66 @@ def render(shown: dict[str, Any], full: bool = False) -> str:
         for g in shown["gone"]:
             lines.append(f"- {g['snapshot']}: {g['state']}"
                          + (f" (prune record seq {g['pruned_by_seq']})" if g.get("pruned_by_seq") else ""))
+    return "\n".join(lines)
+
+
+def _money(value: Any) -> str:
+    return "unknown" if not isinstance(value, (int, float)) else f"${value:.4f}"
+
+
+def _tree_fields(record: dict[str, Any]) -> dict[str, Any] | None:
+    fields = {key: record[key] for key in ("root_run_id", "parent_run_id", "depth", "tree_cap_usd", "children")
+              if key in record}
+    return fields or None
+
+
+MAX_TREE_DEPTH = 32  # records name their children; a hand-edited loop of names stops here
+
+
+def tree(root: Any, agent: str, run_id: str) -> dict[str, Any]:
+    """The delegation tree below run ``run_id`` of ``agent``, read from the logs: each node's
+    agent, run id, status, cost and children (a child whose record is not found is
+    ``missing``), and ``tree_cost_usd``, the known costs summed."""
+    from .backends import open_backend
+    from .vault import open_agent
+
+    def node(name: str, run: str | None, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": name, "run_id": run, "depth": depth, "status": "missing",
+                               "cost_usd": None, "summary": "", "children": []}
+        try:
+            folder = open_agent(name, root)
+            record = open_backend("log", None, folder.root, folder.name).get(folder, run) if run else None
+        except AtomicVaultError:
+            record = None
+        if record is None:
+            return out
+        out.update(status=record.get("status"), cost_usd=record.get("cost_usd"), model=record.get("model"),
+                   summary=record.get("summary") or "")
+        if depth < MAX_TREE_DEPTH:
+            out["children"] = [node(str(c.get("agent")), c.get("run_id"), depth + 1)
+                               for c in record.get("children") or [] if isinstance(c, dict)]
+        return out
+
+    top = node(agent, run_id, 0)
+    if top["status"] == "missing":
+        raise UnknownRun(f"no run {run_id!r} in the log of {agent}", field="--tree",
+                         fix=f"`atomic-vault log {agent}` lists the runs; pass a run_id from it")
+    top["tree_cost_usd"] = round(sum(n["cost_usd"] for n in walk(top)
+                                     if isinstance(n["cost_usd"], (int, float))), 10)
+    return top
+
+
+def walk(node: dict[str, Any]):
+    """The tree's nodes, each before its children."""
+    yield node
+    for child in node["children"]:
+        yield from walk(child)
+
+
+def render_tree(top: dict[str, Any]) -> str:
+    lines = [f"{'  ' * n['depth']}{n['agent']} {n['run_id']} · {n['status']} · {_money(n['cost_usd'])}"
+             + (f" · {n['summary'][:60]}" if n.get("summary") else "") for n in walk(top)]
+    lines.append(f"tree cost {_money(top['tree_cost_usd'])} over {sum(1 for _ in walk(top))} runs")
     return "\n".join(lines)
 
 

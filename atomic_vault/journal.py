@@ -17,8 +17,8 @@ def shorten(text: str, limit: int) -> str:
 
 
 def captures_line(outcomes: list[dict[str, Any]]) -> str:
-    written = [f"`{o['file']}` ({o['status']})" if o["status"] != "written" else f"`{o['file']}`"
-               for o in outcomes if o["status"] != "rejected"]
+    written = [f"`{o.get('source') or o['file']}` ({o['status']})" if o["status"] != "written"
+               else f"`{o.get('source') or o['file']}`" for o in outcomes if o["status"] != "rejected"]
     rejected = [f"{o.get('name') or 'capture'}: {o['reason']}" for o in outcomes
                 if o["status"] == "rejected"]
     parts = []

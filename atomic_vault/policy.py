@@ -268,16 +268,19 @@ def _rule(raw: Any, path: Path, line: int, index: int) -> Rule:
 
 
 class Gate:
-    """The agent's policy with the vault's floor under it."""
+    """The agent's policy with the vault's floor under it, and the floors of the agent's
+    projects (``_projects/NAME/policy.md``): the strictest floor verdict wins."""
 
-    def __init__(self, agent_policy: Path, floor: Path):
+    def __init__(self, agent_policy: Path, floor: Path, project_floors: tuple[tuple[str, Path], ...] = ()):
         self.policy = load(agent_policy)
         self.floor = load(floor)
+        self.project_floors = [(label, load(path)) for label, path in project_floors]
         self.agent_path = agent_policy
 
     @property
     def problems(self) -> list[str]:
-        return [str(p.error) for p in (self.policy, self.floor) if p is not None and p.error is not None]
+        every = (self.policy, self.floor, *(p for _, p in self.project_floors))
+        return [str(p.error) for p in every if p is not None and p.error is not None]
 
     def decide(self, tool: str, arguments: dict[str, Any]) -> Verdict:
         agent = self.policy.decide(tool, arguments) if self.policy else None
@@ -286,10 +289,11 @@ class Gate:
                      if self.policy else "the agent has no policy.md, so a person decides",
                      f"{self.agent_path.name} default", arguments)
         outcome, reason, rule, args = agent
-        floor = self.floor.decide(tool, args) if self.floor else None
-        if floor is not None and _STRICTNESS[floor[0]] > _STRICTNESS[outcome]:
-            outcome, reason, rule, args = floor[0], floor[1], f"floor {floor[2]}", floor[3]
-            if outcome == "revise":
-                args = floor[3]
+        floors = [(None, self.floor), *self.project_floors]
+        for label, floor in floors:
+            decided = floor.decide(tool, args) if floor else None
+            if decided is not None and _STRICTNESS[decided[0]] > _STRICTNESS[outcome]:
+                where = decided[2] if label is None else f"{label}/{decided[2]}"
+                outcome, reason, rule, args = decided[0], decided[1], f"floor {where}", decided[3]
         return Verdict(outcome, reason, rule, args, self.policy.sha256 if self.policy else None,
                        self.floor.sha256 if self.floor else None)

@@ -238,7 +238,7 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
     extra = {"kind": "replay", "replays": {"run_id": original["run_id"], "seq": original.get("seq"),
                                            "hash": original.get("hash")},
              "changes": changes.as_record(), "applied": apply}
-    if guardrails.enabled(config) and not run.reserve(model):
+    if run.guarded and not run.reserve(model):
         reason = "; ".join(run.budget.reasons)
         done = retries.Completion(None, None, model)
         with agent.lock.hold(folder, agent.lock_timeout) as lease:
@@ -267,6 +267,10 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
     finally:
         run.release()
     telemetry.export(run.telemetry, record, run.request, response.text if response else None)  # it called a model
+    run.warnings += [f"run {original['run_id']} delegated to {c.get('agent')} (run {c.get('run_id')}): the replay "
+                     "gave that child's recorded answer as the tool's result and ran no child; replay the child "
+                     f"itself with `atomic-vault replay {c.get('agent')} {c.get('run_id')}`"
+                     for c in original.get("children") or [] if isinstance(c, dict)]
     return _done(log, folder, record, original, run.warnings)
 
 
@@ -288,9 +292,11 @@ def _apply(agent, run, done, found, rejected, started, lease, fence, extra) -> d
     folder = agent.folder
     writeback.preflight(folder, started.date(), agent.memory, agent.log, agent.journal)
     notes = writeback.Notes(agent.memory, lease)
+    shared = [{"name": c.name, "type": c.type, "scope": "project", "status": "not applied",
+               "reason": "a replay does not write to a project's memory"} for c in found if c.scope == "project"]
     try:
-        outcomes = captures.write(folder, notes, load_tools_config(folder.tools), found,
-                                  started.date(), lease) + rejected
+        outcomes = captures.write(folder, notes, load_tools_config(folder.tools),
+                                  [c for c in found if c.scope == "agent"], started.date(), lease) + shared + rejected
         record = _append(agent, run, done, run.settle(done), outcomes, lease, fence, extra, notes)
     except BaseException as exc:
         left = notes.take_back(folder)

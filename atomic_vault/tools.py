@@ -4,7 +4,8 @@ A tool is a name, a description and a JSON Schema for its arguments, of one kind
 ``python`` (a callable: ``module:function`` or an ``atomic_vault.tools`` entry point),
 ``command`` (an argv template run without a shell) or ``mcp`` (a tool of an MCP server
 started over stdio through the official ``mcp`` SDK, the ``[mcp]`` extra, imported only
-then; its description and schema come from the server). Whatever happens when a tool runs —
+then; its description and schema come from the server) or ``builtin`` (one the runtime
+provides: ``delegate``, delegation.py, bound to the run that offers it). Whatever happens when a tool runs —
 an exception, a non-zero exit, a timeout, too much output — becomes a ``Result`` the
 model reads; it never crashes the run. Arguments are checked against the schema first
 with a small built-in validator (the subset in spec/06); invalid ones run nothing.
@@ -26,7 +27,17 @@ from .config import ToolsConfig
 from .errors import ConfigError
 
 ENTRY_POINT_GROUP = "atomic_vault.tools"
-KINDS = ("python", "command", "mcp")
+KINDS = ("python", "command", "mcp", "builtin")
+# The built-in tools: (default description, arguments' schema); delegation.py runs delegate.
+BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "delegate": ("Hand a sub-task to another agent of this vault and get its answer back. "
+                 "The agent works in its own folder, with its own memory and tools.",
+                 {"type": "object",
+                  "properties": {"agent": {"type": "string", "description": "the agent's folder name"},
+                                 "task": {"type": "string", "minLength": 1, "maxLength": 200_000,
+                                          "description": "the sub-task, as a work item for that agent"}},
+                  "required": ["agent", "task"], "additionalProperties": False}),
+}
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 _KEYS = {"name", "description", "kind", "input_schema", "function", "entry_point", "argv",
          "timeout_s", "cwd", "env", "max_output_bytes", "server", "tool", "idempotent"}
@@ -72,6 +83,7 @@ class Tool:
     remote: str | None = None  # mcp: the tool's name on the server
     checked: bool = True  # False: the schema is beyond the subset, so the server alone validates
     idempotent: bool = False  # True: running it twice is harmless, so an unknown effect is run again
+    bound: Callable[[dict[str, Any]], Result] | None = field(default=None, compare=False)  # builtin
 
     def spec(self) -> dict[str, Any]:
         """The tool as data for a model request (models.ModelRequest.tools)."""
@@ -124,7 +136,9 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
     kind = raw.get("kind")
     if kind not in KINDS:
         raise bad(f"kind {kind!r} is not one of {', '.join(KINDS)}", "kind",
-                  "write kind: python, kind: command or kind: mcp")
+                  "write kind: python, kind: command, kind: mcp or kind: builtin")
+    if kind == "builtin":
+        return _parse_builtin(raw, bad)
     idempotent = raw.get("idempotent", False)
     if not isinstance(idempotent, bool):
         raise bad(f"idempotent {idempotent!r} is not true or false", "idempotent",
@@ -176,6 +190,20 @@ def _parse(raw: dict[str, Any], path: Path, where: str) -> Tool:
                 raise bad(f"argv names {{{placeholder}}}, which the schema does not declare", "argv",
                           f"add {placeholder} under input_schema.properties")
     return Tool(**common, argv=tuple(argv), cwd=cwd)
+
+
+def _parse_builtin(raw: dict[str, Any], bad: Callable[[str, str, str], ConfigError]) -> Tool:
+    """A tool the runtime provides: only its name (and, if wanted, a description) is declared."""
+    if raw["name"] not in BUILTINS:
+        raise bad(f"there is no built-in tool {raw['name']!r}", "name", f"the built-in tools are: {', '.join(BUILTINS)}")
+    extra = sorted(set(map(str, raw)) - {"name", "kind", "description"})
+    if extra:
+        raise bad(f"a built-in tool takes no {extra[0]}: the runtime defines it", extra[0], f"remove {extra[0]}:")
+    default, schema = BUILTINS[raw["name"]]
+    description = raw.get("description", default)
+    if not isinstance(description, str) or not description.strip():
+        raise bad("the description must be text", "description", "write description: when to delegate")
+    return Tool(name=raw["name"], description=description.strip(), kind="builtin", input_schema=schema)
 
 
 def _parse_mcp(raw: dict[str, Any], bad: Callable[[str, str, str], ConfigError]) -> Tool:
@@ -383,6 +411,10 @@ def run(tool: Tool, arguments: dict[str, Any], agent_root: Path) -> Result:
             return _run_python(tool, arguments)
         if tool.kind == "mcp":
             return _run_mcp(tool, arguments, agent_root)
+        if tool.kind == "builtin":
+            if tool.bound is None:
+                return Result("error", f"the built-in tool {tool.name} runs only inside an agent's run")
+            return tool.bound(arguments)
         return _run_command(tool, arguments, agent_root)
     except Exception as exc:  # a tool's failure is the model's to read, never a crashed run
         return Result("error", f"the tool failed: {type(exc).__name__}: {exc}"[:2000])

@@ -385,7 +385,7 @@ def test_doctor_names_a_policy_that_fails_closed_and_a_malformed_tool(vault):
     (vault / "atlas" / "policy.md").write_text("# Policy\n\n```yaml\nrules: [{tool: x, verdict: maybe}]\n```\n")
     tools_md(vault, [{"name": "x", "kind": "shell", "description": "d"}])
     found = [(f.level, f.message) for f in doctor.check(folder) if f.check == "config"]
-    assert ("error", "tools[0].kind: kind 'shell' is not one of python, command, mcp") in found
+    assert ("error", "tools[0].kind: kind 'shell' is not one of python, command, mcp, builtin") in found
     assert any(level == "error" and "fails closed" in message and "line 4" in message for level, message in found)
 
 
