@@ -100,6 +100,49 @@ def request(agent_path: Path, *, agent: str, run: str, step: int, index: int, ca
     return approval_id
 
 
+class _ProposalDumper(yaml.SafeDumper):
+    """Multi-line text as one double-quoted line: a note body's own fences or YAML then
+    never show as lines of the approval file."""
+
+
+_ProposalDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\n" in value or "`" in value else None))
+
+
+def propose(agent_path: Path, *, agent: str, run: str, kind: str, proposal: dict[str, Any], summary: str,
+            diff: str, now: datetime, expires_after: timedelta = EXPIRES_AFTER) -> str:
+    """Write the approval file of a proposal (``kind``, e.g. consolidation) made by run
+    ``run``: the same block as a tool call's, with the proposal as its ``arguments`` (so an
+    edit of the proposal is refused like an edit of arguments), then the full diff for the
+    reviewer. A proposal is approved with `atomic-vault approvals NAME approve ID`, which
+    applies it at once; its id."""
+    approval_id = f"{run}-{kind}"
+    fields = {
+        "id": approval_id, "agent": agent, "kind": kind, "run": run, "step": 0, "call": "proposal",
+        "tool": kind, "arguments": proposal, "args_sha256": args_sha256(proposal), "rule": None,
+        "reason": summary, "why": kind,
+        "requested_at": now.isoformat(timespec="seconds"),
+        "expires_at": (now + expires_after).isoformat(timespec="seconds"),
+        "decision": "pending", "decided_by": None, "note": None,
+    }
+    block = yaml.dump(fields, Dumper=_ProposalDumper, sort_keys=False, allow_unicode=True, width=1 << 30)
+    longest = max((len(run_) for run_ in re.findall(r"`+", diff)), default=0)
+    fence = "`" * max(3, longest + 1)
+    text = (f"# Proposal {approval_id}\n\n"
+            f"Run {run} of agent **{agent}** proposes a {kind}: {summary}.\n\n"
+            f"```yaml\n{block}```\n\n"
+            f"To apply it, run `atomic-vault approvals {agent} approve {approval_id} --by NAME` (or `deny`). "
+            "Applying refuses a proposal whose notes changed since it was made (their sha256 is in "
+            f"notes_sha256 above); nothing is deleted. After {fields['expires_at']} it counts as denied.\n\n"
+            f"## Changes\n\n{fence}diff\n{diff}{fence}\n")
+    target = path_of(agent_path, approval_id)
+    fileio.make_dirs(target.parent)
+    if not fileio.create_new(target, text):
+        raise ConfigError(f"approval {approval_id} exists already", path=target, field="ID",
+                          fix="run again: every run makes a new id")
+    return approval_id
+
+
 def read(agent_path: Path, approval_id: str) -> Approval:
     """The approval file, checked: a clear error naming the file and field, else the approval."""
     path = path_of(agent_path, approval_id)

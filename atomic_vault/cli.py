@@ -342,8 +342,10 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         else:
             if not by:
                 raise click.UsageError(f"{action} needs --by NAME: a decision names who took it")
-            files.decide(folder.path, approval_id, action, by, note)
+            taken = _decide(ctx, folder, store, name, approval_id, action, by, note)
             rows = [files.status(folder, store, approval_id)[0]]
+            if taken is not None:
+                rows[0]["applied"] = taken.get("applied", [])
     except AtomicVaultError as exc:
         _fail(exc, name)
     if as_json:
@@ -357,6 +359,10 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
             if row.get(key) is not None:
                 click.echo(f"{key + ':':<13} {json.dumps(row[key], ensure_ascii=False) if isinstance(row[key], (dict, list)) else row[key]}")
         return
+    if action in ("approve", "deny") and "applied" in rows[0]:
+        click.echo(f"{rows[0]['id']}: {action} by {by}; {len(rows[0]['applied'])} note file(s) written"
+                   + "".join(f"\n  {item['file']}" for item in rows[0]["applied"]))
+        return
     if action in ("approve", "deny"):
         click.echo(f"{rows[0]['id']}: {action} by {by}; next: atomic-vault resume {name} {rows[0]['run']}")
         return
@@ -367,6 +373,62 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
     for row in rows:
         click.echo(f"{row['id']:<34} {row['state']:<16} {str(row.get('tool'))[:16]:<16} "
                    f"{str(row.get('expires_at') or '-')[:19]:<19}")
+
+
+def _decide(ctx: click.Context, folder: Any, log: Any, name: str, approval_id: str, action: str, by: str,
+            note: str | None) -> dict[str, Any] | None:
+    """Write a decision. A proposal (consolidation) is taken and applied at once, its
+    record returned; a tool call's decision is taken by `resume`."""
+    from . import approvals as files, consolidate
+
+    try:
+        proposal = consolidate.is_proposal(files.read(folder.path, approval_id))
+    except Exception:  # an unreadable file: decide() names the problem
+        proposal = False
+    if not proposal:
+        files.decide(folder.path, approval_id, action, by, note)
+        return None
+    return consolidate.take(folder, _backend(ctx, "memory", agent=name), log, _backend(ctx, "lock", agent=name),
+                            approval_id, action, by, note)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--model", callback=_model_name, help="Override model.md for this call (offline merges exact duplicates).")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@click.pass_context
+def consolidate(ctx: click.Context, name: str, model: str | None, lock_timeout: float, as_json: bool) -> None:
+    """Ask the model to merge duplicate notes, retire stale ones and distil old journal
+    days into notes, as a proposal: an approval file with the full diff, applied only by
+    `atomic-vault approvals NAME approve ID --by NAME`. The call runs under the cost
+    guardrails and is logged. Exit 0: proposed (or nothing to do), 1: error or invalid
+    proposal, 3: skipped by the cost guardrails."""
+    from . import consolidate as consolidating
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        done = consolidating.propose(folder, _backend(ctx, "memory", agent=name), _backend(ctx, "log", agent=name),
+                                     _backend(ctx, "lock", agent=name), _backend(ctx, "journal", agent=name),
+                                     model=model, lock_timeout=lock_timeout)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        _dump({"status": done.status, "approval": done.approval, "message": done.message,
+               "run_id": (done.record or {}).get("run_id"), "seq": (done.record or {}).get("seq"),
+               "cost_usd": (done.record or {}).get("cost_usd"), "proposal": done.proposal,
+               "warnings": done.warnings})
+    else:
+        for warning in done.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(done.message)
+        if done.approval:
+            click.echo(f"review approvals/{done.approval}.md, then: atomic-vault approvals {name} approve "
+                       f"{done.approval} --by NAME")
+    sys.exit(EXIT_SKIPPED if done.status == "skipped" else EXIT_OK)
 
 
 def _stdin_text() -> str:
@@ -495,6 +557,39 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
             fix = f"\n        fix: {f.fix}" if f.fix and f.level != "ok" else ""
             click.echo(f"{marks[f.level]} {f.agent}: {f.check}: {f.message}{where}{fix}")
     sys.exit(EXIT_ERROR if errors else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one finding per line (check, file, message, fix).")
+@click.pass_context
+def lint(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Check agent NAME's memory for what makes it worse over time: duplicate and
+    near-duplicate notes, stale notes (model.md stale_days), expired notes still listed,
+    INDEX lines without a note and notes without a line, one-sided supersession links,
+    unknown frontmatter keys, old schema versions, oversized notes, an INDEX over its
+    share of the prompt budget. Changes nothing. Exit 0: no findings, 1: findings."""
+    from . import clock, lint as linting
+    from .config import load_model_config
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory", agent=name)
+        config = load_model_config(folder.model)
+        _show_build_progress("reading the notes")
+        found = linting.lint(folder, memory, config, clock.now(config.zone).date())
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    for finding in found:
+        if as_json:
+            click.echo(json.dumps(finding.as_dict(), ensure_ascii=False))
+        else:
+            click.echo(f"{finding.check}: {finding.file}: {finding.message}\n    fix: {finding.fix}")
+    if not as_json:
+        click.echo(f"{name}: {len(found)} finding(s)" if found else f"{name}: memory is clean", err=True)
+    sys.exit(EXIT_ERROR if found else EXIT_OK)
 
 
 @cli.command()

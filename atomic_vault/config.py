@@ -69,6 +69,7 @@ class ModelConfig:
     max_steps: int = 8  # model calls of one run's tool loop (spec/06)
     retention: int | None = None  # days a run's snapshots are kept (None: model.md is silent)
     approval_hours: int = 72  # how long an approval file waits for a decision (spec/06)
+    stale_days: int = 90  # a note not seen for longer is stale (lint, consolidate; spec/17)
 
     @property
     def zone(self) -> tzinfo | None:
@@ -306,7 +307,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone", "max_steps", "retention", "approval_hours"}
+               "prices", "timezone", "max_steps", "retention", "approval_hours", "stale_days"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -388,6 +389,7 @@ def load_model_config(path: Path) -> ModelConfig:
             max_steps=_int(data, "max_steps", 8, 1, 100, path),
             retention=retention_days(data, path),
             approval_hours=_int(data, "approval_hours", 72, 1, 8_760, path),
+            stale_days=_int(data, "stale_days", 90, 1, 36_500, path),
         )
     return cached_file(path, parse)
 
