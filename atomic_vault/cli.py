@@ -320,7 +320,8 @@ def resume(ctx: click.Context, name: str, run_id: str, model: str | None, lock_t
 @click.pass_context
 def approvals(ctx: click.Context, name: str, action: str, approval_id: str | None, by: str | None,
               note: str | None, as_json: bool) -> None:
-    """List, show, approve or deny agent NAME's approvals (files in approvals/).
+    """List, show, approve or deny agent NAME's approvals (files in approvals/). A tool
+    call's decision is taken by `resume`; a consolidation proposal is applied at once.
 
     \b
     Examples:
@@ -377,19 +378,10 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
 
 def _decide(ctx: click.Context, folder: Any, log: Any, name: str, approval_id: str, action: str, by: str,
             note: str | None) -> dict[str, Any] | None:
-    """Write a decision. A proposal (consolidation) is taken and applied at once, its
-    record returned; a tool call's decision is taken by `resume`."""
-    from . import approvals as files, consolidate
+    from . import consolidate
 
-    try:
-        proposal = consolidate.is_proposal(files.read(folder.path, approval_id))
-    except Exception:  # an unreadable file: decide() names the problem
-        proposal = False
-    if not proposal:
-        files.decide(folder.path, approval_id, action, by, note)
-        return None
-    return consolidate.take(folder, _backend(ctx, "memory", agent=name), log, _backend(ctx, "lock", agent=name),
-                            approval_id, action, by, note)
+    return consolidate.decide(folder, lambda kind: _backend(ctx, kind, agent=name), log, approval_id, action,
+                              by, note)
 
 
 @cli.command()

@@ -527,6 +527,22 @@ def is_proposal(approval: approvals.Approval) -> bool:
     return approval.fields.get("kind") == KIND
 
 
+def decide(folder: AgentFolder, backend: Any, log: Any, approval_id: str, decision: str, by: str,
+           note: str | None = None) -> dict[str, Any] | None:
+    """The one way to decide an approval (CLI and MCP server): a tool call's decision is
+    written into its file (``resume`` takes it); a proposal is taken, and applied when
+    approved, at once: its record is returned. ``backend(kind)`` opens the agent's memory
+    and lock backends, only for a proposal."""
+    try:
+        proposal = is_proposal(approvals.read(folder.path, approval_id))
+    except ConfigError:
+        proposal = False  # approvals.decide names what is wrong with the file
+    if not proposal:
+        approvals.decide(folder.path, approval_id, decision, by, note)
+        return None
+    return take(folder, backend("memory"), log, backend("lock"), approval_id, decision, by, note)
+
+
 def take(folder: AgentFolder, memory: Any, log: Any, lock: Any, approval_id: str, decision: str, by: str,
          note: str | None = None, lock_timeout: float | None = 60.0) -> dict[str, Any]:
     """Decide a consolidation proposal and, when approved, apply it; returns the logged

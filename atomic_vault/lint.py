@@ -30,6 +30,7 @@ SIMILAR_BODY = 0.7  # Jaccard of word 3-shingles at or above which two bodies ar
 SIMILAR_DESCRIPTION = 0.8  # the same for descriptions, on word pairs
 SKETCH = 4  # smallest shingle hashes per text that make a note a candidate of another
 BUCKET_LIMIT = 64  # a shingle this many notes share is boilerplate, not a sign of duplication
+COMPARED: dict[str, int] = {}  # candidate pairs compared by the last duplicate_groups (bench/bench_lint.py)
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,10 @@ _MASK = (1 << 61) - 1
 def _words(text: str, ids: dict[str, int]) -> list[int]:
     """The text's words (letters and digits, case folded) as CRC32 numbers: deterministic
     across processes, unlike ``hash``. ``ids`` caches the words already seen."""
-    out = []
-    for word in _WORD.findall(text.casefold()):
-        value = ids.get(word)
-        if value is None:
-            value = ids[word] = zlib.crc32(word.encode("utf-8"))
-        out.append(value)
-    return out
+    words = _WORD.findall(text.casefold())
+    for word in set(words).difference(ids):
+        ids[word] = zlib.crc32(word.encode("utf-8"))
+    return [ids[word] for word in words]
 
 
 def _shingles(words: list[int], size: int) -> frozenset[int]:
@@ -158,8 +156,12 @@ def duplicate_groups(notes: dict[str, Note]) -> list[Group]:
     bodies = {f: _shingles(_words(n.body, ids), 3) for f, n in current.items()}
     descriptions = {f: _shingles(_words(str(n.meta.get("description", "")), ids), 2) for f, n in current.items()}
     pairs: dict[tuple[str, str], tuple[str, float]] = {}
+    compared = COMPARED
+    compared.clear()
     for why, sets, limit in (("body", bodies, SIMILAR_BODY), ("description", descriptions, SIMILAR_DESCRIPTION)):
-        for a, b in _candidates(sets):
+        found = _candidates(sets)
+        compared[why] = len(found)
+        for a, b in found:
             if (a, b) in pairs or (a in named and b in named and _name_key(current[a]) == _name_key(current[b])):
                 continue
             score = _jaccard(sets[a], sets[b])

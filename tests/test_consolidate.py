@@ -271,3 +271,14 @@ def test_an_edited_proposal_is_refused(agent):
     result = av(agent, "approvals", "bot", "approve", done.approval, "--by", "maria")
     assert result.exit_code == 1 and "arguments were edited" in result.output
     assert memory.get(agent, "project_other.md") == note_text("Other", "Something else entirely.")
+
+
+def test_the_mcp_servers_decide_approval_applies_a_proposal_the_same_way(agent):
+    from atomic_vault.backends.files import FileMemory
+    from atomic_vault.mcp_server import VaultTools
+    memory = FileMemory()
+    two_duplicates(memory, agent)
+    done = propose(agent, memory)
+    row = VaultTools(agent.root).decide_approval("bot", done.approval, "approve", "maria")
+    assert row["state"] == "taken: approve" and len(row["applied"]) == 3
+    assert "superseded_by:" in memory.get(agent, "project_invoice_date.md")
