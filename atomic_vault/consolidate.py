@@ -27,7 +27,7 @@ from . import (approvals, captures, clock, guardrails, index, journal, keys, lin
 from .config import ModelConfig, load_model_config, load_vault_prices
 from .errors import AtomicVaultError, CaptureError, ConfigError, HeadBehind, ModelError
 from .models import Model, ModelRequest, estimate_tokens, load_model, token_ceiling
-from .notes import (FILENAME, SCHEMA_VERSION, is_current, parse_note_text, render_note, stamp_fields,
+from .notes import (SCHEMA_VERSION, is_current, note_filename, parse_note_text, render_note, stamp_fields,
                     stamped, summarize, update_frontmatter, written_by_runtime)
 from .protocols import NoteChanged
 from .vault import AgentFolder
@@ -86,8 +86,7 @@ def candidates(folder: AgentFolder, memory: Any, journal_backend: Any, config: M
 
     def shown(file: str) -> dict[str, Any]:
         note = notes[file]
-        text = memory.get(folder, file)
-        texts[file] = text
+        texts[file] = note.text
         return {"file": file, **{k: note.meta.get(k) for k in ("type", "name", "description", "confidence")},
                 "last_seen": note.summary["last_seen"], "body": note.body}
 
@@ -96,8 +95,7 @@ def candidates(folder: AgentFolder, memory: Any, journal_backend: Any, config: M
         members = sorted(group.files, key=lambda f: (notes[f].summary["last_seen"] or "", f), reverse=True)
         groups.append({"why": group.why, "exact": group.exact, "notes": [shown(f) for f in members]})
     in_groups = {n["file"] for g in groups for n in g["notes"]}
-    stale = [shown(f.file.removeprefix("memory/")) for f in lint._stale(notes, today, config.stale_days, folder.name)
-             if f.file.removeprefix("memory/") not in in_groups][:MAX_STALE]
+    stale = [shown(f) for f in lint.stale_files(notes, today, config.stale_days) if f not in in_groups][:MAX_STALE]
     cited = {source for note in notes.values() for source in (note.meta.get("sources") or [])
              if isinstance(source, str)}
     cutoff = (today - timedelta(days=config.stale_days)).isoformat()
@@ -274,8 +272,6 @@ def _free(file: str, taken: set[str], memory: Any, folder: AgentFolder) -> str:
 def name_files(proposal: dict[str, Any], memory: Any, folder: AgentFolder) -> None:
     """Give each new note (a merge's result, a distilled note) its file name, once, when the
     proposal is made: the approved diff names it."""
-    from .notes import note_filename
-
     taken: set[str] = set()
     for entry in proposal["merges"] + proposal["distil"]:
         note = entry["note"]

@@ -51,6 +51,7 @@ class Note:
     """What lint reads of one note: its summary fields, frontmatter and body."""
 
     file: str
+    text: str
     meta: dict[str, Any]
     body: str
     summary: dict[str, Any] | None  # None: the note breaks the schema (doctor lists why)
@@ -79,7 +80,7 @@ def read_notes(folder: AgentFolder, memory: MemoryBackend) -> tuple[dict[str, No
             meta, body = parse_note_text(text, folder.memory / file)
         except NoteError:
             continue  # unreadable frontmatter: doctor names the problem
-        out[file] = Note(file, meta, body, summaries.get(file))
+        out[file] = Note(file, text, meta, body, summaries.get(file))
     return out, memory.get_index(folder)
 
 
@@ -239,20 +240,19 @@ def _duplicates(notes: dict[str, Note], agent: str) -> list[Finding]:
 
 # ---- age, INDEX, links, schema ---------------------------------------------------------
 
-def _stale(notes: dict[str, Note], today: date, days: int, agent: str) -> list[Finding]:
+def stale_files(notes: dict[str, Note], today: date, days: int) -> list[str]:
     """Current, unpinned notes whose ``last_seen`` is more than ``days`` days old."""
     cutoff = (today - timedelta(days=days)).isoformat()
-    out = []
-    for file, note in notes.items():
-        summary = note.summary
-        if summary is None or not is_current(summary) or summary["pinned"]:
-            continue
-        seen = summary.get("last_seen")
-        if seen and seen < cutoff:
-            out.append(Finding("stale", _where(file), f"was last seen {seen}, over stale_days ({days}) ago",
-                               f"`atomic-vault consolidate {agent}` proposes retiring it; or set "
-                               "last_seen: to today if it still holds, or archived: true"))
-    return out
+    return [file for file, note in sorted(notes.items())
+            if note.summary is not None and is_current(note.summary) and not note.summary["pinned"]
+            and (note.summary.get("last_seen") or cutoff) < cutoff]
+
+
+def _stale(notes: dict[str, Note], today: date, days: int, agent: str) -> list[Finding]:
+    return [Finding("stale", _where(file), f"was last seen {notes[file].summary['last_seen']}, over "
+                    f"stale_days ({days}) ago", f"`atomic-vault consolidate {agent}` proposes retiring it; or "
+                    "set last_seen: to today if it still holds, or archived: true")
+            for file in stale_files(notes, today, days)]
 
 
 def _index(notes: dict[str, Note], text: str | None, today: date, agent: str) -> list[Finding]:
