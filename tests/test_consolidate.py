@@ -282,3 +282,20 @@ def test_the_mcp_servers_decide_approval_applies_a_proposal_the_same_way(agent):
     row = VaultTools(agent.root).decide_approval("bot", done.approval, "approve", "maria")
     assert row["state"] == "taken: approve" and len(row["applied"]) == 3
     assert "superseded_by:" in memory.get(agent, "project_invoice_date.md")
+
+
+def test_doctor_names_a_proposal_decided_by_hand_but_not_taken(agent):
+    from atomic_vault import doctor
+    from atomic_vault.backends.files import FileMemory
+    memory = FileMemory()
+    two_duplicates(memory, agent)
+    done = propose(agent, memory)
+    path = approvals.path_of(agent.path, done.approval)
+    path.write_text(path.read_text().replace("decision: pending\ndecided_by: null",
+                                             "decision: approve\ndecided_by: maria"))
+    found = [f for f in doctor.check(agent) if f.check == "approvals" and f.level == "warn"]
+    assert len(found) == 1 and "no record took it" in found[0].message
+    assert f"approvals bot approve {done.approval}" in found[0].fix
+    result = av(agent, "approvals", "bot", "approve", done.approval, "--by", "maria")  # takes the hand decision
+    assert result.exit_code == 0, result.output
+    assert approvals.status(agent, FileLog(), done.approval)[0]["state"] == "taken: approve"
