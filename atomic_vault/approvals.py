@@ -100,28 +100,49 @@ def request(agent_path: Path, *, agent: str, run: str, step: int, index: int, ca
     return approval_id
 
 
+class _ProposalDumper(yaml.SafeDumper):
+    """Multi-line text as one double-quoted line: a note body's own fences or YAML then
+    never show as lines of the approval file."""
+
+
+_ProposalDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\n" in value or "`" in value else None))
+
+
+def fenced_diff(diff: str) -> str:
+    """A diff as a fenced block whose fence is longer than any backtick run inside it."""
+    longest = max((len(run_) for run_ in re.findall(r"`+", diff)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}diff\n{diff}{fence}"
+
+
 def propose(agent_path: Path, approval_id: str, *, agent: str, kind: str, arguments: dict[str, Any],
-            reason: str, now: datetime, title: str, explain: str,
+            reason: str, now: datetime, title: str, explain: str, run: str | None = None,
             expires_after: timedelta = EXPIRES_AFTER) -> Path:
-    """Write the approval file of a proposal that is no tool call (``kind``: e.g.
-    ``promotion``), atomic; its path. ``explain`` (Markdown) follows the block: what
-    approving does, a diff. The block has the keys of a call's approval, ``kind`` added
-    and no run, step, call or tool."""
+    """Write the approval file of a proposal that is no tool call (``kind``: ``promotion``,
+    ``consolidation``), created new (an existing id is refused); its path. The block has the
+    keys of a call's approval, ``kind`` added, the proposal as its ``arguments`` (so an edit
+    of the proposal is refused like an edit of a call's arguments); ``explain`` (Markdown,
+    e.g. the diff) follows it. Approving is `atomic-vault approvals NAME approve ID`, which
+    takes the proposal at once."""
     fields = {
-        "id": approval_id, "agent": agent, "kind": kind, "run": None, "step": None, "call": None,
+        "id": approval_id, "agent": agent, "kind": kind, "run": run, "step": None, "call": None,
         "tool": None, "arguments": arguments, "args_sha256": args_sha256(arguments), "rule": None,
         "reason": reason, "why": kind, "requested_at": now.isoformat(timespec="seconds"),
         "expires_at": (now + expires_after).isoformat(timespec="seconds"),
         "decision": "pending", "decided_by": None, "note": None, "amended_args": None,
     }
-    block = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=100)
+    block = yaml.dump(fields, Dumper=_ProposalDumper, sort_keys=False, allow_unicode=True, width=1 << 30)
     text = (f"# Approval {approval_id}\n\n{title}\n\n```yaml\n{block}```\n\n{explain}\n\n"
-            "To decide, edit the block above: set `decision: approve` or `decision: deny` and "
-            f"`decided_by:` your name (optionally `note:`), or run `atomic-vault approvals {agent} "
-            f"approve {approval_id} --by NAME`. After {fields['expires_at']} it counts as denied.\n")
+            "To decide, run `atomic-vault approvals "
+            f"{agent} approve {approval_id} --by NAME` (or `deny`), or edit the block above (`decision: "
+            "approve` or `deny`, `decided_by:` your name) and take it with the command named in the "
+            f"text above. After {fields['expires_at']} it counts as denied.\n")
     target = path_of(agent_path, approval_id)
     fileio.make_dirs(target.parent)
-    fileio.atomic_write(target, text)
+    if not fileio.create_new(target, text):
+        raise ConfigError(f"approval {approval_id} exists already", path=target, field="ID",
+                          fix="propose again: every proposal gets a new id")
     return target
 
 

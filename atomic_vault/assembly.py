@@ -255,6 +255,12 @@ def skipped(broken: dict[str, NoteError]) -> list[dict[str, str]]:
             for name in sorted(broken)]
 
 
+def index_share(budget: int) -> int:
+    """The tokens an index (memory or wiki) keeps when the prompt is over its budget: a
+    quarter of it. An INDEX larger than this is cut on every run that is over (lint warns)."""
+    return budget // 4
+
+
 def _fit(prompt: Prompt, folder: AgentFolder) -> None:
     """Cut the least important material until the prompt fits its budget (spec/04)."""
     budget = prompt.budget
@@ -279,7 +285,7 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
     for kind in ("wiki index", "project index", "memory index"):
         for layer in of(kind):
             if over() > 0:
-                shorten(layer, max(budget // 4, layer.tokens - over()))
+                shorten(layer, max(index_share(budget), layer.tokens - over()))
     # A project's layers go before the agent's own of the same kind: the agent's files win.
     steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
                                      ("project pinned note", True), ("wiki index", False),

@@ -323,7 +323,8 @@ def resume(ctx: click.Context, name: str, run_id: str, model: str | None, lock_t
 @click.pass_context
 def approvals(ctx: click.Context, name: str, action: str, approval_id: str | None, by: str | None,
               note: str | None, as_json: bool) -> None:
-    """List, show, approve or deny agent NAME's approvals (files in approvals/).
+    """List, show, approve or deny agent NAME's approvals (files in approvals/). A tool
+    call's decision is taken by `resume`; a consolidation proposal is applied at once.
 
     \b
     Examples:
@@ -345,14 +346,13 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
         else:
             if not by:
                 raise click.UsageError(f"{action} needs --by NAME: a decision names who took it")
-            decided = files.decide(folder.path, approval_id, action, by, note)
-            if decided.fields.get("kind") == "promotion":  # taken at once: nothing to resume
-                from .agent import AtomicAgent
-                from .promotion import take
-
-                _print_promotion(take(AtomicAgent(name, root=ctx.obj["root"]), approval_id), as_json)
+            taken = _decide(ctx, folder, store, name, approval_id, action, by, note)
+            if taken is not None and taken.get("proposal") == "promotion":
+                _print_promotion(taken, as_json)
                 return
             rows = [files.status(folder, store, approval_id)[0]]
+            if taken is not None:
+                rows[0]["applied"] = taken.get("applied", [])
     except AtomicVaultError as exc:
         _fail(exc, name)
     if as_json:
@@ -365,6 +365,10 @@ def approvals(ctx: click.Context, name: str, action: str, approval_id: str | Non
                     "decision", "decided_by", "note", "amended_args", "problem"):
             if row.get(key) is not None:
                 click.echo(f"{key + ':':<13} {json.dumps(row[key], ensure_ascii=False) if isinstance(row[key], (dict, list)) else row[key]}")
+        return
+    if action in ("approve", "deny") and "applied" in rows[0]:
+        click.echo(f"{rows[0]['id']}: {action} by {by}; {len(rows[0]['applied'])} note file(s) written"
+                   + "".join(f"\n  {item['file']}" for item in rows[0]["applied"]))
         return
     if action in ("approve", "deny"):
         click.echo(f"{rows[0]['id']}: {action} by {by}; next: atomic-vault resume {name} {rows[0]['run']}")
@@ -386,6 +390,14 @@ def _print_promotion(record: dict, as_json: bool) -> None:
         click.echo(f"{record['approval']}: {record['decision']}; {record['summary']} (logged as seq {record.get('seq')})")
     if record.get("refused"):
         sys.exit(EXIT_ERROR)
+
+
+def _decide(ctx: click.Context, folder: Any, log: Any, name: str, approval_id: str, action: str, by: str,
+            note: str | None) -> dict[str, Any] | None:
+    from . import consolidate
+
+    return consolidate.decide(folder, lambda kind: _backend(ctx, kind, agent=name), log, approval_id, action,
+                              by, note)
 
 
 @cli.command()
@@ -430,6 +442,45 @@ def promote(ctx: click.Context, name: str, note: str | None, to: str | None, app
     click.echo(proposal["diff"], nl=False)
     click.echo(f"proposed as approvals/{proposal['id']}.md; nothing is changed until it is approved: "
                f"atomic-vault approvals {name} approve {proposal['id']} --by NAME")
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--model", callback=_model_name, help="Override model.md for this call (offline merges exact duplicates).")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@click.pass_context
+def consolidate(ctx: click.Context, name: str, model: str | None, lock_timeout: float, as_json: bool) -> None:
+    """Ask the model to merge duplicate notes, retire stale ones and distil old journal
+    days into notes, as a proposal: an approval file with the full diff, applied only by
+    `atomic-vault approvals NAME approve ID --by NAME`. The call runs under the cost
+    guardrails and is logged. Exit 0: proposed (or nothing to do), 1: error or invalid
+    proposal, 3: skipped by the cost guardrails."""
+    from . import consolidate as consolidating
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        done = consolidating.propose(folder, _backend(ctx, "memory", agent=name), _backend(ctx, "log", agent=name),
+                                     _backend(ctx, "lock", agent=name), _backend(ctx, "journal", agent=name),
+                                     model=model, lock_timeout=lock_timeout)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        _dump({"status": done.status, "approval": done.approval, "message": done.message,
+               "run_id": (done.record or {}).get("run_id"), "seq": (done.record or {}).get("seq"),
+               "cost_usd": (done.record or {}).get("cost_usd"), "proposal": done.proposal,
+               "warnings": done.warnings})
+    else:
+        for warning in done.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(done.message)
+        if done.approval:
+            click.echo(f"review approvals/{done.approval}.md, then: atomic-vault approvals {name} approve "
+                       f"{done.approval} --by NAME")
+    sys.exit(EXIT_SKIPPED if done.status == "skipped" else EXIT_OK)
 
 
 def _stdin_text() -> str:
@@ -565,6 +616,39 @@ def doctor(ctx: click.Context, name: str | None, repair: bool, as_json: bool) ->
             fix = f"\n        fix: {f.fix}" if f.fix and f.level != "ok" else ""
             click.echo(f"{marks[f.level]} {f.agent}: {f.check}: {f.message}{where}{fix}")
     sys.exit(EXIT_ERROR if errors else EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one finding per line (check, file, message, fix).")
+@click.pass_context
+def lint(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Check agent NAME's memory for what makes it worse over time: duplicate and
+    near-duplicate notes, stale notes (model.md stale_days), expired notes still listed,
+    INDEX lines without a note and notes without a line, one-sided supersession links,
+    unknown frontmatter keys, old schema versions, oversized notes, an INDEX over its
+    share of the prompt budget. Changes nothing. Exit 0: no findings, 1: findings."""
+    from . import clock, lint as linting
+    from .config import load_model_config
+    from .errors import AtomicVaultError
+
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory", agent=name)
+        config = load_model_config(folder.model)
+        _show_build_progress("reading the notes")
+        found = linting.lint(folder, memory, config, clock.now(config.zone).date())
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    for finding in found:
+        if as_json:
+            click.echo(json.dumps(finding.as_dict(), ensure_ascii=False))
+        else:
+            click.echo(f"{finding.check}: {finding.file}: {finding.message}\n    fix: {finding.fix}")
+    if not as_json:
+        click.echo(f"{name}: {len(found)} finding(s)" if found else f"{name}: memory is clean", err=True)
+    sys.exit(EXIT_ERROR if found else EXIT_OK)
 
 
 @cli.command()

@@ -72,6 +72,7 @@ class ModelConfig:
     projects: tuple[str, ...] = ()  # the projects (<root>/_projects/NAME) this agent joins
     tree_cap_usd: float | None = None  # a delegation tree's cost cap, when this agent is its root
     max_depth: int = 3  # how deep a delegation tree this agent roots may grow
+    stale_days: int = 90  # a note not seen for longer is stale (lint, consolidate; spec/17)
 
     @property
     def zone(self) -> tzinfo | None:
@@ -310,7 +311,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
                "prices", "timezone", "max_steps", "retention", "approval_hours", "projects",
-               "tree_cap_usd", "max_depth"}
+               "tree_cap_usd", "max_depth", "stale_days"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -395,6 +396,7 @@ def load_model_config(path: Path) -> ModelConfig:
             projects=_project_names(data.get("projects"), path),
             tree_cap_usd=_amount(data, "tree_cap_usd", path),
             max_depth=_int(data, "max_depth", 3, 0, 16, path),
+            stale_days=_int(data, "stale_days", 90, 1, 36_500, path),
         )
     return cached_file(path, parse)
 

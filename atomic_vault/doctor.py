@@ -429,6 +429,15 @@ def _check_approvals(folder: AgentFolder, log: Any, add) -> None:
             add("approvals", "warn", f"approvals/{one}.md waits for run {item.fields.get('run')}, which "
                 "has no record in the log (killed before its commit point): resume cannot take it", where,
                 "`doctor --repair` moves it aside to approvals/<id>.md.orphan")
+        elif state == "expired" and item.fields.get("kind") == "consolidation":
+            add("approvals", "warn", f"approvals/{one}.md, a consolidation proposal, expired at "
+                f"{item.fields.get('expires_at')} undecided: it is never applied", where,
+                f"`atomic-vault consolidate {folder.name}` makes a new one")
+        elif state == "decided" and item.fields.get("kind") == "consolidation":
+            add("approvals", "warn", f"approvals/{one}.md, a consolidation proposal, says decision: "
+                f"{item.decision} but no record took it (edited by hand, or the apply was cut off)", where,
+                f"`atomic-vault approvals {folder.name} {item.decision} {one} --by NAME` takes it (refused, "
+                "naming the note, when a note changed since)")
         elif state == "expired":
             add("approvals", "warn", f"approvals/{one}.md expired at {item.fields.get('expires_at')} "
                 "undecided: it counts as denied", where,

@@ -279,8 +279,13 @@ class VaultTools:
             raise ConfigError(f"{decision!r} is not a decision", field="decision", fix="use approve or deny")
         if not isinstance(by, str) or not by.strip() or "\n" in by or len(by) > 200:
             raise ConfigError("a decision names who took it", field="by", fix="pass by: your name (one line)")
-        approvals.decide(folder.path, approval_id, decision, by, note)
-        return approvals.status(folder, self._backend("log", agent), approval_id)[0]
+        from . import consolidate
+
+        log = self._backend("log", agent)
+        taken = consolidate.decide(folder, lambda kind: self._backend(kind, agent), log, approval_id, decision,
+                                   by, note)  # a consolidation proposal is applied at once
+        row = approvals.status(folder, log, approval_id)[0]
+        return row if taken is None else {**row, "applied": taken.get("applied", [])}
 
 
 TOOLS = ("list_agents", "run_agent", "search_notes", "read_note", "write_note", "recent_activity",

@@ -198,6 +198,7 @@ def token_ceiling(request: ModelRequest, tool_schema: str = "") -> int:
 # [^\S\n]: spaces within the line only, so that one line's text never runs into the next.
 _REMEMBER = re.compile(r"^[^\S\n]*remember:[^\S\n]*(?P<text>\S.*)$", re.IGNORECASE | re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CANDIDATES = re.compile(r"^```atomic_consolidation_candidates\n(.*?)\n```$", re.MULTILINE | re.DOTALL)
 _TYPED = re.compile(r"^(user|feedback|project|decision|reference):\s*(.+)$", re.IGNORECASE)
 _TOOL = re.compile(r"^[^\S\n]*tool:[^\S\n]*(?P<name>[A-Za-z0-9_.-]+)[^\S\n]*(?P<args>\{.*\})?[^\S\n]*$",
                    re.IGNORECASE | re.MULTILINE)
@@ -226,6 +227,10 @@ class OfflineModel:
                 return ModelResponse(text="", input_tokens=estimate_tokens(request.system_text + work),
                                      output_tokens=sum(estimate_tokens(c.arguments) for c in calls),
                                      cost_usd=0.0, model="offline", tool_calls=calls)
+        proposal = self._consolidation(work)
+        if proposal is not None:
+            return ModelResponse(text=proposal, input_tokens=estimate_tokens(request.system_text + work),
+                                 output_tokens=estimate_tokens(proposal), cost_usd=0.0, model="offline")
         words = work.split()
         first = " ".join(words[:24]) + (" …" if len(words) > 24 else "")
         layers = [block["layer"] for block in request.system if "layer" in block]
@@ -254,6 +259,24 @@ class OfflineModel:
         return ModelResponse(text=text,
                              input_tokens=estimate_tokens(request.system_text + work),
                              output_tokens=estimate_tokens(text), cost_usd=0.0, model="offline")
+
+    @staticmethod
+    def _consolidation(work: str) -> str | None:
+        """For `consolidate` (spec/17): merge each group of exact duplicates into its first
+        note's wording (the newest seen); retire and distil nothing. None: not asked."""
+        found = _CANDIDATES.search(work)
+        if found is None:
+            return None
+        try:
+            shown = json.loads(found.group(1))
+            merges = [{"files": [note["file"] for note in group["notes"]],
+                       **{key: group["notes"][0][key] for key in ("type", "name", "description", "confidence", "body")},
+                       "reason": "exact duplicates: the same type and body"}
+                      for group in shown.get("duplicates", []) if group.get("exact")]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "The consolidation candidates could not be read; nothing is proposed."
+        answer = {"merges": merges, "retire": [], "distil": []}
+        return "```atomic_consolidation\n" + json.dumps(answer, ensure_ascii=False, indent=2) + "\n```\n"
 
     @staticmethod
     def _capture(text: str) -> str:

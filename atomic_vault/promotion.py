@@ -80,7 +80,6 @@ def propose(agent: Any, word: str, to: str) -> dict[str, Any]:
     approval_id = f"promote-{now:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
     arguments = {"note": file, "note_sha256": _sha(text), "target": target,
                  "target_sha256": _sha(current), "proposed_sha256": _sha(proposed), "addition": addition}
-    fence = "````" if "```" in diff else "```"
     path = approvals.propose(
         folder.path, approval_id, agent=agent.name, kind=KIND, arguments=arguments,
         reason=f"promote memory/{file} into {target}", now=now,
@@ -88,7 +87,7 @@ def propose(agent: Any, word: str, to: str) -> dict[str, Any]:
         title=f"Promote the note **{file}** of agent **{agent.name}** into **{target}**.",
         explain=(f"Approving adds the section below to {target}, only if the file still holds what it "
                  f"held when this was proposed (its SHA-256 is target_sha256 above).\n\n"
-                 f"{fence}diff\n{diff}{fence}"))
+                 + approvals.fenced_diff(diff)))
     return {"id": approval_id, "path": str(path), "target": target, "note": file, "diff": diff}
 
 
