@@ -14,7 +14,7 @@ from atomic_vault import AtomicAgent, clock, retention, snapshots
 from atomic_vault.backends import files as files_backend
 from atomic_vault.cli import cli
 from atomic_vault.errors import ConfigError
-from conftest import ScriptedModel, capture_block
+from conftest import ScriptedModel, capture_block, tamper_snapshot
 from conftest import snapshot as _files
 
 
@@ -43,7 +43,7 @@ def _run(vault, work_item, answer="The answer.", **kwargs):
 def _tamper(agent, sha, text):
     log = agent.log
     if log.name == "files":
-        files_backend.snapshot_path(agent.folder, sha).write_text(text, encoding="utf-8")
+        tamper_snapshot(agent.folder, sha, text)
     elif log.name == "sqlite":
         conn = sqlite3.connect(log.path(agent.folder), isolation_level=None)
         conn.execute("UPDATE snapshots SET text=? WHERE agent=? AND sha=?", (text, "atlas", sha))
