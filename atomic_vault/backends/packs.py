@@ -36,7 +36,7 @@ INDEX = "snapshots.idx"
 PACK = re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl\Z")
 SHA = re.compile(r"[0-9a-f]{64}\Z")
 MAX_DEPTH = 32  # a delta on a delta on ...: a read follows at most this many lines
-MIN_DELTA = 1024  # characters: a shorter text is stored whole
+MIN_DELTA = 256  # characters: a shorter text is stored whole (a delta line has ~170 bytes of its own)
 HEAD_CHARS = 64  # texts that share their first 64 characters are tried as each other's base
 
 
