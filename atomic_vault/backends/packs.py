@@ -49,6 +49,7 @@ class Index:
         self.heads: dict[str, str] = {}  # head key -> newest sha whose text starts so
         self.head_of: dict[str, str] = {}  # sha -> its head key
         self.covered: dict[str, int] = {}  # pack -> end of its last indexed line
+        self.last: dict[str, str] = {}  # pack -> the hash of that line
         self.file: tuple[int, int] | None = None  # (inode, bytes parsed) of the index file
         self.stale = False  # rebuilt or repaired in memory: a writer saves it whole
 
@@ -57,7 +58,8 @@ class Index:
         if head:
             self.heads[head] = sha
             self.head_of[sha] = head
-        self.covered[pack] = max(self.covered.get(pack, 0), offset + length)
+        if offset + length >= self.covered.get(pack, 0):
+            self.covered[pack], self.last[pack] = offset + length, sha
         return f"{sha} {pack} {offset} {length} {depth} {head or '-'}\n"
 
 
@@ -65,8 +67,14 @@ _INDEXES: dict[Path, Index] = {}
 _TEXTS: "OrderedDict[str, str]" = OrderedDict()  # recently stored or resolved texts, each hashed: bases
 
 
+_FOLDERS: dict[Path, Path] = {}
+
+
 def folder_of(folder: AgentFolder) -> Path:
-    return folder.log / SNAPSHOTS
+    where = _FOLDERS.get(folder.path)
+    if where is None:
+        where = _FOLDERS[folder.path] = folder.log / SNAPSHOTS
+    return where
 
 
 def legacy_path(folder: AgentFolder, sha: str) -> Path:
@@ -149,7 +157,8 @@ def rebuild(folder: AgentFolder, idx: Index) -> None:
     fresh = Index()
     for pack in packs(folder):
         _scan(folder, fresh, pack, 0)
-    idx.entries, idx.heads, idx.head_of, idx.covered = fresh.entries, fresh.heads, fresh.head_of, fresh.covered
+    idx.entries, idx.heads, idx.head_of = fresh.entries, fresh.heads, fresh.head_of
+    idx.covered, idx.last = fresh.covered, fresh.last
     idx.stale = True
 
 
@@ -251,9 +260,11 @@ def catch_up(folder: AgentFolder, idx: Index, pack: str) -> list[str]:
             _drop(idx, pack)
         return []
     covered = idx.covered.get(pack, 0)
-    if size == covered:
+    last = idx.last.get(pack)
+    aligned = covered == 0 or (last is not None and _stored(folder, idx, last, legacy=False))
+    if size == covered and aligned:
         return []
-    if size > covered and (covered == 0 or _read_at(folder, pack, covered - 1, 1) == b"\n"):
+    if size > covered and aligned:  # the indexed part is where the index says: read on from there
         return _scan(folder, idx, pack, covered)
     _drop(idx, pack)
     _scan(folder, idx, pack, 0)
@@ -280,17 +291,21 @@ def _drop(idx: Index, pack: str) -> None:
     idx.heads = {head: sha for head, sha in idx.heads.items() if sha in idx.entries}
     idx.head_of = {sha: head for sha, head in idx.head_of.items() if sha in idx.entries}
     idx.covered.pop(pack, None)
+    idx.last.pop(pack, None)
 
 
 def _read_at(folder: AgentFolder, pack: str, offset: int, length: int) -> bytes | None:
     try:
-        fd = os.open(folder_of(folder) / pack, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(os.path.join(folder_of(folder), pack), os.O_RDONLY | _NOFOLLOW)
     except OSError:
         return None
     try:
         return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 # ---------------------------------------------------------------- reading
@@ -370,17 +385,33 @@ def hashes(folder: AgentFolder) -> list[str]:
 
 # ---------------------------------------------------------------- writing
 
-def _stored(folder: AgentFolder, idx: Index, sha: str) -> bool:
+def _stored(folder: AgentFolder, idx: Index, sha: str, fds: dict[str, int] | None = None,
+            legacy: bool = True) -> bool:
+    """Whether ``sha`` is stored: its indexed line (read back: it must name the hash and
+    end where the index says), else its old per-file copy."""
     entry = idx.entries.get(sha)
     if entry is not None:
         prefix = f'{{"sha":"{sha}"'.encode("ascii")
-        raw = _read_at(folder, entry[0], entry[1], len(prefix))
-        end = _read_at(folder, entry[0], entry[1] + entry[2] - 1, 1)
-        if raw == prefix and end == b"\n":
-            return True
+        fd = fds.get(entry[0]) if fds is not None else None
+        if fd is None:
+            try:
+                fd = os.open(os.path.join(folder_of(folder), entry[0]), os.O_RDONLY | _NOFOLLOW)
+            except OSError:
+                fd = -1
+            if fds is not None:
+                fds[entry[0]] = fd
+        if fd >= 0:
+            try:
+                raw = os.pread(fd, len(prefix), entry[1])
+                end = os.pread(fd, 1, entry[1] + entry[2] - 1)
+            finally:
+                if fds is None:
+                    os.close(fd)
+            if raw == prefix and end == b"\n":
+                return True
         if _line(folder, idx, sha) is not None:  # a line written with its keys in another order
             return True
-    return legacy_path(folder, sha).is_file()
+    return legacy and os.path.isfile(os.path.join(folder_of(folder), f"{sha}.txt"))
 
 
 def _base(folder: AgentFolder, idx: Index, text: str, pack: str) -> tuple[str, str] | None:
@@ -449,12 +480,29 @@ def remember(sha: str, text: str) -> None:
         _TEXTS.popitem(last=False)
 
 
+def _unstored(folder: AgentFolder, idx: Index, texts: dict[str, str]) -> list[tuple[str, str]]:
+    fds: dict[str, int] = {}
+    try:
+        return [(sha, text) for sha, text in texts.items() if not _stored(folder, idx, sha, fds)]
+    finally:
+        for fd in fds.values():
+            if fd >= 0:
+                os.close(fd)
+
+
 def put(folder: AgentFolder, texts: dict[str, str], pack: str) -> None:
     """Append every text not stored yet to ``pack`` in one fsync'd write, then index them.
     The caller holds the snapshots lock."""
     idx = index(folder)
     added = catch_up(folder, idx, pack)
-    new = [(sha, text) for sha, text in texts.items() if not _stored(folder, idx, sha)]
+    new = _unstored(folder, idx, texts)
+    wrong = {idx.entries[sha][0] for sha, _ in new if sha in idx.entries}
+    for pack_name in wrong:  # the index points at lines that are not these: index those packs again
+        _drop(idx, pack_name)
+        _scan(folder, idx, pack_name, 0)
+        idx.stale = True
+    if wrong:
+        new = _unstored(folder, idx, dict(new))
     if not new:
         if added or idx.stale:
             save(folder, idx, added)
