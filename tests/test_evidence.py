@@ -208,6 +208,32 @@ def test_a_bundle_verifies_with_no_vault(vault, backend, tmp_path):
     assert CliRunner().invoke(cli, ["verify-bundle", str(folder)]).exit_code == 0
 
 
+def test_the_chain_is_copied_as_stored_and_read_record_by_record_when_it_cannot_be(vault, backend):
+    """chain.jsonl of an old run: the stored lines from its record to HEAD, byte for byte
+    what serialising each record gives; a store that cannot say (HEAD behind) reads records."""
+    from atomic_vault import bundle, runlog
+
+    agent, first = _run(vault, "First.")
+    for work in ("Second.", "Third."):
+        _run(vault, work)
+    record = agent.log.get(agent.folder, first.run_id)
+    chain = bundle.chain_to_head(agent.log, agent.folder, record)
+    serialised = "".join(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+                         for r in chain).encode("utf-8")
+    stored = agent.log.chain_text(agent.folder, record)
+    assert [r["seq"] for r in chain] == [1, 2, 3]
+    assert (stored.encode("utf-8") if isinstance(stored, str) else stored) == serialised
+    assert bundle.chain_bytes(agent.log, agent.folder, record) == serialised
+    if backend == "files":
+        day = runlog.day_files(agent.folder)[-1]
+        day.write_bytes(day.read_bytes().replace(b"\n", b"\n\n", 1))  # a blank line is no record
+        assert agent.log.chain_text(agent.folder, record) == serialised
+        head = json.loads(agent.folder.head.read_text())
+        agent.folder.head.write_text(json.dumps({**head, "seq": 2}))  # HEAD behind: cannot say
+        assert agent.log.chain_text(agent.folder, record) is None
+        assert bundle.chain_bytes(agent.log, agent.folder, record) == serialised
+
+
 @pytest.mark.parametrize("change, named", [
     (lambda m: m.pop("HEAD.json"), "missing: HEAD.json"),
     (lambda m: m.pop("MANIFEST.json"), "missing: MANIFEST.json"),

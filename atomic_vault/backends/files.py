@@ -438,10 +438,12 @@ class FileLog:
                     continue
                 raw = raw[start:]
             chunks.append(raw)
-        lines = [line for chunk in chunks for line in chunk.split(b"\n") if line.strip()]
-        if not lines or len(lines) != head["seq"] - seq + 1:
+        for i, chunk in enumerate(chunks):  # blank lines are no records (rare: split only then)
+            if chunk.count(b"\n{") + (chunk[:1] == b"{") != chunk.count(b"\n"):  # a line not starting "{"
+                chunks[i] = b"".join(line + b"\n" for line in chunk.split(b"\n") if line.strip())
+        if sum(chunk.count(b"\n") for chunk in chunks) != head["seq"] - seq + 1:
             return None
-        return b"\n".join(lines) + b"\n"
+        return b"".join(chunks)
 
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
         result = runlog.verify(folder, anchor)
