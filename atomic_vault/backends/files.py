@@ -421,7 +421,7 @@ class FileLog:
         chain hashes): an old run's evidence bundle copies the bytes of the day files from
         its line on instead of parsing and re-serialising every later record. None when the
         record's line is not found from its day on, or the lines do not count up to HEAD
-        (a lagging HEAD, a hand edit): the caller then reads the records one by one."""
+        (a lagging HEAD, a blank line, a hand edit): the caller then reads the records."""
         head = runlog.read_head(folder) or {}
         seq = record.get("seq")
         if not (isinstance(seq, int) and isinstance(head.get("seq"), int) and isinstance(record.get("hash"), str)):
@@ -438,11 +438,8 @@ class FileLog:
                     continue
                 raw = raw[start:]
             chunks.append(raw)
-        for i, chunk in enumerate(chunks):  # blank lines are no records (rare: split only then)
-            if chunk.count(b"\n{") + (chunk[:1] == b"{") != chunk.count(b"\n"):  # a line not starting "{"
-                chunks[i] = b"".join(line + b"\n" for line in chunk.split(b"\n") if line.strip())
         if sum(chunk.count(b"\n") for chunk in chunks) != head["seq"] - seq + 1:
-            return None
+            return None  # a blank line, a line more or less than the seqs say: read the records
         return b"".join(chunks)
 
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
