@@ -108,20 +108,24 @@ def build(log: Any, folder: Any, record: dict[str, Any]) -> tuple[dict[str, byte
 
 
 def write(files: dict[str, bytes], out: Path) -> str:
-    """A .tar.gz (or .tgz) file, else a new folder; an existing target is refused."""
+    """A .tar.gz (or .tgz) file, a .tar file (not compressed: an old run's chain is most of
+    the log, and gzip is most of the time its export takes), else a new folder; an
+    existing target is refused."""
     out = Path(out)
     if out.exists() or out.is_symlink():
         raise LogError("already exists; nothing was written", path=out, field="-o",
                        fix="name a new file (FILE.tar.gz) or a new folder")
-    if out.name.endswith((".tar.gz", ".tgz")):
+    if out.name.endswith((".tar.gz", ".tgz", ".tar")):
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESSION) as tar:
+        plain = out.name.endswith(".tar")
+        with tarfile.open(fileobj=buffer, mode="w" if plain else "w:gz", format=tarfile.PAX_FORMAT,
+                          **({} if plain else {"compresslevel": COMPRESSION})) as tar:
             for name, raw in sorted(files.items()):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(raw), 0o644, 0
                 tar.addfile(info, io.BytesIO(raw))
         atomic_write(out, buffer.getvalue())
-        return "tar.gz"
+        return "tar" if plain else "tar.gz"
     temp = out.parent / f".{out.name}.{os.getpid()}.partial"
     write_new_files({temp / name: raw for name, raw in files.items()})
     os.rename(temp, out)  # the folder appears whole or not at all

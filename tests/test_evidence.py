@@ -206,6 +206,10 @@ def test_a_bundle_verifies_with_no_vault(vault, backend, tmp_path):
     assert wrong.exit_code == 1 and "anchor differs" in wrong.output
     folder = _export(vault, first.run_id, tmp_path / "run-folder")
     assert CliRunner().invoke(cli, ["verify-bundle", str(folder)]).exit_code == 0
+    plain = _export(vault, first.run_id, tmp_path / "run.tar")  # not compressed
+    with tarfile.open(plain, mode="r:") as tar:
+        assert set(tar.getnames()) == names
+    assert CliRunner().invoke(cli, ["verify-bundle", str(plain)]).exit_code == 0
 
 
 def test_the_chain_is_copied_as_stored_and_read_record_by_record_when_it_cannot_be(vault, backend):
