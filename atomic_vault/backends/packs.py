@@ -422,10 +422,10 @@ def _base(folder: AgentFolder, idx: Index, text: str, pack: str) -> tuple[str, s
     entry = idx.entries.get(sha) if sha else None
     if entry is None or entry[3] >= MAX_DEPTH or entry[0] > pack:
         return None
+    if not _stored(folder, idx, sha, legacy=False):  # even when known here: a prune may have removed it
+        return None
     base = _TEXTS.get(sha)
     if base is None:
-        if not _stored(folder, idx, sha):
-            return None
         base = _read(folder, idx, sha, 0)
         if base is None or digest(base) != sha:
             return None
