@@ -26,6 +26,7 @@ FIXED = ("README.md", "MANIFEST.json", "record.json", "chain.jsonl", "HEAD.json"
 SNAPSHOT_NAME = re.compile(r"snapshots/([0-9a-f]{64})\.txt\Z")
 MAX_MEMBER = 256 * 1024 * 1024
 MAX_TOTAL = 4 * 1024 ** 3  # a compressed bomb is refused, not read into memory
+COMPRESSION = 1  # gzip level: an old run's chain is every record since; level 6 took 4x as long for 10% less
 
 README = """# Evidence bundle of one atomic-vault run
 
@@ -67,6 +68,16 @@ def chain_to_head(log: Any, folder: Any, record: dict[str, Any]) -> list[dict[st
     return found
 
 
+def chain_bytes(log: Any, folder: Any, record: dict[str, Any]) -> bytes:
+    """chain.jsonl: the stored lines from ``record`` to HEAD as the store holds them
+    (``chain_text``: every built-in store keeps each record's canonical JSON, so nothing is
+    parsed again), else each record of ``chain_to_head`` serialised."""
+    text = log.chain_text(folder, record) if callable(getattr(log, "chain_text", None)) else None
+    if text is None:
+        text = "".join(_canonical_line(r) + "\n" for r in chain_to_head(log, folder, record))
+    return text.encode("utf-8") if isinstance(text, str) else text
+
+
 def build(log: Any, folder: Any, record: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, Any]]:
     """(file name -> bytes, the manifest) of the bundle; refused when a snapshot is
     altered or missing without a prune record (run `verify`): evidence is never forged."""
@@ -79,12 +90,11 @@ def build(log: Any, folder: Any, record: dict[str, Any]) -> tuple[dict[str, byte
         raise LogError(f"snapshot {sha} of run {record.get('run_id')} {what}; no bundle was written",
                        path=folder.log, field="snapshot",
                        fix=f"`atomic-vault verify {folder.name}` names the damage; restore the log from a backup")
-    chain = chain_to_head(log, folder, record)
     head = log.head(folder) or {}
     files: dict[str, bytes] = {
         "README.md": README.format(format=FORMAT).encode("utf-8"),
         "record.json": (_canonical_line(record) + "\n").encode("utf-8"),
-        "chain.jsonl": "".join(_canonical_line(r) + "\n" for r in chain).encode("utf-8"),
+        "chain.jsonl": chain_bytes(log, folder, record),
         "HEAD.json": (json.dumps({"agent": folder.name, "seq": head.get("seq"), "hash": head.get("hash")},
                                  sort_keys=True) + "\n").encode("utf-8"),
     }
@@ -98,20 +108,24 @@ def build(log: Any, folder: Any, record: dict[str, Any]) -> tuple[dict[str, byte
 
 
 def write(files: dict[str, bytes], out: Path) -> str:
-    """A .tar.gz (or .tgz) file, else a new folder; an existing target is refused."""
+    """A .tar.gz (or .tgz) file, a .tar file (not compressed: an old run's chain is most of
+    the log, and gzip is most of the time its export takes), else a new folder; an
+    existing target is refused."""
     out = Path(out)
     if out.exists() or out.is_symlink():
         raise LogError("already exists; nothing was written", path=out, field="-o",
                        fix="name a new file (FILE.tar.gz) or a new folder")
-    if out.name.endswith((".tar.gz", ".tgz")):
+    if out.name.endswith((".tar.gz", ".tgz", ".tar")):
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=6) as tar:
+        plain = out.name.endswith(".tar")
+        with tarfile.open(fileobj=buffer, mode="w" if plain else "w:gz", format=tarfile.PAX_FORMAT,
+                          **({} if plain else {"compresslevel": COMPRESSION})) as tar:
             for name, raw in sorted(files.items()):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(raw), 0o644, 0
                 tar.addfile(info, io.BytesIO(raw))
         atomic_write(out, buffer.getvalue())
-        return "tar.gz"
+        return "tar" if plain else "tar.gz"
     temp = out.parent / f".{out.name}.{os.getpid()}.partial"
     write_new_files({temp / name: raw for name, raw in files.items()})
     os.rename(temp, out)  # the folder appears whole or not at all

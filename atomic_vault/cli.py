@@ -1366,8 +1366,9 @@ def show(ctx: click.Context, name: str, run_id: str | None, last: bool, full: bo
 @click.argument("name", callback=_text)
 @click.argument("run_id", required=False, callback=_text)
 @click.option("--last", is_flag=True, help="Export the newest run.")
-@click.option("-o", "--output", "out", required=True, type=_Path(), metavar="FILE.tar.gz|DIR",
-              help="A new .tar.gz file, or a new folder.")
+@click.option("-o", "--output", "out", required=True, type=_Path(), metavar="FILE.tar.gz|FILE.tar|DIR",
+              help="A new .tar.gz file, a new .tar file (not compressed: faster for a run far back), "
+                   "or a new folder.")
 @click.pass_context
 def export(ctx: click.Context, name: str, run_id: str | None, last: bool, out: str) -> None:
     """Write the evidence bundle of one run: its record, every snapshot it names, the

@@ -174,11 +174,12 @@ def _write_all(fd: int, raw: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def append_text(path: Path, text: str) -> None:
+def append_text(path: Path, text: str, *, durable: bool = True) -> None:
     """Append ``text`` with one write call, then fsync; the file and its folder are created
     as needed. If any step fails, the bytes already written are cut off again and the
     error propagates, so a failed append leaves the file as it was (a crash mid-write
-    may still leave a torn tail, which readers detect)."""
+    may still leave a torn tail, which readers detect). ``durable=False`` skips the
+    fsyncs, for derived state only."""
     raw = text.encode("utf-8")
     try:
         make_dirs(path.parent)
@@ -200,9 +201,10 @@ def append_text(path: Path, text: str) -> None:
             written += os.write(fd, memoryview(raw)[written:])
         if fault_hook is not None:
             fault_hook("append:before_fsync", path)
-        _fsync(fd)
-        if created:
-            fsync_dir(path.parent)
+        if durable:
+            _fsync(fd)
+            if created:
+                fsync_dir(path.parent)
     except BaseException as exc:
         if written:
             _cut_back(fd, written)

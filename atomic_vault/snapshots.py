@@ -174,12 +174,18 @@ def check(log: Any, folder: Any, records: Iterable[dict[str, Any]]) -> Iterator[
     absent without a prune record saying it was removed (missing)."""
     records = list(records)
     prunes = pruned_by(records)
+    states: dict[str, str] = {}  # a text many records name (a persona file) is read once
     for record in records:
-        found = load(log, folder, named(record), prunes)
-        for sha in found.tampered:
-            yield record, f"tampered: snapshot {sha} does not match its hash"
-        for sha in found.missing:
-            yield record, f"missing: snapshot {sha} is gone and no prune record removed it"
+        names = named(record)
+        unread = [sha for sha in names if sha not in states]
+        if unread:
+            found = load(log, folder, unread, prunes)
+            states.update({sha: found.state(sha) for sha in unread})
+        for sha in names:
+            if states[sha] == "tampered":
+                yield record, f"tampered: snapshot {sha} does not match its hash"
+            elif states[sha] == "missing":
+                yield record, f"missing: snapshot {sha} is gone and no prune record removed it"
 
 
 def verify_snapshots(log: Any, folder: Any, result: Any) -> None:

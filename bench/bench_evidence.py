@@ -8,7 +8,8 @@ realistic size (6 layers of about 2 KB, a 500-byte work item, a 3 KB answer). Ti
 one process: ``show`` (find the record, load and re-hash its snapshots, build the view,
 render the text) and ``export`` (the same, plus the chain to HEAD, the manifest and the
 tar.gz written) of the newest run; once, ``export`` of a run from the first day of the
-log, whose chain to HEAD is the whole log. Results: bench/out/evidence.json.
+log, whose chain to HEAD is the whole log (built, then written as tar.gz and as .tar),
+and its ``show``. Results: bench/out/evidence.json.
 """
 
 from __future__ import annotations
@@ -77,11 +78,20 @@ def measure(log, folder, run_id: str, old_id: str, repeat: int, scratch: Path) -
     show(), export()  # warm: connections, page cache
     began = time.perf_counter()
     record = evidence.find_run(log, folder, old_id)
-    chain = len(bundle.chain_to_head(log, folder, record))
-    export(old_id)
-    old_ms = round((time.perf_counter() - began) * 1000, 1)
+    files, _ = bundle.build(log, folder, record)
+    built = time.perf_counter()
+    bundle.write(files, scratch / f"{log.name}-old.tar.gz")
+    done = time.perf_counter()
+    evidence.render(evidence.view(record, evidence.load_texts(log, folder, record)))
+    shown = time.perf_counter()
+    bundle.write(files, scratch / f"{log.name}-old.tar")
+    plain_ms = round((time.perf_counter() - shown) * 1000, 1)
     return {"show_ms": _median_ms(show, repeat), "export_ms": _median_ms(export, repeat),
-            "old_export_ms": old_ms, "old_chain_records": chain}
+            "old_show_ms": round((shown - done) * 1000, 1), "old_export_ms": round((done - began) * 1000, 1),
+            "old_build_ms": round((built - began) * 1000, 1), "old_write_ms": round((done - built) * 1000, 1),
+            "old_tar_write_ms": plain_ms,
+            "old_chain_records": files["chain.jsonl"].count(b"\n"),
+            "old_chain_mb": round(len(files["chain.jsonl"]) / 1e6, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         copy_snapshots(folder, files, sqlite)
         results["sqlite"] = measure(sqlite, folder, ids[-1], old, args.repeat, Path(scratch))
     (OUT / "evidence.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| log ({args.records:,} records) | show, newest run | export, newest run | export, first run (chain) |")
-    print("| --- | ---: | ---: | ---: |")
+    print(f"| log ({args.records:,} records) | show, newest run | export, newest run | show, first run "
+          "| export, first run (chain) | of which: bundle built / tar.gz written | .tar written instead |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ("files", "sqlite"):
         r = results[name]
-        print(f"| {name} | {r['show_ms']} ms | {r['export_ms']} ms | {r['old_export_ms']} ms "
-              f"({r['old_chain_records']:,} records) |")
+        print(f"| {name} | {r['show_ms']} ms | {r['export_ms']} ms | {r['old_show_ms']} ms | {r['old_export_ms']} ms "
+              f"({r['old_chain_records']:,} records, {r['old_chain_mb']} MB) | {r['old_build_ms']} / "
+              f"{r['old_write_ms']} ms | {r['old_tar_write_ms']} ms |")
     return 0
 
 

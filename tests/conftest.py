@@ -31,6 +31,22 @@ class ScriptedModel:
                              model="scripted")
 
 
+def tamper_snapshot(folder, sha: str, text: str) -> None:
+    """Replace the stored text of snapshot ``sha`` in the files log behind its back, as an
+    editor would: its line in the day pack (written whole), else its old per-file copy."""
+    from atomic_vault.backends import packs
+
+    for pack in packs.packs(folder):
+        path = packs.folder_of(folder) / pack
+        lines = path.read_bytes().split(b"\n")
+        for i, line in enumerate(lines):
+            if line and json.loads(line)["sha"] == sha:
+                lines[i] = json.dumps({"sha": sha, "text": text}, ensure_ascii=False).encode("utf-8")
+                path.write_bytes(b"\n".join(lines))
+                return
+    packs.legacy_path(folder, sha).write_text(text, encoding="utf-8")
+
+
 def capture_block(**fields):
     data = {"type": "project", "name": "Test note", "description": "a test note",
             "confidence": "high", "sources": ["test"], "body": "Body text."}

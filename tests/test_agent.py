@@ -20,8 +20,8 @@ def test_a_run_writes_only_journal_log_and_captured_notes(vault, snap):
     changed = {path for path in after if before.get(path) != after[path]}
     snapshots = {path for path in changed if path.startswith("atlas/log/snapshots/")}
     changed -= snapshots  # the run's texts, by hash (spec/07)
-    assert snapshots and all(path.endswith(".txt") for path in snapshots)
     today = __import__("datetime").date.today()
+    assert snapshots == {f"atlas/log/snapshots/{today:%Y-%m-%d}.jsonl"}  # the day's pack
     assert changed == {
         "atlas/memory/project_demo_on_thursday.md", "atlas/memory/INDEX.md",
         f"atlas/journal/{today:%Y-%m}/{today:%Y-%m-%d}.md",
@@ -43,7 +43,7 @@ def test_git_diff_after_a_run_shows_only_the_run(vault):
     paths = sorted(line[3:] for line in status if line and "/log/snapshots/" not in line)
     assert [p.split("/")[1] for p in paths] == ["journal", "log", "log"]
     snapshots = [line[3:] for line in status if "/log/snapshots/" in line]
-    assert snapshots and all(line.endswith(".txt") for line in snapshots)  # plain text, one per text
+    assert len(snapshots) == 1 and snapshots[0].endswith(".jsonl")  # the day's pack: JSON Lines, one per text
 
 
 def test_result_fields_and_log_record_agree(vault):

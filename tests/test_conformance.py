@@ -12,6 +12,7 @@ import pytest
 from atomic_vault import runlog
 from atomic_vault.backends import files as files_backend
 from atomic_vault.backends import known, open_backend
+from conftest import tamper_snapshot
 from atomic_vault.testing import (JournalBackendSuite, LockBackendSuite, LogBackendSuite,
                                   MemoryBackendSuite)
 
@@ -69,7 +70,7 @@ class TestLog(LogBackendSuite):
 
     def edit_snapshot(self, log, folder, sha, text):
         if log.name == "files":
-            files_backend.snapshot_path(folder, sha).write_text(text, encoding="utf-8")
+            tamper_snapshot(folder, sha, text)
             return
         table = "snapshots" if log.name == "sqlite" else "log_snapshots"
         self._sql(log, folder, f"UPDATE {table} SET text=? WHERE agent=? AND sha=?", text, folder.name, sha)

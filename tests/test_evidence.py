@@ -14,7 +14,7 @@ from atomic_vault import AtomicAgent, clock, retention, snapshots
 from atomic_vault.backends import files as files_backend
 from atomic_vault.cli import cli
 from atomic_vault.errors import ConfigError
-from conftest import ScriptedModel, capture_block
+from conftest import ScriptedModel, capture_block, tamper_snapshot
 from conftest import snapshot as _files
 
 
@@ -43,7 +43,7 @@ def _run(vault, work_item, answer="The answer.", **kwargs):
 def _tamper(agent, sha, text):
     log = agent.log
     if log.name == "files":
-        files_backend.snapshot_path(agent.folder, sha).write_text(text, encoding="utf-8")
+        tamper_snapshot(agent.folder, sha, text)
     elif log.name == "sqlite":
         conn = sqlite3.connect(log.path(agent.folder), isolation_level=None)
         conn.execute("UPDATE snapshots SET text=? WHERE agent=? AND sha=?", (text, "atlas", sha))
@@ -206,6 +206,38 @@ def test_a_bundle_verifies_with_no_vault(vault, backend, tmp_path):
     assert wrong.exit_code == 1 and "anchor differs" in wrong.output
     folder = _export(vault, first.run_id, tmp_path / "run-folder")
     assert CliRunner().invoke(cli, ["verify-bundle", str(folder)]).exit_code == 0
+    plain = _export(vault, first.run_id, tmp_path / "run.tar")  # not compressed
+    with tarfile.open(plain, mode="r:") as tar:
+        assert set(tar.getnames()) == names
+    assert CliRunner().invoke(cli, ["verify-bundle", str(plain)]).exit_code == 0
+
+
+def test_the_chain_is_copied_as_stored_and_read_record_by_record_when_it_cannot_be(vault, backend):
+    """chain.jsonl of an old run: the stored lines from its record to HEAD, byte for byte
+    what serialising each record gives; a store that cannot say (HEAD behind) reads records."""
+    from atomic_vault import bundle, runlog
+
+    agent, first = _run(vault, "First.")
+    for work in ("Second.", "Third."):
+        _run(vault, work)
+    record = agent.log.get(agent.folder, first.run_id)
+    chain = bundle.chain_to_head(agent.log, agent.folder, record)
+    serialised = "".join(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+                         for r in chain).encode("utf-8")
+    stored = agent.log.chain_text(agent.folder, record)
+    assert [r["seq"] for r in chain] == [1, 2, 3]
+    assert (stored.encode("utf-8") if isinstance(stored, str) else stored) == serialised
+    assert bundle.chain_bytes(agent.log, agent.folder, record) == serialised
+    if backend == "files":
+        day = runlog.day_files(agent.folder)[-1]
+        raw = day.read_bytes()
+        day.write_bytes(raw.replace(b"\n", b"\n\n", 1))  # a blank line: more lines than seqs
+        assert agent.log.chain_text(agent.folder, record) is None
+        assert bundle.chain_bytes(agent.log, agent.folder, record) == serialised
+        day.write_bytes(raw)
+        head = json.loads(agent.folder.head.read_text())
+        agent.folder.head.write_text(json.dumps({**head, "seq": 2}))  # HEAD behind: cannot say
+        assert agent.log.chain_text(agent.folder, record) is None
 
 
 @pytest.mark.parametrize("change, named", [

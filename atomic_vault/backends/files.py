@@ -18,7 +18,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import catalog, fileio, runlog
+from .. import catalog, clock, fileio, runlog
+from . import packs
 from ..errors import ConfigError, LogError, NoteError
 from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dirs,
                       read_jsonl, read_text_cached)
@@ -422,6 +423,32 @@ class FileLog:
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
         return runlog.read_head(folder)
 
+    def chain_text(self, folder: AgentFolder, record: dict[str, Any]) -> bytes | None:
+        """The stored lines from ``record`` to HEAD, as stored (each the canonical JSON the
+        chain hashes): an old run's evidence bundle copies the bytes of the day files from
+        its line on instead of parsing and re-serialising every later record. None when the
+        record's line is not found from its day on, or the lines do not count up to HEAD
+        (a lagging HEAD, a blank line, a hand edit): the caller then reads the records."""
+        head = runlog.read_head(folder) or {}
+        seq = record.get("seq")
+        if not (isinstance(seq, int) and isinstance(head.get("seq"), int) and isinstance(record.get("hash"), str)):
+            return None
+        needle = b'"hash":' + json.dumps(record["hash"]).encode("ascii")
+        files = runlog.day_files(folder, str(record.get("ts", ""))[:10] or None)
+        chunks: list[bytes] = []
+        for path in files:
+            raw = path.read_bytes()
+            raw = raw[:raw.rfind(b"\n") + 1]  # a torn last line is no record
+            if not chunks:
+                start = _line_of(raw, needle, record)
+                if start is None:
+                    continue
+                raw = raw[start:]
+            chunks.append(raw)
+        if sum(chunk.count(b"\n") for chunk in chunks) != head["seq"] - seq + 1:
+            return None  # a blank line, a line more or less than the seqs say: read the records
+        return b"".join(chunks)
+
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> runlog.Verification:
         result = runlog.verify(folder, anchor)
         if result.ok:
@@ -464,49 +491,44 @@ class FileLog:
                 runlog.write_head(folder, seq, prev, _fence_of(runlog.read_head(folder)))
         return count
 
-
-    # Snapshots: log/snapshots/<sha256>.txt, plain UTF-8 (grep and git diff work). One
-    # folder, so that a run's new snapshots cost one folder fsync, not one per file.
+    # Snapshots (spec/07): a pack per day, log/snapshots/YYYY-MM-DD.jsonl, with a derived
+    # index (``packs``); one fsync'd append per run. Old log/snapshots/<sha>.txt still read.
 
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
-        new = {}
-        for sha, text in texts.items():
-            path = snapshot_path(folder, sha)
-            if not path.exists():  # content-addressed: a stored one is this very text
-                new[path] = text.encode("utf-8")
-        if new:
-            refuse_linked_folders(folder, next(iter(new)))
-            fileio.write_new_files(new)
+        if not texts:
+            return
+        pack = f"{clock.now(None).date().isoformat()}.jsonl"
+        refuse_linked_folders(folder, packs.folder_of(folder) / pack)
+        with _state_lock(folder, "snapshots.lock"):
+            packs.put(folder, texts, pack)
 
     def get_snapshot(self, folder: AgentFolder, sha: str) -> str | None:
-        path = snapshot_path(folder, sha)
-        if path.is_symlink():
-            return None  # never follow a link out of the agent folder; reported as missing
-        try:
-            return path.read_bytes().decode("utf-8", errors="replace")
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        snapshot_path(folder, sha)  # refuses anything but a hash
+        return packs.read(folder, sha)
 
     def snapshot_hashes(self, folder: AgentFolder) -> list[str]:
-        try:
-            names = os.listdir(folder.log / SNAPSHOTS)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(n[:-4] for n in names if n.endswith(".txt") and SNAPSHOT_SHA.match(n[:-4]))
+        return packs.hashes(folder)
 
     def delete_snapshots(self, folder: AgentFolder, hashes: Iterable[str]) -> int:
-        removed, parents = 0, set()
+        hashes = list(hashes)
         for sha in hashes:
-            path = snapshot_path(folder, sha)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            removed += 1
-            parents.add(path.parent)
-        for parent in sorted(parents):
-            fsync_dir(parent)
-        return removed
+            snapshot_path(folder, sha)
+        with _state_lock(folder, "snapshots.lock"):
+            return packs.delete(folder, hashes)
+
+
+def _line_of(raw: bytes, needle: bytes, record: dict[str, Any]) -> int | None:
+    """Where the line holding exactly ``record`` starts in ``raw`` (found by its hash)."""
+    at = raw.find(needle)
+    while at >= 0:
+        start = raw.rfind(b"\n", 0, at) + 1
+        try:
+            if fileio.loads_strict(raw[start:raw.find(b"\n", at)]) == record:
+                return start
+        except ValueError:
+            pass
+        at = raw.find(needle, at + 1)
+    return None
 
 
 SNAPSHOTS = "snapshots"
@@ -514,7 +536,8 @@ SNAPSHOT_SHA = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def snapshot_path(folder: AgentFolder, sha: str) -> Path:
-    """log/snapshots/<sha>.txt; anything but a hex SHA-256 is refused (no path tricks)."""
+    """log/snapshots/<sha>.txt, where snapshots were stored one file each before packs;
+    anything but a hex SHA-256 is refused (no path tricks)."""
     if not isinstance(sha, str) or not SNAPSHOT_SHA.match(sha):
         raise LogError(f"{str(sha)[:80]!r} is not a snapshot hash", field="snapshot",
                        fix="name a snapshot by the 64 hex digits of its SHA-256")

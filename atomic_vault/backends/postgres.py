@@ -353,6 +353,14 @@ class PostgresLog:
                                  (folder.name, seq)).fetchall()
         return [rows.loads(row[0], self._where()) for row in found]
 
+    def chain_text(self, folder: AgentFolder, record: dict[str, Any]) -> str | None:
+        """The stored JSON of the records from ``record`` to the end, one per line, as
+        stored (canonical); None when the rows do not start with it or skip a seq."""
+        with self.db.transaction() as conn:
+            found = conn.execute("SELECT seq, record FROM log_records WHERE agent=%s AND seq>=%s ORDER BY seq",
+                                 (folder.name, record.get("seq"))).fetchall()
+        return rows.chain_text(found, record, self._where())
+
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
         if not texts:
             return

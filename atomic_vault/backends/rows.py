@@ -35,6 +35,14 @@ def loads(text: str, where: str) -> dict[str, Any]:
     return record
 
 
+def chain_text(found: list[tuple[int, str]], record: dict[str, Any], where: str) -> str | None:
+    """(seq, stored JSON) rows from ``record`` on as chain.jsonl text, or None when the
+    first row is not ``record`` or a seq is skipped."""
+    if not found or loads(found[0][1], where) != record or found[-1][0] - found[0][0] != len(found) - 1:
+        return None  # seqs are unique per agent: first and last tell whether one is skipped
+    return "\n".join([text for _, text in found]) + "\n"
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 

@@ -310,6 +310,15 @@ class SQLiteLog:
                                (folder.name, seq)).fetchall()
         return [rows.loads(row[0], str(self.path(folder))) for row in found]
 
+    def chain_text(self, folder: AgentFolder, record: dict[str, Any]) -> str | None:
+        """The stored JSON of the records from ``record`` to the end, one per line, as
+        stored (canonical): no record is parsed again. None when the rows do not start with
+        ``record`` or skip a seq (the caller then reads records)."""
+        with self._read(folder) as db:
+            found = db.execute("SELECT seq, json FROM records WHERE agent=? AND seq>=? ORDER BY seq",
+                               (folder.name, record.get("seq"))).fetchall()
+        return rows.chain_text(found, record, str(self.path(folder)))
+
     def put_snapshots(self, folder: AgentFolder, texts: dict[str, str]) -> None:
         if not texts:
             return
