@@ -53,6 +53,13 @@ class Prompt:
     cuts: list[dict[str, Any]] = field(default_factory=list)
     counted: int | None = None  # the provider's own count of the input tokens, when it gave one
     skipped: list[dict[str, str]] = field(default_factory=list)  # broken notes left out, with why
+    turns: list[Any] = field(default_factory=list)  # a conversation's earlier turns, oldest first
+    conversation: dict[str, Any] | None = None  # id, new, skipped and dropped before assembly
+    turns_dropped: list[dict[str, Any]] = field(default_factory=list)  # by the budget
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation["id"] if self.conversation else None
 
     @property
     def system(self) -> list[dict[str, Any]]:
@@ -65,11 +72,13 @@ class Prompt:
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self.work_item}]
+        """The earlier turns of the conversation, if any, then the work item."""
+        return [*(m for turn in self.turns for m in turn.messages()), {"role": "user", "content": self.work_item}]
 
     @property
     def tokens(self) -> int:
-        return sum(layer.tokens for layer in self.layers) + estimate_tokens(self.work_item)
+        return (sum(layer.tokens for layer in self.layers) + sum(turn.tokens for turn in self.turns)
+                + estimate_tokens(self.work_item))
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -85,6 +94,9 @@ class Prompt:
             "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
             **({"tokens_counted": self.counted} if self.counted is not None else {}),
             **({"skipped": self.skipped} if self.skipped else {}),
+            **({"conversation": {**self.conversation, "turns": [turn.entry() for turn in self.turns],
+                                 "dropped": [*self.conversation["dropped"], *self.turns_dropped]}}
+               if self.conversation else {}),
         }
 
 
@@ -163,10 +175,11 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
              work_item: str, today: str, memory: MemoryBackend | None = None,
              journal: JournalBackend | None = None,
              broken: dict[str, NoteError] | None = None,
-             chosen: tuple[list[str], list[str]] | None = None) -> Prompt:
+             chosen: tuple[list[str], list[str]] | None = None, history: Any = None) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
     when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
-    in the manifest, so that one bad hand edit does not stop the agent."""
+    in the manifest, so that one bad hand edit does not stop the agent. ``history``
+    (conversations.History): the earlier turns, messages before the work item."""
     if memory is None or journal is None:
         from .backends.files import FileJournal, FileMemory
         memory, journal = memory or FileMemory(), journal or FileJournal()
@@ -193,6 +206,10 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     for source, text in journal.recent(folder, config.journal_days):
         add(_layer(source, text, "journal"))
     prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}))
+    if history is not None:
+        prompt.turns = list(history.turns)
+        prompt.conversation = {"id": history.id, "new": history.new, "skipped": list(history.skipped),
+                               "dropped": list(history.dropped)}
     _fit(prompt, folder)
     return prompt
 
@@ -242,10 +259,17 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
         for layer in of(kind):
             if over() > 0:
                 shorten(layer, max(budget // 4, layer.tokens - over()))
-    steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
+    steps: list[tuple[str, bool]] = [("journal", False), ("turn", False), ("recent note", False),
                                      ("wiki index", False), ("memory index", True),
                                      ("pinned note", True), ("tools", False), ("goal", False)]
     for kind, last_first in steps:
+        if kind == "turn":  # a conversation's earlier turns, oldest first
+            while prompt.turns and over() > 0:
+                turn = prompt.turns.pop(0)
+                prompt.cuts.append({"source": f"turn {turn.run_id}", "action": "dropped", "tokens": turn.tokens})
+                prompt.turns_dropped.append({"run_id": turn.run_id, "seq": turn.seq, "tokens": turn.tokens,
+                                             "reason": "budget"})
+            continue
         candidates = of(kind)
         if last_first:
             candidates.reverse()

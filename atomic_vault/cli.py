@@ -88,6 +88,16 @@ def _model_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def _conversation(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from .conversations import CONVERSATION_ID
+
+    if value is not None and not CONVERSATION_ID.match(value):
+        raise click.BadParameter(f"{value[:80]!r} is not a conversation id (1-100 letters, digits, "
+                                 "'.', '_', ':', '-'); --continue alone takes the newest conversation: "
+                                 "put it after WORK_ITEM, e.g. run NAME \"...\" --continue")
+    return value
+
+
 def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is not None and not 0 <= value < float("inf"):  # also refuses nan
         raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
@@ -234,12 +244,18 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str, so
               help="Seconds to wait for the agent's lock.")
 @click.option("--idempotency-key", metavar="KEY", callback=_line(200),
               help="Run at most once per KEY: again, it prints the first run's result without calling the model.")
+@click.option("--continue", "conversation", is_flag=False, flag_value="latest", default=None,
+              metavar="[ID|new]", callback=_conversation,
+              help="Continue a conversation: its earlier turns go in before the work item. Alone "
+                   "(after WORK_ITEM): the newest conversation; 'new': start one; ID: that one "
+                   "(an unknown ID starts it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
 @click.pass_context
 def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigger: str,
         critical: bool, no_wait: bool, lock_timeout: float, idempotency_key: str | None,
-        as_json: bool) -> None:
-    """Run agent NAME on WORK_ITEM ('-' reads it from standard input)."""
+        conversation: str | None, as_json: bool) -> None:
+    """Run agent NAME on WORK_ITEM ('-' reads it from standard input). Without --continue
+    the run is a one-shot."""
     from .agent import AtomicAgent
     from .errors import AtomicVaultError
 
@@ -253,8 +269,11 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         _folder(ctx, name)
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
-        result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key)
+        result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key,
+                            conversation_id=conversation)
     except (AtomicVaultError, OSError) as exc:
+        if type(exc).__name__ == "NoConversation":  # a usage error, as an unknown agent is
+            raise click.UsageError(str(exc)) from None
         _fail(exc, name)
     _print_result(result, as_json)
 
@@ -275,10 +294,11 @@ def _print_result(result: Any, as_json: bool) -> None:
         cached = (f" (cache read {result.cache_read_tokens}, written {result.cache_write_tokens})"
                   if result.cache_read_tokens or result.cache_write_tokens else "")
         fallback = f" (fallback from {result.fallback_from})" if result.fallback_from else ""
+        talk = f" · conversation {result.conversation_id}" if result.conversation_id else ""
         estimated = " (estimated)" if result.tokens_estimated else ""
         click.echo(f"\n— run {result.run_id} · seq {result.seq} · {result.status} · {result.model}{fallback} · "
                    f"{result.input_tokens}→{result.output_tokens} tokens{estimated}{cached} · {cost} · "
-                   f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else ""),
+                   f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else "") + talk,
                    err=True)  # each rejection is one of the warnings above
     sys.exit(EXIT_SKIPPED if result.status == "skipped" else
              EXIT_AWAITING if result.status == "awaiting_approval" else EXIT_OK)

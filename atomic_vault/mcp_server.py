@@ -90,7 +90,10 @@ class VaultTools:
         return [n for n in names if self.visible is None or n in self.visible]
 
     def run_agent(self, agent: str, work_item: str, model: str | None = None,
-                  idempotency_key: str | None = None) -> dict[str, Any]:
+                  idempotency_key: str | None = None, conversation_id: str | None = None) -> dict[str, Any]:
+        """Run the agent on the work item; ``conversation_id`` continues that conversation
+        (its earlier turns go in first; an unknown id starts it, ``new`` starts one with a
+        fresh id, ``latest`` continues the newest), without one the run is a one-shot."""
         from . import approvals
         from .agent import AtomicAgent
         from .config import MODEL_NAME
@@ -106,9 +109,14 @@ class VaultTools:
                                             or any(c < " " for c in idempotency_key)):
             raise ConfigError("the idempotency key must be one line of 1-200 characters",
                               field="idempotency_key", fix="pass a short one-line key, or none")
+        if conversation_id is not None:
+            from .conversations import check_id
+
+            check_id(conversation_id)
         result = AtomicAgent(agent, root=self.root, trigger="mcp", model=model).call(
-            work_item, idempotency_key=idempotency_key)
+            work_item, idempotency_key=idempotency_key, conversation_id=conversation_id)
         out = {"text": result.text, "run_id": result.run_id, "status": result.status,
+               "conversation_id": result.conversation_id,
                "cost_usd": result.cost_usd, "seq": result.seq, "model": result.model,
                "captures": result.captures, "warnings": result.warnings}
         if result.status == "awaiting_approval":
