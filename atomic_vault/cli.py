@@ -629,7 +629,7 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
               help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair"]),
+@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_write"]),
               help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
                    "effect: the ledger's begin and commit).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
