@@ -81,7 +81,7 @@ class History:
         out = [f"conversation {self.id} has no earlier runs: this run starts it"] \
             if self.new and self.named else []
         return out + [f"conversation {self.id}: the turn of run {s['run_id']} was left out: {s['reason']}"
-                      for s in self.skipped]
+                      for s in self.skipped if s["reason"].startswith("snapshot")]  # a text lost
 
 
 def _runs(log: Any, folder: Any, since: str | None) -> list[dict[str, Any]]:

@@ -153,6 +153,7 @@ def test_a_failed_run_is_no_turn(vault):
     talk = after.manifest["conversation"]
     assert [t["run_id"] for t in talk["turns"]] == [first.run_id]
     assert "status error" in talk["skipped"][0]["reason"]
+    assert not any("left out" in w for w in after.warnings)  # it lost nothing: it never had an answer
 
 
 def test_a_replay_sends_the_same_earlier_turns_from_the_snapshots(vault, backend):
