@@ -18,7 +18,7 @@ from . import catalog
 from .config import ModelConfig
 from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
-from .notes import every_problem, is_live
+from .notes import NEWER_FIX, every_problem, is_live
 from .fileio import read_text_cached
 from .protocols import JournalBackend, MemoryBackend
 from .vault import PERSONA_FILES, AgentFolder, readable_inside
@@ -218,8 +218,13 @@ def skipped(broken: dict[str, NoteError]) -> list[dict[str, str]]:
     """Manifest entries for broken notes: the source and every problem, joined."""
     def why(error: NoteError) -> str:
         return f"{error.field}: {error.message}" if error.field else error.message
-    return [{"source": f"memory/{name}", "reason": "; ".join(why(e) for e in every_problem(broken[name]))}
-            for name in sorted(broken)]
+    out = []
+    for name in sorted(broken):
+        problems = every_problem(broken[name])
+        newer = any(e.fix == NEWER_FIX for e in problems)  # the runtime is behind, not the note
+        out.append({"source": f"memory/{name}", "reason": "; ".join(why(e) for e in problems),
+                    **({"fix": NEWER_FIX} if newer else {})})
+    return out
 
 
 def _fit(prompt: Prompt, folder: AgentFolder) -> None:

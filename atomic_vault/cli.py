@@ -629,7 +629,8 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
               help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_write"]),
+@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_write",
+                                          "upgrade"]),
               help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
                    "effect: the ledger's begin and commit).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
@@ -835,6 +836,61 @@ def reindex(ctx: click.Context, name: str) -> None:
     except AtomicVaultError as exc:
         _fail(exc)
     click.echo(f"indexed {count} notes of {name} ({memory.name} backend)")
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Print the diff of every file the upgrade would change, and change nothing (the default).")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Write the upgraded files (each atomically) and log the upgrade.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock (--apply).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one file per line.")
+@click.pass_context
+def upgrade(ctx: click.Context, name: str, dry_run: bool, apply_: bool, lock_timeout: float,
+            as_json: bool) -> None:
+    """Upgrade agent NAME's notes and config files written in an older format, step by
+    step (spec/03 "Schema upgrades"); without --apply, only show the diffs.
+
+    \b
+      atomic-vault upgrade atlas            # what would change, as diffs
+      atomic-vault upgrade atlas --apply
+    """
+    from . import upgrades
+    from .errors import AtomicVaultError
+
+    if dry_run and apply_:
+        raise click.UsageError("pass --dry-run or --apply, not both")
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory", agent=name)
+        if apply_:
+            plan, records = upgrades.apply(folder, memory, _backend(ctx, "log", agent=name),
+                                           _backend(ctx, "lock", agent=name), lock_timeout)
+        else:
+            plan, records = upgrades.plan(folder, memory), []
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    for skipped in plan.skipped:
+        if as_json:
+            click.echo(json.dumps({**skipped, "action": "skipped"}, ensure_ascii=False))
+        else:
+            click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
+    for change in plan.changes:
+        if as_json:
+            click.echo(json.dumps({**change.as_dict(), "action": "upgraded" if apply_ else "would upgrade",
+                                   "diff": change.diff()}, ensure_ascii=False))
+        elif apply_:
+            click.echo(f"upgraded {change.source}: {', '.join(change.steps)}")
+        else:
+            click.echo("\n".join(change.diff()))
+    if not as_json:
+        count = len(plan.changes)
+        click.echo(f"{count} files upgraded (log records seq {records[0]['seq']}, {records[1]['seq']})" if apply_ and count
+                   else f"{count} files would change; `atomic-vault upgrade {name} --apply` writes them" if count
+                   else f"nothing to upgrade in {name}", err=True)
 
 
 @cli.command(name="eval")

@@ -20,7 +20,7 @@ from .vault import AgentFolder, check_agent_name, list_agents, open_agent, resol
 
 WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?\Z")
 STATUSES = ("ok", "error", "skipped", "awaiting_approval")
-KINDS = ("run", "verdict", "approval", "effect", "repair", "note_write")
+KINDS = ("run", "verdict", "approval", "effect", "repair", "note_write", "upgrade")
 
 
 class Refused(AtomicVaultError):
