@@ -211,3 +211,21 @@ def test_the_mcp_run_agent_tool_takes_a_conversation_id(vault):
     assert "Conversation: 1 earlier turns" in second["text"]
     with pytest.raises(ConfigError, match="is not a conversation id"):
         tools.run_agent("atlas", "Hi.", model="offline", conversation_id="a b")
+
+
+def test_a_resumed_run_is_the_turn_of_the_run_it_resumes(vault):
+    from test_approvals import counter, edit
+    from atomic_vault import approvals
+
+    counter(vault)
+    agent = AtomicAgent("atlas", root=vault, model="offline")
+    first = agent.call("Plan.", conversation_id="new")
+    waiting = agent.call('tool: count {"word": "alpha"}', conversation_id=first.conversation_id)
+    assert waiting.status == "awaiting_approval" and waiting.conversation_id == first.conversation_id
+    edit(vault, approvals.listing(vault / "atlas")[0], decision="approve", decided_by="ops")
+    resumed = AtomicAgent("atlas", root=vault, model="offline", trigger="resume").resume(waiting.run_id)
+    assert resumed.status == "ok" and resumed.conversation_id == first.conversation_id
+    later = agent.call("And then?", conversation_id=first.conversation_id)
+    talk = later.manifest["conversation"]
+    assert [t["run_id"] for t in talk["turns"]] == [first.run_id, resumed.run_id]
+    assert [s["run_id"] for s in talk["skipped"]] == [waiting.run_id]
