@@ -507,6 +507,9 @@ class _Run:
             [attempt["error"] for attempt in done.attempts if attempt.get("error")],
             captures.raw_texts(response.text, response.tool_captures) if response else [],
             done.tool_texts)
+        for turn in getattr(self.prompt, "turns", ()):  # stored again: a prune meanwhile loses nothing sent
+            taken.texts.setdefault(turn.work_sha, turn.work_item)
+            taken.texts.setdefault(turn.answer_sha, turn.answer)
         self.agent.log.put_snapshots(self.agent.folder, taken.texts)
         return taken
 

@@ -160,3 +160,14 @@ def test_a_note_newer_than_the_runtime_is_skipped_with_the_fix_and_never_blocks_
     assert result.status == "ok"
     assert any("project_from_the_future.md" in w and "fix: upgrade atomic_vault" in w and "written for a newer atomic_vault" in w for w in result.warnings)
     assert "memory/project_from_the_future.md" in [s["source"] for s in result.manifest["skipped"]]
+
+
+def test_a_linked_model_md_is_never_written_through(vault, tmp_path):
+    shared = tmp_path / "shared-model.md"
+    shared.write_text(OLDER_MODEL_MD)
+    path = vault / "atlas" / "model.md"
+    path.unlink()
+    path.symlink_to(shared)
+    done = av(vault, "upgrade", "atlas", "--apply")
+    assert done.exit_code == 0 and "skipped model.md: is a link" in done.stderr
+    assert path.is_symlink() and shared.read_text() == OLDER_MODEL_MD

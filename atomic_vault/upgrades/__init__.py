@@ -123,7 +123,10 @@ def plan(folder: Any, memory: Any, available: list[Step] | None = None,
     out = Plan()
     files: list[tuple[str, str, str]] = []  # (kind, source, text)
     if folder.model.is_file():
-        files.append(("model.md", "model.md", folder.model.read_text(encoding="utf-8")))
+        try:
+            files.append(("model.md", "model.md", folder.model.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            pass  # not UTF-8: a run refuses it and says so
     valid, broken = memory.scan(folder)
     for name in sorted({*valid, *broken}):
         text = memory.get(folder, name)
@@ -138,6 +141,9 @@ def plan(folder: Any, memory: Any, available: list[Step] | None = None,
                                 "reason": _newer(kind, version, current[kind])})
             continue
         done = chain(kind, text, version, available, current[kind])
+        if kind == "model.md" and folder.model.is_symlink():  # a rename would replace the link
+            done = "is a link: nothing is written through it (fix: upgrade the file it points to, " \
+                   "or replace the link by a copy)"
         if isinstance(done, str):
             out.skipped.append({"source": source, "kind": kind, "version": version, "reason": done})
         elif done[0] != text:
