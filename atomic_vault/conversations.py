@@ -21,6 +21,7 @@ from .protocols import LogQuery
 
 NEW, LATEST = "new", "latest"  # words, not ids: start a conversation / continue the newest
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}\Z")
+LATEST_WINDOW = 200  # runs looked at first for ``latest``
 _GENERATED = re.compile(r"conv-(\d{4})(\d{2})(\d{2})T\d{6}-[0-9a-f]{8}\Z")
 
 
@@ -96,13 +97,13 @@ def resolve(log: Any, folder: Any, given: str, started: datetime) -> tuple[str, 
     given = check_id(given)
     if given == NEW:
         return new_id(started), []
-    if given == LATEST:
-        runs = _runs(log, folder, None)
+    if given == LATEST:  # the newest runs first; the whole log only when none of them had one
+        runs = [r for r in log.query(folder, LogQuery(kind="run", limit=LATEST_WINDOW)) if r.get("conversation_id")]
+        runs = runs or _runs(log, folder, None)
         if not runs:
             raise NoConversation(f"{folder.name} has no conversation to continue", path=folder.log,
-                              field="--continue", fix=f"start one with --continue {NEW}")
+                                 field="--continue", fix=f"start one with --continue {NEW}")
         given = runs[-1]["conversation_id"]
-        return given, [r for r in runs if r["conversation_id"] == given]
     dated = _GENERATED.match(given)
     since = f"{dated.group(1)}-{dated.group(2)}-{dated.group(3)}" if dated else None
     return given, [r for r in _runs(log, folder, since) if r["conversation_id"] == given]
