@@ -213,10 +213,9 @@ class AtomicAgent:
         prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken,
                           chosen, history)
         for entry in prompt.skipped:
-            warnings.append(f"{entry['source']} was written for a newer atomic_vault and was left out of this "
-                            f"run: {entry['reason']} (fix: {entry['fix']})" if entry.get("fix") else
-                            f"{entry['source']} is broken and was left out of this run: {entry['reason']} "
-                            f"(`atomic-vault doctor {self.name}` lists every problem with its fix)")
+            warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} " + (
+                f"(fix: {entry['fix']})" if entry.get("fix")  # a newer note: the runtime is behind
+                else f"(`atomic-vault doctor {self.name}` lists every problem with its fix)"))
         prompt.counted = _count(model, prompt, config, self.name, warnings)
         if prompt.counted is not None and prompt.counted > config.max_input_tokens:
             scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)

@@ -339,7 +339,7 @@ def _key_lines(text: str) -> dict[str, int]:
 
 
 # The fix of a note written for a newer schema: the runtime, not the note, is behind.
-NEWER_FIX = "upgrade atomic_vault (pip install -U atomic-vault): the note was written for a newer schema"
+NEWER_FIX = "upgrade atomic-vault (pip install -U atomic-vault): the note was written for a newer schema"
 
 
 def validate(meta: dict[str, Any], path: Path) -> None:

@@ -151,14 +151,14 @@ def test_a_note_newer_than_the_runtime_is_skipped_with_the_fix_and_never_blocks_
     assert shown.exit_code == 0
     (row,) = [json.loads(line) for line in shown.stdout.splitlines()]
     assert row["action"] == "skipped" and row["source"] == "memory/project_from_the_future.md"
-    assert "fix: upgrade atomic_vault" in row["reason"]
+    assert "fix: upgrade atomic-vault, pip install -U atomic-vault" in row["reason"]
     assert av(vault, "upgrade", "atlas", "--apply").exit_code == 0
     assert path.read_text().startswith("---\nschema_version: 9\n")
     assert {k: v for k, v in snap(vault).items() if "/log/" not in k} == \
         {k: v for k, v in before.items() if "/log/" not in k}  # --apply with nothing to convert writes nothing
     result = AtomicAgent("atlas", root=vault, model="offline").call("Plan the day.")
     assert result.status == "ok"
-    assert any("project_from_the_future.md" in w and "fix: upgrade atomic_vault" in w and "written for a newer atomic_vault" in w for w in result.warnings)
+    assert any("project_from_the_future.md" in w and "fix: upgrade atomic-vault (pip install -U atomic-vault)" in w for w in result.warnings)
     assert "memory/project_from_the_future.md" in [s["source"] for s in result.manifest["skipped"]]
 
 

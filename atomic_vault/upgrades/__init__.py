@@ -112,7 +112,7 @@ def chain(kind: str, text: str, version: int, available: list[Step], current: in
 
 def _newer(kind: str, version: int, current: int) -> str:
     return (f"written for a newer atomic_vault ({kind} version {version}; this one reads {current}): "
-            "left as it is (fix: upgrade atomic_vault, pip install -U atomic-vault)")
+            "left as it is (fix: upgrade atomic-vault, pip install -U atomic-vault)")
 
 
 def plan(folder: Any, memory: Any, available: list[Step] | None = None,
