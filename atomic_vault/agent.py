@@ -44,6 +44,7 @@ class RunResult:
     fallback_from: str | None = None
     guardrail: dict[str, Any] | None = None
     tokens_estimated: bool = False
+    conversation_id: str | None = None
 
 
 class AtomicAgent:
@@ -74,34 +75,49 @@ class AtomicAgent:
 
     def call(self, work_item: str, *, critical: bool = False,
              model: str | Model | None = None, idempotency_key: str | None = None,
-             tree_cap_usd: float | None = None) -> RunResult:
+             tree_cap_usd: float | None = None, conversation_id: str | None = None) -> RunResult:
         """Run one work item: assemble, reserve its cost, call the model (unlocked), then
         write back locked. ``critical=True`` passes the cost caps and is recorded;
         ``model`` overrides the agent's model for this call only. ``idempotency_key``: a
         second call with the key returns the first run's result, without calling the model.
-        ``tree_cap_usd`` caps the cost of this run and every run it delegates to (spec/18)."""
+        ``tree_cap_usd`` caps the cost of this run and every run it delegates to (spec/18).
+        ``conversation_id``: the earlier turns of that conversation go in before the work
+        item (an id no run has yet starts it; ``"new"`` starts one with a fresh id,
+        ``"latest"`` continues the newest); None: a one-shot run."""
         work_item = _check_work_item(work_item)
         if tree_cap_usd is not None and (isinstance(tree_cap_usd, bool) or not isinstance(
                 tree_cap_usd, (int, float)) or not tree_cap_usd >= 0):
             raise ConfigError(f"tree_cap_usd {tree_cap_usd!r} is not a non-negative amount",
                               field="tree_cap_usd", fix="pass an amount in USD such as 0.50")
+        if conversation_id is not None:
+            from .conversations import check_id
+
+            check_id(conversation_id)
         if idempotency_key is not None:
             from . import runkeys
 
             with runkeys.claimed(self, runkeys.check(idempotency_key), work_item, self.lock_timeout) as earlier:
                 if earlier is not None:
                     return _replayed(earlier)
-                return self._call(work_item, critical, model, idempotency_key, tree_cap_usd)
-        return self._call(work_item, critical, model, None, tree_cap_usd)
+                return self._call(work_item, critical, model, idempotency_key, tree_cap_usd, conversation_id)
+        return self._call(work_item, critical, model, None, tree_cap_usd, conversation_id)
 
     def _call(self, work_item: str, critical: bool, model: str | Model | None,
-              idempotency_key: str | None, tree_cap_usd: float | None = None) -> RunResult:
+              idempotency_key: str | None, tree_cap_usd: float | None = None,
+              conversation_id: str | None = None) -> RunResult:
         config = load_model_config(self.folder.model)
         started = clock.now(config.zone)
         tools = load_tools_config(self.folder.tools)  # read (or refused) before anything else
         shared = projects.for_agent(self.folder, config)  # a project it names must list it
         model, warnings, replaced = self._choose_model(config, self.model if model is None else model)
-        prompt = self._assemble(config, work_item, started, model, warnings, shared)
+        earlier = None
+        if conversation_id is not None:  # the earlier turns, read back from the log's snapshots
+            from . import conversations
+
+            earlier = conversations.prior(self.log, self.folder, conversation_id, started,
+                                          config.max_input_tokens)
+            warnings += earlier.warnings()
+        prompt = self._assemble(config, work_item, started, model, warnings, shared, earlier)
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings, replaced)
         run.projects = shared
@@ -201,7 +217,7 @@ class AtomicAgent:
                 self.log.ready(self.folder)
 
     def _assemble(self, config: ModelConfig, work_item: str, started: datetime, model: Model,
-                  warnings: list[str], shared: list[projects.Project] = ()) -> Prompt:
+                  warnings: list[str], shared: list[projects.Project] = (), earlier: Any = None) -> Prompt:
         """The prompt within the budget. A provider that counts tokens itself has the last
         word: when its count is over the budget, the prompt is cut again to a budget scaled
         by how much denser its count is than the estimate. A broken note is left out (and
@@ -214,15 +230,16 @@ class AtomicAgent:
         else:
             notes, broken = self.memory.scan(self.folder)
         prompt = assemble(self.folder, config, notes, work_item, day, self.memory, self.journal, broken,
-                          chosen, shared)
+                          chosen, shared, earlier)
         for entry in prompt.skipped:
-            warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} "
-                            f"(`atomic-vault doctor {self.name}` lists every problem with its fix)")
+            warnings.append(f"{entry['source']} is broken and was left out of this run: {entry['reason']} " + (
+                f"(fix: {entry['fix']})" if entry.get("fix")  # a newer note: the runtime is behind
+                else f"(`atomic-vault doctor {self.name}` lists every problem with its fix)"))
         prompt.counted = _count(model, prompt, config, self.name, warnings)
         if prompt.counted is not None and prompt.counted > config.max_input_tokens:
             scaled = max(256, config.max_input_tokens * prompt.tokens // prompt.counted)
             prompt = assemble(self.folder, replace(config, max_input_tokens=scaled), notes, work_item,
-                              day, self.memory, self.journal, broken, chosen, shared)
+                              day, self.memory, self.journal, broken, chosen, shared, earlier)
             prompt.counted = _count(model, prompt, config, self.name, warnings)
         return prompt
 
@@ -373,6 +390,7 @@ class _Run:
         self.vault_prices = load_vault_prices(agent.folder.root)
         self.telemetry = telemetry.for_run(agent.folder.root, self.warnings)
         self.work_item = prompt.work_item
+        self.conversation_id: str | None = getattr(prompt, "conversation_id", None)
         self.resumes: str | None = None  # the suspended run this one continues
         self.run_key = self.id  # what effect keys are made of: a resumed chain shares its first run's
         self.decisions: list[dict[str, Any]] = getattr(prompt, "decisions", [])
@@ -557,6 +575,9 @@ class _Run:
         if notes is not None:  # note texts as they are on disk: their hashes are the notes'
             taken.texts.update(history.hashed(notes.changes())[1])
         taken.texts.update(outside or {})
+        for turn in getattr(self.prompt, "turns", ()):  # stored again: a prune meanwhile loses nothing sent
+            taken.texts.setdefault(turn.work_sha, turn.work_item)
+            taken.texts.setdefault(turn.answer_sha, turn.answer)
         self.agent.log.put_snapshots(self.agent.folder, taken.texts)
         return taken
 
@@ -589,6 +610,7 @@ class _Run:
             "captures": outcomes,
             **({"hand_edits": self.hand_edits} if self.hand_edits else {}),
             "manifest": manifest,
+            **({"conversation_id": self.conversation_id} if self.conversation_id else {}),
             **({"snapshots": taken.refs} if taken is not None else {}),
             "attempts": done.attempts,
             **({"steps": done.steps} if done.steps else {}),
@@ -619,7 +641,8 @@ def _replayed(record: dict[str, Any]) -> RunResult:
                      cache_read_tokens=record.get("cache_read_tokens", 0),
                      cache_write_tokens=record.get("cache_write_tokens", 0),
                      fallback_from=record.get("fallback_from"), guardrail=record.get("guardrail"),
-                     tokens_estimated=bool(record.get("tokens_estimated")))
+                     tokens_estimated=bool(record.get("tokens_estimated")),
+                     conversation_id=record.get("conversation_id"))
 
 
 def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: list[dict[str, Any]],
@@ -632,4 +655,5 @@ def _result(record: dict[str, Any], response: ModelResponse | None, outcomes: li
                      cache_read_tokens=record["cache_read_tokens"],
                      cache_write_tokens=record["cache_write_tokens"],
                      fallback_from=record["fallback_from"], guardrail=record.get("guardrail"),
-                     tokens_estimated=bool(record.get("tokens_estimated")))
+                     tokens_estimated=bool(record.get("tokens_estimated")),
+                     conversation_id=record.get("conversation_id"))

@@ -18,7 +18,7 @@ from . import catalog
 from .config import ModelConfig
 from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
-from .notes import every_problem, is_live
+from .notes import NEWER_FIX, every_problem, is_live
 from .fileio import read_text_cached
 from .protocols import JournalBackend, MemoryBackend
 from .vault import PERSONA_FILES, AgentFolder, readable_inside
@@ -54,6 +54,13 @@ class Prompt:
     cuts: list[dict[str, Any]] = field(default_factory=list)
     counted: int | None = None  # the provider's own count of the input tokens, when it gave one
     skipped: list[dict[str, str]] = field(default_factory=list)  # broken notes left out, with why
+    turns: list[Any] = field(default_factory=list)  # a conversation's earlier turns, oldest first
+    conversation: dict[str, Any] | None = None  # id, new, skipped and dropped before assembly
+    turns_dropped: list[dict[str, Any]] = field(default_factory=list)  # by the budget
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation["id"] if self.conversation else None
 
     @property
     def system(self) -> list[dict[str, Any]]:
@@ -66,11 +73,13 @@ class Prompt:
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self.work_item}]
+        """The earlier turns of the conversation, if any, then the work item."""
+        return [*(m for turn in self.turns for m in turn.messages()), {"role": "user", "content": self.work_item}]
 
     @property
     def tokens(self) -> int:
-        return sum(layer.tokens for layer in self.layers) + estimate_tokens(self.work_item)
+        return (sum(layer.tokens for layer in self.layers) + sum(turn.tokens for turn in self.turns)
+                + estimate_tokens(self.work_item))
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -86,6 +95,9 @@ class Prompt:
             "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
             **({"tokens_counted": self.counted} if self.counted is not None else {}),
             **({"skipped": self.skipped} if self.skipped else {}),
+            **({"conversation": {**self.conversation, "turns": [turn.entry() for turn in self.turns],
+                                 "dropped": [*self.conversation["dropped"], *self.turns_dropped]}}
+               if self.conversation else {}),
         }
 
 
@@ -165,11 +177,12 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
              journal: JournalBackend | None = None,
              broken: dict[str, NoteError] | None = None,
              chosen: tuple[list[str], list[str]] | None = None,
-             projects: list[Any] = ()) -> Prompt:
+             projects: list[Any] = (), history: Any = None) -> Prompt:
     """The prompt for one run; notes and journal come from the given backends (files
     when None). ``broken`` notes (the scan's errors) are left out and listed as skipped
     in the manifest, so that one bad hand edit does not stop the agent. ``projects``
-    (projects.Project, the agent's) add their layers after the agent's own of each kind."""
+    (projects.Project, the agent's) add their layers after the agent's own of each kind.
+    ``history`` (conversations.History): the earlier turns, messages before the work item."""
     if memory is None or journal is None:
         from .backends.files import FileJournal, FileMemory
         memory, journal = memory or FileMemory(), journal or FileJournal()
@@ -205,6 +218,10 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}),
                     cuts=[cut for each in shared for cut in each.cuts])
     prompt.skipped += [entry for each in shared for entry in each.skipped]
+    if history is not None:
+        prompt.turns = list(history.turns)
+        prompt.conversation = {"id": history.id, "new": history.new, "skipped": list(history.skipped),
+                               "dropped": list(history.dropped)}
     _fit(prompt, folder)
     return prompt
 
@@ -251,8 +268,13 @@ def skipped(broken: dict[str, NoteError]) -> list[dict[str, str]]:
     """Manifest entries for broken notes: the source and every problem, joined."""
     def why(error: NoteError) -> str:
         return f"{error.field}: {error.message}" if error.field else error.message
-    return [{"source": f"memory/{name}", "reason": "; ".join(why(e) for e in every_problem(broken[name]))}
-            for name in sorted(broken)]
+    out = []
+    for name in sorted(broken):
+        problems = every_problem(broken[name])
+        newer = any(e.fix == NEWER_FIX for e in problems)  # the runtime is behind, not the note
+        out.append({"source": f"memory/{name}", "reason": "; ".join(why(e) for e in problems),
+                    **({"fix": NEWER_FIX} if newer else {})})
+    return out
 
 
 def index_share(budget: int) -> int:
@@ -287,12 +309,19 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
             if over() > 0:
                 shorten(layer, max(index_share(budget), layer.tokens - over()))
     # A project's layers go before the agent's own of the same kind: the agent's files win.
-    steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
+    steps: list[tuple[str, bool]] = [("journal", False), ("turn", False), ("recent note", False),
                                      ("project pinned note", True), ("wiki index", False),
                                      ("project index", False), ("memory index", True),
                                      ("pinned note", True), ("tools", False), ("project goal", False),
                                      ("goal", False)]
     for kind, last_first in steps:
+        if kind == "turn":  # a conversation's earlier turns, oldest first
+            while prompt.turns and over() > 0:
+                turn = prompt.turns.pop(0)
+                prompt.cuts.append({"source": f"turn {turn.run_id}", "action": "dropped", "tokens": turn.tokens})
+                prompt.turns_dropped.append({"run_id": turn.run_id, "seq": turn.seq, "tokens": turn.tokens,
+                                             "reason": "budget"})
+            continue
         candidates = of(kind)
         if last_first:
             candidates.reverse()

@@ -88,6 +88,16 @@ def _model_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def _conversation(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    from .conversations import CONVERSATION_ID
+
+    if value is not None and not CONVERSATION_ID.match(value):
+        raise click.BadParameter(f"{value[:80]!r} is not a conversation id (1-100 letters, digits, "
+                                 "'.', '_', ':', '-'); --continue alone takes the newest conversation: "
+                                 "put it after WORK_ITEM, e.g. run NAME \"...\" --continue")
+    return value
+
+
 def _seconds(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if value is not None and not 0 <= value < float("inf"):  # also refuses nan
         raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
@@ -168,6 +178,9 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.obj = {"root": root}
 
 
+_LOG_KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "note_write", "upgrade")
+
+
 @cli.command()
 @_root_option
 @click.argument("name", callback=_text)
@@ -236,12 +249,18 @@ def init(ctx: click.Context, name: str, model: str, operator: str, role: str, so
               help="Run at most once per KEY: again, it prints the first run's result without calling the model.")
 @click.option("--tree-cap-usd", type=click.FloatRange(min=0), metavar="USD",
               help="Cap the cost of this run and every run it delegates to (default: model.md's tree_cap_usd).")
+@click.option("--continue", "conversation", is_flag=False, flag_value="latest", default=None,
+              metavar="[ID|new]", callback=_conversation,
+              help="Continue a conversation: its earlier turns go in before the work item. Alone "
+                   "(after WORK_ITEM): the newest conversation; 'new': start one; ID: that one "
+                   "(an unknown ID starts it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run result as JSON.")
 @click.pass_context
 def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigger: str,
         critical: bool, no_wait: bool, lock_timeout: float, idempotency_key: str | None,
-        tree_cap_usd: float | None, as_json: bool) -> None:
-    """Run agent NAME on WORK_ITEM ('-' reads it from standard input)."""
+        tree_cap_usd: float | None, conversation: str | None, as_json: bool) -> None:
+    """Run agent NAME on WORK_ITEM ('-' reads it from standard input). Without --continue
+    the run is a one-shot."""
     from .agent import AtomicAgent
     from .errors import AtomicVaultError
 
@@ -256,8 +275,10 @@ def run(ctx: click.Context, name: str, work_item: str, model: str | None, trigge
         agent = AtomicAgent(name, root=ctx.obj["root"], trigger=trigger, model=model,
                             lock_timeout=0 if no_wait else lock_timeout)
         result = agent.call(work_item, critical=critical, idempotency_key=idempotency_key,
-                            tree_cap_usd=tree_cap_usd)
+                            tree_cap_usd=tree_cap_usd, conversation_id=conversation)
     except (AtomicVaultError, OSError) as exc:
+        if type(exc).__name__ == "NoConversation":  # a usage error, as an unknown agent is
+            raise click.UsageError(str(exc)) from None
         _fail(exc, name)
     _print_result(result, as_json)
 
@@ -278,10 +299,11 @@ def _print_result(result: Any, as_json: bool) -> None:
         cached = (f" (cache read {result.cache_read_tokens}, written {result.cache_write_tokens})"
                   if result.cache_read_tokens or result.cache_write_tokens else "")
         fallback = f" (fallback from {result.fallback_from})" if result.fallback_from else ""
+        talk = f" · conversation {result.conversation_id}" if result.conversation_id else ""
         estimated = " (estimated)" if result.tokens_estimated else ""
         click.echo(f"\n— run {result.run_id} · seq {result.seq} · {result.status} · {result.model}{fallback} · "
                    f"{result.input_tokens}→{result.output_tokens} tokens{estimated}{cached} · {cost} · "
-                   f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else ""),
+                   f"captured {len(written)}" + (f", rejected {len(rejected)}" if rejected else "") + talk,
                    err=True)  # each rejection is one of the warnings above
     sys.exit(EXIT_SKIPPED if result.status == "skipped" else
              EXIT_AWAITING if result.status == "awaiting_approval" else EXIT_OK)
@@ -763,7 +785,7 @@ def _gist(record: dict, width: int = 60) -> str:
 @click.option("--status", type=click.Choice(["ok", "error", "skipped", "awaiting_approval"]),
               help="Only runs with this status.")
 @click.option("--trigger", callback=_line(64), help="Only runs with this trigger (cron, manual...).")
-@click.option("--kind", type=click.Choice(["run", "verdict", "approval", "effect", "repair", "note_edit"]),
+@click.option("--kind", type=click.Choice(list(_LOG_KINDS)),
               help="Only records of this kind (verdict: the gate's decisions; approval: a person's; "
                    "effect: the ledger's begin and commit; note_edit: the notes commands' changes).")
 @click.option("--by", type=click.Choice(["day", "month"]), default="day", show_default=True,
@@ -1068,6 +1090,61 @@ def reindex(ctx: click.Context, name: str) -> None:
     except AtomicVaultError as exc:
         _fail(exc)
     click.echo(f"indexed {count} notes of {name} ({memory.name} backend)")
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Print the diff of every file the upgrade would change, and change nothing (the default).")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Write the upgraded files (each atomically) and log the upgrade.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds to wait for the agent's lock (--apply).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one file per line.")
+@click.pass_context
+def upgrade(ctx: click.Context, name: str, dry_run: bool, apply_: bool, lock_timeout: float,
+            as_json: bool) -> None:
+    """Upgrade agent NAME's notes and config files written in an older format, step by
+    step (spec/03 "Schema upgrades"); without --apply, only show the diffs.
+
+    \b
+      atomic-vault upgrade atlas            # what would change, as diffs
+      atomic-vault upgrade atlas --apply
+    """
+    from . import upgrades
+    from .errors import AtomicVaultError
+
+    if dry_run and apply_:
+        raise click.UsageError("pass --dry-run or --apply, not both")
+    try:
+        folder = _folder(ctx, name)
+        memory = _backend(ctx, "memory", agent=name)
+        if apply_:
+            plan, records = upgrades.apply(folder, memory, _backend(ctx, "log", agent=name),
+                                           _backend(ctx, "lock", agent=name), lock_timeout)
+        else:
+            plan, records = upgrades.plan(folder, memory), []
+    except (AtomicVaultError, OSError) as exc:
+        _fail(exc, name)
+    for skipped in plan.skipped:
+        if as_json:
+            click.echo(json.dumps({**skipped, "action": "skipped"}, ensure_ascii=False))
+        else:
+            click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
+    for change in plan.changes:
+        if as_json:
+            click.echo(json.dumps({**change.as_dict(), "action": "upgraded" if apply_ else "would upgrade",
+                                   "diff": change.diff()}, ensure_ascii=False))
+        elif apply_:
+            click.echo(f"upgraded {change.source}: {', '.join(change.steps)}")
+        else:
+            click.echo("\n".join(change.diff()))
+    if not as_json:
+        count = len(plan.changes)
+        click.echo(f"{count} files upgraded (log records seq {records[0]['seq']}, {records[1]['seq']})" if apply_ and count
+                   else f"{count} files would change; `atomic-vault upgrade {name} --apply` writes them" if count
+                   else f"nothing to upgrade in {name}", err=True)
 
 
 @cli.command(name="eval")

@@ -152,12 +152,25 @@ def view(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any]
         "resumes": record.get("resumes"),
         "decisions": record.get("decisions") or [],
         "tree": _tree_fields(record),
+        "conversation": _conversation(manifest.get("conversation"), loaded),
         "awaiting": _awaiting(record, about),
         "gone": [{"snapshot": sha, "state": loaded.state(sha), **(
             {"pruned_by_seq": loaded.pruned[sha]} if sha in loaded.pruned else {})}
             for sha in [*loaded.tampered, *loaded.pruned, *loaded.missing]],
     })
     return out
+
+
+def _conversation(part: Any, loaded: snapshots.Loaded) -> dict[str, Any] | None:
+    """The conversation's earlier turns this run sent (texts from the snapshots), and the
+    turns left out (budget, pruned, no answer)."""
+    if not isinstance(part, dict):
+        return None
+    turns = [{"run_id": t.get("run_id"), "seq": t.get("seq"), "tokens": t.get("tokens"),
+              "work_item": _text(loaded, t.get("work_item")), "answer": _text(loaded, t.get("answer"))}
+             for t in part.get("turns") or [] if isinstance(t, dict)]
+    return {"id": part.get("id"), "new": part.get("new"), "turns": turns,
+            "dropped": part.get("dropped") or [], "skipped": part.get("skipped") or []}
 
 
 def _awaiting(record: dict[str, Any], about: dict[str, Any]) -> dict[str, Any] | None:
@@ -227,6 +240,15 @@ def render(shown: dict[str, Any], full: bool = False) -> str:
         lines.append(f"     dropped      {c['source']} · {c['tokens']} tokens (did not fit)")
     for s in shown["skipped"]:
         lines.append(f"     left out     {s['source']} · broken: {s['reason']}")
+    talk = shown["conversation"]
+    if talk:
+        lines += ["", f"## Conversation {talk['id']}" + (" (started by this run)" if talk["new"] else "")]
+        for turn in talk["turns"]:
+            lines.append(f"- turn of run {turn['run_id']} (seq {turn['seq']}) · {turn['tokens']} tokens")
+            if full:
+                lines += ["", _body(turn["work_item"]), "", _body(turn["answer"]), ""]
+        for left in [*talk["dropped"], *talk["skipped"]]:
+            lines.append(f"  left out: run {left.get('run_id')} (seq {left.get('seq')}): {left.get('reason')}")
     if shown["resumes"]:
         lines += ["", f"## Resumes run {shown['resumes']}"]
         for d in shown["decisions"]:

@@ -115,7 +115,7 @@ AGENT = _param("agent", "path", "the agent's folder name, checked as the CLI che
 RUN_BODY = {"type": "object", "required": ["work_item"], "additionalProperties": False, "properties": {
     "work_item": {"type": "string"}, "model": {"type": "string", "description": "provider:model"},
     "idempotency_key": {"type": "string", "description": "a repeated key answers with the first run"},
-    "conversation_id": {"type": "string", "description": "only where the runtime supports it, else 400"}}}
+    "conversation_id": {"type": "string", "description": "a turn of this conversation: new, latest or an id"}}}
 DECIDE_BODY = {"type": "object", "required": ["decision", "by"], "additionalProperties": False, "properties": {
     "decision": {"type": "string", "enum": ["approve", "deny"]}, "by": {"type": "string"},
     "note": {"type": "string"}}}

@@ -20,7 +20,7 @@ from .vault import AgentFolder, check_agent_name, list_agents, open_agent, resol
 
 WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?\Z")
 STATUSES = ("ok", "error", "skipped", "awaiting_approval")
-KINDS = ("run", "verdict", "approval", "effect", "repair")
+KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "note_write", "upgrade")
 
 
 class Refused(AtomicVaultError):
@@ -105,8 +105,9 @@ class VaultTools:
 
     def run_agent(self, agent: str, work_item: str, model: str | None = None,
                   idempotency_key: str | None = None, conversation_id: str | None = None) -> dict[str, Any]:
-        import inspect
-
+        """Run the agent on the work item; ``conversation_id`` continues that conversation
+        (its earlier turns go in first; an unknown id starts it, ``new`` starts one with a
+        fresh id, ``latest`` continues the newest), without one the run is a one-shot."""
         from . import approvals
         from .agent import AtomicAgent
         from .config import MODEL_NAME
@@ -122,15 +123,14 @@ class VaultTools:
                                             or any(c < " " for c in idempotency_key)):
             raise ConfigError("the idempotency key must be one line of 1-200 characters",
                               field="idempotency_key", fix="pass a short one-line key, or none")
-        extra = {}
-        if conversation_id is not None:  # passed on only where the runtime takes it
-            if "conversation_id" not in inspect.signature(AtomicAgent.call).parameters:
-                raise ConfigError("conversation_id is not supported by this version of atomic_vault",
-                                  field="conversation_id", fix="leave it out: each run stands alone")
-            extra["conversation_id"] = conversation_id
+        if conversation_id is not None:
+            from .conversations import check_id
+
+            check_id(conversation_id)
         result = AtomicAgent(agent, root=self.root, trigger=self.trigger, model=model).call(
-            work_item, idempotency_key=idempotency_key, **extra)
+            work_item, idempotency_key=idempotency_key, conversation_id=conversation_id)
         out = {"text": result.text, "run_id": result.run_id, "status": result.status,
+               "conversation_id": result.conversation_id,
                "cost_usd": result.cost_usd, "seq": result.seq, "model": result.model,
                "captures": result.captures, "warnings": result.warnings}
         if result.status == "awaiting_approval":
@@ -206,12 +206,15 @@ class VaultTools:
                    merge_into: str | None = None, pinned: bool = False,
                    expires_at: str | None = None, expected_sha256: str | None = None) -> dict[str, Any]:
         """A note written as a capture is (captures.py): validated by the same parser, then
-        applied under the agent's lock with compare-and-swap writes. ``expected_sha256``
-        (from read_note) makes the client's own read part of the swap: a note edited by
-        hand since is kept and the write refused."""
-        from . import captures, clock
+        applied under the agent's lock with compare-and-swap writes, through the run's
+        write-back (writeback.Notes), and recorded as a chained ``kind: note_write`` record
+        (notechange.py), the commit point: a change whose record cannot be appended is taken
+        back. ``expected_sha256`` (from read_note) makes the client's own read part of the
+        swap: a note edited by hand since is kept and the write refused."""
+        from . import captures, clock, notechange, writeback
+        from .agent import _fence
         from .config import load_model_config, load_tools_config
-        from .errors import CaptureError
+        from .errors import CaptureError, HeadBehind
         from .notes import note_filename
 
         self._writable("write_note")
@@ -226,9 +229,12 @@ class VaultTools:
         except CaptureError as exc:
             raise CaptureError(exc.message, field="write_note",
                                fix="correct the argument named; nothing was written") from None
-        memory = self._backend("memory", agent)
-        lock = self._backend("lock", agent)
+        memory, log, lock = (self._backend(kind, agent) for kind in ("memory", "log", "lock"))
+        zone = load_model_config(folder.model).zone
+        day = clock.now(zone).date()
         with lock.hold(folder, 60.0) as lease:
+            log.ready(folder)  # the record must be writable before the note is written
+            writeback.preflight(folder, day, memory, log)
             if expected_sha256 is not None:
                 target = supersedes or merge_into
                 file = self._note_file(memory, folder, target) if target else note_filename(capture.type, capture.name)
@@ -237,8 +243,25 @@ class VaultTools:
                     raise NoteError("changed since it was read (a hand edit or another writer); that "
                                     "change was kept and nothing was written", path=folder.memory / file,
                                     field="expected_sha256", fix="read_note again and write from what it holds now")
-            outcome = captures.write(folder, memory, load_tools_config(folder.tools), [capture],
-                                     clock.now(load_model_config(folder.model).zone).date(), lease)[0]
+            notes = writeback.Notes(memory, lease)
+            try:
+                outcome = captures.write(folder, notes, load_tools_config(folder.tools), [capture], day, lease)[0]
+                changed = notechange.changes(notes.done)
+                if changed:
+                    main = next((c for c in changed if c[0] == outcome.get("file")), changed[0])
+                    also = [{"file": f, "before_sha256": notechange.sha256(b), "after_sha256": notechange.sha256(a)}
+                            for f, b, a in changed if f != main[0]]
+                    lease.check()
+                    outcome["seq"] = notechange.record_change(
+                        folder, log, main[0], notechange.sha256(main[1]), notechange.sha256(main[2]), "mcp",
+                        also=also, outcome=dict(outcome), zone=zone, fence=_fence(lock, lease))["seq"]
+            except HeadBehind as exc:  # the record is durable: the change is logged
+                outcome["seq"] = exc.record["seq"]
+            except BaseException as exc:  # before the commit point: take back, leave nothing
+                left = notes.take_back(folder)
+                if left:
+                    raise writeback.failed(exc, left, agent) from exc
+                raise
         if outcome.get("status") == "rejected":
             raise CaptureError(outcome["reason"], path=folder.memory, field="write_note",
                                fix="nothing was written; correct the note or name the one to supersede")

@@ -241,6 +241,11 @@ class OfflineModel:
             f"Context: {len(layers)} prompt layers, {notes} notes in full, "
             f"{sum(1 for name in layers if name == 'journal')} journal days.",
         ]
+        earlier = [m for m in request.messages if m.get("role") == "assistant" and not m.get("tool_calls")]
+        if earlier:  # a conversation's earlier turns came before the work item
+            asked = [str(m.get("content", "")) for m in request.messages if m.get("role") == "user"]
+            last = " ".join(asked[-2].split()[:12]) if len(asked) > 1 else ""
+            parts.append(f"Conversation: {len(earlier)} earlier turns; the last one asked: {last}")
         for match in _REMEMBER.finditer(work):  # every remember: line, in order
             remembered = " ".join(_CONTROL.sub(" ", match.group("text")).split())
             typed = _TYPED.match(remembered)
@@ -256,8 +261,9 @@ class OfflineModel:
             answer = " ".join(str(result.get("content", "")).split())
             parts.append(f"Tool {result.get('name')} answered: {answer[:500]}")
         text = "\n\n".join(parts) + "\n"
+        said = "".join(str(m.get("content", "")) for m in request.messages if m.get("role") != "tool")
         return ModelResponse(text=text,
-                             input_tokens=estimate_tokens(request.system_text + work),
+                             input_tokens=estimate_tokens(request.system_text + said),
                              output_tokens=estimate_tokens(text), cost_usd=0.0, model="offline")
 
     @staticmethod

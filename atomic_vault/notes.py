@@ -338,6 +338,10 @@ def _key_lines(text: str) -> dict[str, int]:
             if isinstance(key, yaml.ScalarNode)}
 
 
+# The fix of a note written for a newer schema: the runtime, not the note, is behind.
+NEWER_FIX = "upgrade atomic-vault (pip install -U atomic-vault): the note was written for a newer schema"
+
+
 def validate(meta: dict[str, Any], path: Path) -> None:
     """Raise NoteError (a BrokenNote listing every problem) when the frontmatter breaks
     the note schema (spec/03)."""
@@ -365,8 +369,7 @@ def problems(meta: dict[str, Any], path: Path) -> list[NoteError]:
     if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
         newer = type(version) is int and version > SCHEMA_VERSION
         fail("schema_version", f"is {version!r}; this version reads {SCHEMA_VERSION}",
-             "upgrade atomic-vault (pip install -U atomic-vault): the note was written for a newer "
-             "schema" if newer else f"set schema_version: {SCHEMA_VERSION}")
+             NEWER_FIX if newer else f"set schema_version: {SCHEMA_VERSION}")
     for key, limit in (("name", MAX_NAME), ("description", MAX_DESCRIPTION)):
         value = meta.get(key)
         if value is None:

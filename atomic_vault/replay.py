@@ -20,6 +20,7 @@ from . import (captures, clock, evidence, guardrails, journal, retries, snapshot
                writeback)
 from .assembly import Layer, Prompt, _fit, _layer  # the same heading and trimming as assembly
 from .config import load_model_config, load_tools_config
+from .conversations import Turn
 from .errors import AtomicVaultError, HeadBehind
 from .history import changes_of, remember
 from .policy import Gate
@@ -94,6 +95,8 @@ def _gone(record: dict[str, Any], loaded: snapshots.Loaded, folder: Any) -> None
     refs = record.get("snapshots") or {}
     inputs = [e.get("snapshot") for e in (record.get("manifest") or {}).get("files") or []]
     inputs.append(refs.get("work_item"))
+    for turn in ((record.get("manifest") or {}).get("conversation") or {}).get("turns") or []:
+        inputs.extend((turn.get("work_item"), turn.get("answer")))
     lost = [(sha, loaded.state(sha)) for sha in inputs if loaded.state(sha) != "ok"]
     if lost:
         what = ", ".join(f"{sha} ({state}" + (f" by record seq {loaded.pruned[sha]})" if state == "pruned"
@@ -186,6 +189,14 @@ def prompt_of(folder: Any, record: dict[str, Any], loaded: snapshots.Loaded, cha
         layers[layers.index(found)] = new
     budget = changes.max_input_tokens if changes.max_input_tokens is not None else manifest.get("budget")
     prompt = Prompt(layers, loaded.text(record["snapshots"]["work_item"]), int(budget))
+    conversation = manifest.get("conversation")
+    if conversation:  # the same earlier turns again, from their snapshots
+        prompt.turns = [Turn(t["run_id"], t.get("seq"), loaded.text(t["work_item"]), loaded.text(t["answer"]),
+                             t["work_item"], t["answer"]) for t in conversation.get("turns") or []]
+        prompt.conversation = {"id": conversation.get("id") or record.get("conversation_id"),
+                               "new": bool(conversation.get("new")),
+                               "skipped": list(conversation.get("skipped") or []),
+                               "dropped": list(conversation.get("dropped") or [])}
     _fit(prompt, folder)
     return prompt
 

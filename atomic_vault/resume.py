@@ -29,6 +29,7 @@ class Resumed:
         self.manifest = suspended.get("manifest") or {}
         self.counted = None
         self.decisions = decisions
+        self.conversation_id = suspended.get("conversation_id")  # the resumed run is that turn
 
     @property
     def tokens(self) -> int:

@@ -88,6 +88,9 @@ def named(record: dict[str, Any]) -> list[str]:
     for entry in (record.get("manifest") or {}).get("files") or []:
         if isinstance(entry, dict):
             found.append(entry.get("snapshot"))
+    for turn in ((record.get("manifest") or {}).get("conversation") or {}).get("turns") or []:
+        if isinstance(turn, dict):  # a conversation's earlier turns, as this run sent them
+            found.extend((turn.get("work_item"), turn.get("answer")))
     for key in ("work_item", "answer"):
         found.append(refs.get(key))
     for key in ("errors", "captures"):

@@ -209,17 +209,19 @@ def test_bad_run_bodies_are_refused_and_nothing_runs(server):
     assert len(runs_logged(server.root)) == before
 
 
-def test_conversation_id_passes_only_where_the_runtime_takes_it(server):
-    import inspect
-
-    from atomic_vault.agent import AtomicAgent
-
-    response = server.post("/agents/atlas/runs", {"work_item": "hello", "conversation_id": "c-1"})
-    if "conversation_id" in inspect.signature(AtomicAgent.call).parameters:
-        assert response.status_code == 200, response.text
-    else:
-        body = refused(response, 400)
-        assert body["field"] == "conversation_id" and "not supported" in body["error"]
+def test_a_conversation_id_makes_runs_turns_of_one_conversation(server):
+    first = server.post("/agents/atlas/runs", {"work_item": "hello", "conversation_id": "c-1"})
+    assert first.status_code == 200, first.text
+    second = server.post("/agents/atlas/runs", {"work_item": "and then?", "conversation_id": "c-1"})
+    assert second.status_code == 200, second.text
+    records = {r["run_id"]: r for r in runs_logged(server.root)}
+    turn = records[second.json()["run_id"]]
+    assert turn["conversation_id"] == "c-1"
+    assert [t["run_id"] for t in turn["manifest"]["conversation"]["turns"]] == [first.json()["run_id"]]
+    before = len(runs_logged(server.root))
+    assert refused(server.post("/agents/atlas/runs", {"work_item": "x", "conversation_id": "../up"}),
+                   400)["field"] == "conversation_id"
+    assert len(runs_logged(server.root)) == before
 
 
 def test_a_body_over_the_limit_is_refused_with_413(server):
