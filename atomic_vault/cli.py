@@ -178,7 +178,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.obj = {"root": root}
 
 
-_LOG_KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "note_write", "upgrade")
+_LOG_KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "upgrade")
 
 
 @cli.command()

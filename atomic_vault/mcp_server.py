@@ -20,7 +20,7 @@ from .vault import AgentFolder, check_agent_name, list_agents, open_agent, resol
 
 WHEN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2})?)?\Z")
 STATUSES = ("ok", "error", "skipped", "awaiting_approval")
-KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "note_write", "upgrade")
+KINDS = ("run", "verdict", "approval", "effect", "repair", "note_edit", "upgrade")
 
 
 class Refused(AtomicVaultError):
@@ -205,17 +205,16 @@ class VaultTools:
                    tags: list[str] | None = None, supersedes: str | None = None,
                    merge_into: str | None = None, pinned: bool = False,
                    expires_at: str | None = None, expected_sha256: str | None = None) -> dict[str, Any]:
-        """A note written as a capture is (captures.py): validated by the same parser, then
-        applied under the agent's lock with compare-and-swap writes, through the run's
-        write-back (writeback.Notes), and recorded as a chained ``kind: note_write`` record
-        (notechange.py), the commit point: a change whose record cannot be appended is taken
-        back. ``expected_sha256`` (from read_note) makes the client's own read part of the
-        swap: a note edited by hand since is kept and the write refused."""
-        from . import captures, clock, notechange, writeback
-        from .agent import _fence
-        from .config import load_model_config, load_tools_config
-        from .errors import CaptureError, HeadBehind
-        from .notes import note_filename
+        """A note written as a capture is (captures.py), through the edit commands' one
+        change (noteedit.write): validated by the same parser, applied under the agent's
+        lock with compare-and-swap writes, and recorded as a chained ``kind: note_edit``
+        record (``op: write``, ``trigger: mcp``), the commit point: a change whose record
+        cannot be appended is taken back. ``expected_sha256`` (from read_note) makes the
+        client's own read part of the swap: a note edited by hand since is kept and the
+        write refused."""
+        from types import SimpleNamespace
+
+        from . import noteedit
 
         self._writable("write_note")
         folder = self._folder(agent)
@@ -224,48 +223,10 @@ class VaultTools:
                "pinned": pinned}
         raw.update({k: v for k, v in (("supersedes", supersedes), ("merge_into", merge_into),
                                       ("expires_at", expires_at)) if v is not None})
-        try:
-            capture = captures.parse(json.dumps(raw, ensure_ascii=False))
-        except CaptureError as exc:
-            raise CaptureError(exc.message, field="write_note",
-                               fix="correct the argument named; nothing was written") from None
-        memory, log, lock = (self._backend(kind, agent) for kind in ("memory", "log", "lock"))
-        zone = load_model_config(folder.model).zone
-        day = clock.now(zone).date()
-        with lock.hold(folder, 60.0) as lease:
-            log.ready(folder)  # the record must be writable before the note is written
-            writeback.preflight(folder, day, memory, log)
-            if expected_sha256 is not None:
-                target = supersedes or merge_into
-                file = self._note_file(memory, folder, target) if target else note_filename(capture.type, capture.name)
-                current = memory.get(folder, file)
-                if current is None or _sha(current) != expected_sha256:
-                    raise NoteError("changed since it was read (a hand edit or another writer); that "
-                                    "change was kept and nothing was written", path=folder.memory / file,
-                                    field="expected_sha256", fix="read_note again and write from what it holds now")
-            notes = writeback.Notes(memory, lease)
-            try:
-                outcome = captures.write(folder, notes, load_tools_config(folder.tools), [capture], day, lease)[0]
-                changed = notechange.changes(notes.done)
-                if changed:
-                    main = next((c for c in changed if c[0] == outcome.get("file")), changed[0])
-                    also = [{"file": f, "before_sha256": notechange.sha256(b), "after_sha256": notechange.sha256(a)}
-                            for f, b, a in changed if f != main[0]]
-                    lease.check()
-                    outcome["seq"] = notechange.record_change(
-                        folder, log, main[0], notechange.sha256(main[1]), notechange.sha256(main[2]), "mcp",
-                        also=also, outcome=dict(outcome), zone=zone, fence=_fence(lock, lease))["seq"]
-            except HeadBehind as exc:  # the record is durable: the change is logged
-                outcome["seq"] = exc.record["seq"]
-            except BaseException as exc:  # before the commit point: take back, leave nothing
-                left = notes.take_back(folder)
-                if left:
-                    raise writeback.failed(exc, left, agent) from exc
-                raise
-        if outcome.get("status") == "rejected":
-            raise CaptureError(outcome["reason"], path=folder.memory, field="write_note",
-                               fix="nothing was written; correct the note or name the one to supersede")
-        return outcome
+        writer = SimpleNamespace(folder=folder, name=agent, lock_timeout=60.0,
+                                 **{kind: self._backend(kind, agent) for kind in ("memory", "log", "lock")})
+        return noteedit.write(writer, json.dumps(raw, ensure_ascii=False), trigger=self.trigger,
+                              expected_sha256=expected_sha256, field="write_note").outcome
 
     def recent_activity(self, agent: str, limit: int = 10) -> dict[str, Any]:
         from .protocols import LogQuery

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import captures, clock, fileio, history, index, writeback
+from . import captures, clock, fileio, history, index, snapshots, writeback
 from .config import load_model_config, load_tools_config
 from .errors import CaptureError, HeadBehind, NoteError
 from .notes import (FILENAME, check_note_text, files_named, is_current, note_filename, stamped,
@@ -40,6 +40,7 @@ class Edited:
     message: str
     record: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    outcome: dict[str, Any] | None = None  # write: the capture's outcome (spec/05)
 
 
 class EditRefused(NoteError):
@@ -73,13 +74,15 @@ def note_file(memory: Any, folder: Any, word: str, *, may_be_gone: bool = False)
 Plan = Callable[[writeback.Notes], dict[str, Any]]
 
 
-def commit(agent: Any, op: str, file: str, plan: Plan, *, retry: bool = True) -> Edited:
+def commit(agent: Any, op: str, file: str, plan: Plan, *, retry: bool = True,
+           trigger: str = "notes") -> Edited:
     """Run ``plan`` under the agent's lock and log what it changed as one ``note_edit``
     record. ``plan`` reads and writes through the Notes it is given (compare-and-swap
     writes) and returns the record's extra keys, with ``index``: the INDEX lines to
     change (file -> (section, line) or None), ``listed``: lines to add where missing.
     A note changed meanwhile (NoteChanged) is planned once more from a fresh read when
-    ``retry``; after that, or on any error, everything written is taken back."""
+    ``retry``; after that, or on any error, everything written is taken back. ``trigger``
+    says who asked: ``notes`` (the CLI's edit commands) or ``mcp`` (the write_note tool)."""
     from .agent import _fence
 
     folder = agent.folder
@@ -118,7 +121,7 @@ def commit(agent: Any, op: str, file: str, plan: Plan, *, retry: bool = True) ->
             record = {
                 "kind": "note_edit", "ts": now.isoformat(timespec="milliseconds"),
                 "run_id": f"{now:%Y%m%dT%H%M%S}-{os.urandom(4).hex()}", "agent": agent.name,
-                "trigger": "notes", "status": "ok", "op": op, "file": file,
+                "trigger": trigger, "status": "ok", "op": op, "file": file,
                 "before": main["before"], "after": main["after"], "by": _user(),
                 "summary": extra.pop("summary", f"{op} {file}"), **extra,
                 **({"hand_edits": hand} if hand else {}), "changes": entries,
@@ -285,26 +288,43 @@ def rename(agent: Any, word: str, to: str) -> Edited:
     return commit(agent, "rename", file, plan)
 
 
-def write(agent: Any, raw: str) -> Edited:
-    """A note from a capture's JSON (spec/05), validated and written as a run's capture is."""
+def write(agent: Any, raw: str, *, trigger: str = "notes", expected_sha256: str | None = None,
+          field: str = "standard input") -> Edited:
+    """A note from a capture's JSON (spec/05), validated and written as a run's capture is.
+    ``expected_sha256`` (a client's read, e.g. MCP read_note) joins the compare-and-swap:
+    the note it names (the one superseded or merged into, else the capture's own file)
+    must still hold that text, or a hand edit made since is kept and nothing is written."""
     folder = agent.folder
     try:
         capture = captures.parse(raw)
     except CaptureError as exc:
-        raise CaptureError(exc.message, field="standard input",
+        raise CaptureError(exc.message, field=field,
                            fix="pass one JSON object with the fields of a capture (spec/05); nothing was written") from None
     tools = load_tools_config(folder.tools)
     day = clock.now(load_model_config(folder.model).zone).date()
+    done: dict[str, Any] = {}
+
     def plan(notes: writeback.Notes) -> dict[str, Any]:
+        if expected_sha256 is not None:
+            target = capture.supersedes or capture.merge_into
+            file = note_file(agent.memory, folder, target) if target else note_filename(capture.type, capture.name)
+            current = notes.get(folder, file)
+            if current is None or snapshots.digest(current) != expected_sha256:
+                raise NoteError("changed since it was read (a hand edit or another writer); that change was "
+                                "kept and nothing was written", path=folder.memory / file, field="expected_sha256",
+                                fix="read the note again and write from what it holds now")
         outcome = captures.write(folder, notes, tools, [capture], day, notes.lease)[0]
         if outcome.get("status") == "rejected":
-            raise CaptureError(outcome["reason"], path=folder.memory, field="standard input",
+            raise CaptureError(outcome["reason"], path=folder.memory, field=field,
                                fix="nothing was written; correct the note or name the one to supersede")
         outcome.pop("changes", None)  # the record's own changes say it
+        done.update(outcome)
         return {"outcome": outcome, "file": outcome["file"],
                 "summary": f"write {outcome['file']} ({outcome['status']})"}
 
-    return commit(agent, "write", note_filename(capture.type, capture.name), plan, retry=False)
+    edited = commit(agent, "write", note_filename(capture.type, capture.name), plan, retry=False, trigger=trigger)
+    edited.outcome = {**done, **({"seq": edited.record["seq"]} if edited.record else {})}
+    return edited
 
 
 def edit(agent: Any, word: str, run_editor: Callable[[str], int] | None = None) -> Edited:

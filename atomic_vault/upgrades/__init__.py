@@ -84,7 +84,10 @@ class Change:
             lineterm="")]
 
     def as_dict(self) -> dict[str, Any]:
-        from ..notechange import sha256
+        from ..snapshots import digest
+
+        def sha256(text: str | None) -> str | None:
+            return None if text is None else digest(text)
 
         return {"source": self.source, "kind": self.kind, "from": self.versions[0], "to": self.versions[1],
                 "steps": self.steps, "before_sha256": sha256(self.before), "after_sha256": sha256(self.after)}

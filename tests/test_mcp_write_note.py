@@ -1,5 +1,6 @@
-"""A note written outside a run (the MCP write_note tool) is a chained ``kind: note_write``
-record, the commit point of the write (spec/07), on the files, SQLite and PostgreSQL logs."""
+"""A note written outside a run (the MCP write_note tool) is a chained ``kind: note_edit``
+record with ``op: write``, as `notes NAME write` makes it: the commit point of the write
+(spec/07), on the files, SQLite and PostgreSQL logs."""
 
 import hashlib
 import json
@@ -27,21 +28,21 @@ def _sha(path):
 
 def _changes(tools):
     log = tools._backend("log", "atlas")
-    return log, log.query(tools._folder("atlas"), LogQuery(kind="note_write"))
+    return log, log.query(tools._folder("atlas"), LogQuery(kind="note_edit"))
 
 
-def test_write_note_is_a_chained_record_naming_the_file_before_and_after(vault, backend):
+def test_write_note_is_a_chained_note_edit_naming_the_file_before_and_after(vault, backend):
     tools = VaultTools(vault)
     written = tools.write_note(**NOTE)
     path = vault / "atlas" / "memory" / written["file"]
     log, records = _changes(tools)
     assert len(records) == 1
     record = records[0]
-    assert record["file"] == f"memory/{written['file']}" and record["source"] == "mcp"
-    assert record["before_sha256"] is None and record["after_sha256"] == _sha(path)
-    assert record["capture"]["status"] == "written" and written["seq"] == record["seq"]
+    assert record["file"] == written["file"] and record["op"] == "write" and record["trigger"] == "mcp"
+    assert record["before"] is None and record["after"] == _sha(path)
+    assert record["outcome"]["status"] == "written" and written["seq"] == record["seq"]
     assert av(vault, "verify", "atlas").exit_code == 0
-    listed = av(vault, "log", "atlas", "--kind", "note_write", "--json")
+    listed = av(vault, "log", "atlas", "--kind", "note_edit", "--json")
     assert listed.exit_code == 0 and json.loads(listed.stdout.splitlines()[0])["seq"] == record["seq"]
 
 
@@ -54,10 +55,9 @@ def test_a_supersession_names_the_old_note_too(vault, backend):
     done = tools.write_note(**{**NOTE, "body": "Timber ordered."}, supersedes=first["file"],
                             expected_sha256=fresh["sha256"])
     record = _changes(tools)[1][-1]
-    assert record["file"] == f"memory/{done['file']}" and record["before_sha256"] is None
-    assert record["after_sha256"] == _sha(vault / "atlas" / "memory" / done["file"])
-    assert record["also"] == [{"file": f"memory/{first['file']}", "before_sha256": before,
-                               "after_sha256": _sha(old)}]
+    assert record["file"] == done["file"] and record["before"] is None
+    assert record["after"] == _sha(vault / "atlas" / "memory" / done["file"])
+    assert {"file": first["file"], "before": before, "after": _sha(old)} in record["changes"]
     assert before != _sha(old)  # the old note now links to the new one
 
 
