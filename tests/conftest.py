@@ -141,6 +141,24 @@ def pg_url_factory():
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@pytest.fixture(params=["files", "sqlite", "postgres"])
+def memory(request, monkeypatch):
+    """Each memory backend in turn (files, SQLite, PostgreSQL), the CLI and AtomicAgent
+    pointed at the same one through the environment. A test module may define its own."""
+    name = request.param
+    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", name)
+    if name == "postgres":
+        url = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("ATOMIC_VAULT_MEMORY_URL", url)
+        from atomic_vault.backends.postgres import PostgresMemory
+        return PostgresMemory(url)
+    if name == "sqlite":
+        from atomic_vault.backends.sqlite import SQLiteMemory
+        return SQLiteMemory()
+    from atomic_vault.backends.files import FileMemory
+    return FileMemory()
+
+
 @pytest.fixture
 def redis_url():
     """A URL to the test Redis with a key prefix of its own, whose keys are removed after."""

@@ -21,22 +21,6 @@ from atomic_vault.testing import make_agent, note_text
 DUPLICATE = "The Kestrel audit invoice goes out on the last working day of the month."
 
 
-@pytest.fixture(params=["files", "sqlite", "postgres"])
-def memory(request, monkeypatch):
-    name = request.param
-    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", name)
-    if name == "postgres":
-        url = request.getfixturevalue("pg_url")
-        monkeypatch.setenv("ATOMIC_VAULT_MEMORY_URL", url)
-        from atomic_vault.backends.postgres import PostgresMemory
-        return PostgresMemory(url)
-    if name == "sqlite":
-        from atomic_vault.backends.sqlite import SQLiteMemory
-        return SQLiteMemory()
-    from atomic_vault.backends.files import FileMemory
-    return FileMemory()
-
-
 @pytest.fixture
 def agent(tmp_path, monkeypatch):
     fixed = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)

@@ -17,23 +17,6 @@ WORDS = ("the invoice for the kestrel audit goes out on the last working day of 
          "the hours from the time sheet and the agreed day rate applied to every line item").split()
 
 
-@pytest.fixture(params=["files", "sqlite", "postgres"])
-def memory(request, monkeypatch):
-    """The memory backend under test; the CLI is pointed at the same one."""
-    name = request.param
-    monkeypatch.setenv("ATOMIC_VAULT_MEMORY_BACKEND", name)
-    if name == "postgres":
-        url = request.getfixturevalue("pg_url")
-        monkeypatch.setenv("ATOMIC_VAULT_MEMORY_URL", url)
-        from atomic_vault.backends.postgres import PostgresMemory
-        return PostgresMemory(url)
-    if name == "sqlite":
-        from atomic_vault.backends.sqlite import SQLiteMemory
-        return SQLiteMemory()
-    from atomic_vault.backends.files import FileMemory
-    return FileMemory()
-
-
 @pytest.fixture
 def agent(tmp_path, monkeypatch):
     fixed = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
