@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import json
+import math
 import os
 import re
 import stat
@@ -57,6 +59,87 @@ def snippet(text: str, terms: list[str], width: int = 160) -> str:
     return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
 
 
+def check_match(match: str) -> str:
+    """``match`` of ``MemoryBackend.search``, refused unless it is ``all`` or ``any``."""
+    if match not in ("all", "any"):
+        raise ValueError(f"match must be 'all' or 'any', not {match!r}")
+    return match
+
+
+def body_of(text: str) -> str:
+    """A note's text after its frontmatter (all of it when there is none)."""
+    if not text.startswith("---"):
+        return text
+    closing = text.find("\n---", 3)
+    return text[text.find("\n", closing + 4) + 1:] if closing > 0 else text
+
+
+class WordIndex:
+    """The words of an agent's notes (name, description, body), kept in memory and derived
+    from the catalog: a ranked "any word" search reads a note again only when its catalog
+    entry changed (the catalog hands out a new summary for every change of the file).
+    Scores are BM25 (k1 1.2, b 0.75) over whole casefolded words."""
+
+    def __init__(self) -> None:
+        self.notes: dict[str, dict[str, Any]] | None = None  # the catalog it reflects
+        self.docs: dict[str, tuple[dict[str, Any], dict[str, int], int]] = {}
+        self.postings: dict[str, dict[str, int]] = {}
+        self.length = 0  # words of every note together
+
+    def update(self, notes: dict[str, dict[str, Any]], read) -> None:
+        if notes is self.notes:
+            return
+        change = catalog.delta(notes)
+        files = change[1] if change is not None and change[0] is self.notes else {*self.docs, *notes}
+        for file in files:
+            summary, old = notes.get(file), self.docs.get(file)
+            if old is not None and old[0] is summary:
+                continue
+            if old is not None:
+                self._drop(file, old)
+            if summary is not None:
+                try:
+                    text = read(file) or ""
+                except NoteError:
+                    text = ""
+                counts: dict[str, int] = {}
+                for word in words(f"{summary['name']}\n{summary['description']}\n{body_of(text)}"):
+                    counts[word] = counts.get(word, 0) + 1
+                size = sum(counts.values())
+                self.docs[file] = (summary, counts, size)
+                self.length += size
+                for word, n in counts.items():
+                    self.postings.setdefault(word, {})[file] = n
+        self.notes = notes
+
+    def _drop(self, file: str, old: tuple[dict[str, Any], dict[str, int], int]) -> None:
+        del self.docs[file]
+        self.length -= old[2]
+        for word in old[1]:
+            posting = self.postings[word]
+            del posting[file]
+            if not posting:
+                del self.postings[word]
+
+    def best(self, terms: list[str], limit: int) -> list[tuple[str, float]]:
+        """The ``limit`` best (file, score) for notes holding any of ``terms``."""
+        total = len(self.docs)
+        if not total:
+            return []
+        average = self.length / total
+        scores: dict[str, float] = {}
+        for term in dict.fromkeys(terms):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            idf = math.log(1 + (total - len(posting) + 0.5) / (len(posting) + 0.5))
+            for file, n in posting.items():
+                norm = 1.2 * (0.25 + 0.75 * self.docs[file][2] / average)
+                scores[file] = scores.get(file, 0.0) + idf * n * 2.2 / (n + norm)
+        best = heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], item[0]))
+        return [(file, round(score, 6)) for file, score in best]
+
+
 class FileMemory:
     """Notes as memory/*.md files, INDEX as memory/INDEX.md. Search reads every note (the
     SQLite backend adds a full-text index over the same files)."""
@@ -65,6 +148,7 @@ class FileMemory:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
 
     def scan(self, folder: AgentFolder):
         refuse_linked_memory(folder)
@@ -125,12 +209,20 @@ class FileMemory:
         else:
             replace_if(folder, folder.index, text, expected)
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
+        check_match(match)
         terms = words(query)
         if not terms:
             return []
         refuse_linked_memory(folder)
         notes, _ = catalog.scan(folder, persist=False)
+        if match == "any":
+            index = self._words.setdefault(folder.memory, WordIndex())
+            index.update(notes, lambda file: self.get(folder, file))
+            return [SearchHit(file, notes[file]["name"], notes[file]["type"], score,
+                              snippet(body_of(self.get(folder, file) or ""), terms))
+                    for file, score in index.best(terms, limit)]
         hits = []
         for file, summary in notes.items():
             try:
@@ -350,6 +442,7 @@ class FileLog:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
 
     def ready(self, folder: AgentFolder) -> None:
         refuse_linked_folders(folder, folder.head)
@@ -746,6 +839,7 @@ class FileJournal:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
 
     def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
         return [folder.journal_file(day)]

@@ -26,7 +26,7 @@ from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit
 from ..vault import AgentFolder
 from .. import catalog
 from . import rows
-from .files import FileMemory, snippet, words
+from .files import FileMemory, check_match, snippet, words
 
 BATCH = 5000
 
@@ -480,7 +480,9 @@ Porter stemming; CJK characters indexed one by one)."""
         if progress:
             progress(len(stale) % 1000)
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
+        check_match(match)
         terms = words(query)
         if not terms or limit <= 0:
             return []
@@ -493,12 +495,14 @@ Porter stemming; CJK characters indexed one by one)."""
         if mark is None or mark[0] != _folder_mark(folder):
             catalog.scan(folder)
             self._sync(folder, db)
-        match = " AND ".join('"' + _spaced(t).strip().replace('"', '""') + '"' for t in terms)
+        quoted = ['"' + _spaced(t).strip().replace('"', '""') + '"' for t in dict.fromkeys(terms)]
+        ranked = _ranked if match == "all" else _ranked_any
+        expression = (" AND " if match == "all" else " OR ").join(quoted)
         try:
-            found = _ranked(db, match, limit)
+            found = ranked(db, expression, limit)
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
-            found = _ranked(db, match, limit)
+            found = ranked(db, expression, limit)
         types = dict(db.execute(f"SELECT id, type FROM docs WHERE id IN ({','.join('?' * len(found))})",
                                 [row[0] for row in found]).fetchall()) if found else {}
         return [SearchHit(file, name, types.get(row_id, ""), round(-score, 6),
@@ -560,6 +564,14 @@ def _ranked(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
         if len(found) >= limit:
             break
     return found
+
+
+def _ranked_any(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
+    """The best ``limit`` notes holding any of the words, by bm25 over name, description
+    and body together (no tiers: a word in the body of the right note must outrank a
+    common word in the description of another)."""
+    return db.execute("SELECT rowid, file, name, bm25(fts, 0.0, 10.0, 4.0, 1.0) AS score FROM fts "
+                      "WHERE fts MATCH ? ORDER BY score LIMIT ?", (match, limit)).fetchall()
 
 
 @contextmanager
