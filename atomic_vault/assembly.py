@@ -1,8 +1,8 @@
 """Prompt assembly: the agent's files in the canonical order, within the token budget.
 
 The order (spec/04): IDENTITY, SOUL, USER, goal.md, tools.md, memory INDEX, wiki INDEX,
-pinned notes, the most recent notes, the last journal days; the work item is the user
-message. The manifest records every file that went in with its sha256 and token estimate,
+pinned notes, the notes most relevant to the work item, the most recent notes, the last
+journal days; the work item is the user message. The manifest records every file that went in with its sha256 and token estimate,
 and every cut made to fit the budget.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, relevance
 from .config import ModelConfig
 from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
@@ -27,7 +27,8 @@ TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # Groups of layers that change at the same pace; providers that cache prompts may cache
 # everything up to the end of each group.
 _GROUPS = {"identity": 0, "soul": 0, "user": 0, "goal": 1, "tools": 1,
-           "memory index": 2, "wiki index": 2, "pinned note": 3, "recent note": 3, "journal": 4}
+           "memory index": 2, "wiki index": 2, "pinned note": 3, "relevant note": 4,
+           "recent note": 3, "journal": 4}
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Layer:
     sha256: str
     tokens: int = 0
     truncated: bool = False
+    rank: int | None = None  # relevant notes: rank and score of the search (spec/04)
+    score: float | None = None
 
     def __post_init__(self) -> None:
         self.tokens = estimate_tokens(self.text)
@@ -53,12 +56,16 @@ class Prompt:
     cuts: list[dict[str, Any]] = field(default_factory=list)
     counted: int | None = None  # the provider's own count of the input tokens, when it gave one
     skipped: list[dict[str, str]] = field(default_factory=list)  # broken notes left out, with why
+    share: float | None = None  # the relevant notes' share of the budget, when there are any
 
     @property
     def system(self) -> list[dict[str, Any]]:
         last_of_group: dict[int, int] = {}
+        chosen_by_work_item = False
         for i, layer in enumerate(self.layers):
-            last_of_group[_GROUPS[layer.layer]] = i
+            # Relevant notes change with every work item: no cached prefix ends after one.
+            chosen_by_work_item = chosen_by_work_item or layer.layer == "relevant note"
+            last_of_group[4 if chosen_by_work_item else _GROUPS[layer.layer]] = i
         marks = {i for group, i in last_of_group.items() if group < 4}
         return [{"layer": layer.layer, "source": layer.source, "text": layer.text,
                  "cache_breakpoint": i in marks} for i, layer in enumerate(self.layers)]
@@ -77,7 +84,8 @@ class Prompt:
             "budget": self.budget,
             "tokens": self.tokens,
             "files": [{"source": layer.source, "layer": layer.layer, "sha256": layer.sha256,
-                       "tokens": layer.tokens, **({"truncated": True} if layer.truncated else {})}
+                       "tokens": layer.tokens, **({"truncated": True} if layer.truncated else {}),
+                       **({"rank": layer.rank, "score": layer.score} if layer.rank is not None else {})}
                       for layer in self.layers],
             "work_item": {"sha256": _sha(self.work_item.encode("utf-8")),
                           "tokens": estimate_tokens(self.work_item)},
@@ -85,6 +93,7 @@ class Prompt:
             "cache_breakpoints": [block["source"] for block in self.system if block["cache_breakpoint"]],
             **({"tokens_counted": self.counted} if self.counted is not None else {}),
             **({"skipped": self.skipped} if self.skipped else {}),
+            **({"relevant_share": self.share} if self.share is not None else {}),
         }
 
 
@@ -188,11 +197,21 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     pinned, recent = chosen or select_notes(notes, today, config.recent_notes)
     for name in pinned:
         add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
+    found = relevance.relevant_notes(folder, memory, notes, work_item, today,
+                                     config.relevant.count, {*pinned, *(broken or {})})
+    for note in found:
+        layer = _layer(f"memory/{note.file}", note.text, "relevant note")
+        if layer is not None:
+            layer.rank, layer.score = note.rank, note.score
+            layers.append(layer)
+    shown = {layer.source for layer in layers}
     for name in recent:
-        add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
+        if f"memory/{name}" not in shown:
+            add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
     for source, text in journal.recent(folder, config.journal_days):
         add(_layer(source, text, "journal"))
-    prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}))
+    prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}),
+                    share=config.relevant.share if found else None)
     _fit(prompt, folder)
     return prompt
 
@@ -234,6 +253,8 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
         prompt.cuts.append({"source": layer.source, "action": "truncated",
                             "tokens": before - layer.tokens})
 
+    if prompt.share is not None:
+        _keep_share(prompt, of("relevant note"))
     if over() <= 0:
         return
     for layer in of("memory index"):
@@ -243,7 +264,7 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
             if over() > 0:
                 shorten(layer, max(budget // 4, layer.tokens - over()))
     steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
-                                     ("wiki index", False), ("memory index", True),
+                                     ("relevant note", True), ("wiki index", False), ("memory index", True),
                                      ("pinned note", True), ("tools", False), ("goal", False)]
     for kind, last_first in steps:
         candidates = of(kind)
@@ -261,6 +282,20 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
             f"the persona files and the work item alone need {prompt.tokens} tokens; "
             f"the budget is {budget}", path=folder.model, field="max_input_tokens",
             fix="raise max_input_tokens in model.md, or shorten the persona or the work item")
+
+
+def _keep_share(prompt: Prompt, relevant: list[Layer]) -> None:
+    """Relevant notes, best first, as long as they fit their share of the budget together;
+    from the first that does not fit on, each is dropped (so a smaller budget, as in a
+    replay, keeps a prefix of what a larger one kept)."""
+    room = int((prompt.share or 0) * prompt.budget)
+    for layer in relevant:
+        if layer.tokens <= room:
+            room -= layer.tokens
+            continue
+        room = -1
+        prompt.layers.remove(layer)
+        prompt.cuts.append({"source": layer.source, "action": "over relevant share", "tokens": layer.tokens})
 
 
 def _drop_archive(layer: Layer, prompt: Prompt) -> None:
