@@ -63,23 +63,28 @@ def relevant_notes(folder: AgentFolder, memory: MemoryBackend, notes: dict[str, 
     terms = query_terms(work_item)
     if count <= 0 or not terms:
         return []
-    # Archived, superseded, expired and pinned notes match too; ask for enough to skip them.
-    hits = memory.search(folder, " ".join(terms), limit=4 * count + len(shown), match="any")
-    chosen: list[Relevant] = []
-    for hit in hits:
-        if hit.file in shown:
-            continue
-        try:
-            text = memory.get(folder, hit.file)
-        except NoteError:
-            continue
-        summary = notes.get(hit.file) if notes else _summary(folder, hit.file, text)
-        if text is None or summary is None or summary["pinned"] or not is_live(summary, today):
-            continue
-        chosen.append(Relevant(hit.file, len(chosen) + 1, hit.score, text))
-        if len(chosen) == count:
-            break
-    return chosen
+    # Archived, superseded, expired and pinned notes match too: ask for a few more than
+    # needed, and again for more while they crowd out the rest.
+    limit = 2 * count + len(shown)
+    while True:
+        hits = memory.search(folder, " ".join(terms), limit=limit, match="any")
+        chosen: list[Relevant] = []
+        for hit in hits:
+            if hit.file in shown:
+                continue
+            try:
+                text = memory.get(folder, hit.file)
+            except NoteError:
+                continue
+            summary = notes.get(hit.file) if notes else _summary(folder, hit.file, text)
+            if text is None or summary is None or summary["pinned"] or not is_live(summary, today):
+                continue
+            chosen.append(Relevant(hit.file, len(chosen) + 1, hit.score, text))
+            if len(chosen) == count:
+                return chosen
+        if len(hits) < limit or limit >= 64 * count + len(shown):
+            return chosen
+        limit *= 4
 
 
 def _summary(folder: AgentFolder, file: str, text: str | None) -> dict[str, Any] | None:

@@ -66,6 +66,16 @@ def check_match(match: str) -> str:
     return match
 
 
+def folder_mark(folder: AgentFolder) -> str:
+    """memory/'s modification time and link count ("" when it is missing): what a create,
+    a delete or a rename-over save in it changes."""
+    try:
+        st = os.stat(folder.memory)
+    except OSError:
+        return ""
+    return f"{st.st_mtime_ns}:{st.st_nlink}"
+
+
 def body_of(text: str) -> str:
     """A note's text after its frontmatter (all of it when there is none)."""
     if not text.startswith("---"):
@@ -149,10 +159,27 @@ class FileMemory:
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
         self._words: dict[Path, WordIndex] = {}
+        self._seen: dict[Path, tuple[str, dict[str, dict[str, Any]]]] = {}
 
     def scan(self, folder: AgentFolder):
         refuse_linked_memory(folder)
-        return catalog.scan(folder)
+        mark = folder_mark(folder)  # before the scan: a change during it moves the mark
+        found = catalog.scan(folder)
+        self._seen[folder.memory] = (mark, found[0])
+        return found
+
+    def _catalog(self, folder: AgentFolder) -> dict[str, dict[str, Any]]:
+        """The catalog for a ranked search: this object's last scan while memory/ itself is
+        unchanged since (its modification time and link count: creates, deletes and the
+        rename-over saves of writes and most editors move them), else a new scan. A run
+        scans first, so its search ranks the very notes it assembles from."""
+        mark = folder_mark(folder)
+        seen = self._seen.get(folder.memory)
+        if seen is not None and mark and seen[0] == mark:
+            return seen[1]
+        notes, _ = catalog.scan(folder, persist=False)
+        self._seen[folder.memory] = (mark, notes)
+        return notes
 
     def list(self, folder: AgentFolder, *, type: str | None = None, pinned: bool | None = None,
              archived: bool | None = None, recent: int | None = None) -> list[dict[str, Any]]:
@@ -174,6 +201,7 @@ class FileMemory:
         path = note_path(folder, file)
         _refuse_links(folder, path)
         make_dirs(folder.memory)
+        self._seen.pop(folder.memory, None)  # a write within the folder's timestamp tick
         if expected is UNCHECKED:
             atomic_write(path, text)
         else:
@@ -182,6 +210,7 @@ class FileMemory:
     def delete(self, folder: AgentFolder, file: str) -> bool:
         path = note_path(folder, file)
         _refuse_links(folder, path)
+        self._seen.pop(folder.memory, None)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -216,13 +245,14 @@ class FileMemory:
         if not terms:
             return []
         refuse_linked_memory(folder)
-        notes, _ = catalog.scan(folder, persist=False)
         if match == "any":
+            notes = self._catalog(folder)
             index = self._words.setdefault(folder.memory, WordIndex())
             index.update(notes, lambda file: self.get(folder, file))
             return [SearchHit(file, notes[file]["name"], notes[file]["type"], score,
                               snippet(body_of(self.get(folder, file) or ""), terms))
                     for file, score in index.best(terms, limit)]
+        notes, _ = catalog.scan(folder, persist=False)
         hits = []
         for file, summary in notes.items():
             try:

@@ -26,7 +26,7 @@ from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit
 from ..vault import AgentFolder
 from .. import catalog
 from . import rows
-from .files import FileMemory, check_match, snippet, words
+from .files import FileMemory, check_match, folder_mark, snippet, words
 
 BATCH = 5000
 
@@ -476,7 +476,7 @@ Porter stemming; CJK characters indexed one by one)."""
                 _store(db, folder, file, None, current[file], notes.get(file))
                 if progress and n % 1000 == 0:
                     progress(1000)
-            db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (_folder_mark(folder),))
+            db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (folder_mark(folder),))
         if progress:
             progress(len(stale) % 1000)
 
@@ -492,7 +492,7 @@ Porter stemming; CJK characters indexed one by one)."""
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
             mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
-        if mark is None or mark[0] != _folder_mark(folder):
+        if mark is None or mark[0] != folder_mark(folder):
             catalog.scan(folder)
             self._sync(folder, db)
         quoted = ['"' + _spaced(t).strip().replace('"', '""') + '"' for t in dict.fromkeys(terms)]
@@ -591,14 +591,6 @@ def _signature(folder: AgentFolder, file: str) -> str | None:
     except OSError:
         return None
     return catalog.signature_text((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
-
-
-def _folder_mark(folder: AgentFolder) -> str:
-    try:
-        st = os.stat(folder.memory)
-    except OSError:
-        return ""
-    return f"{st.st_mtime_ns}:{st.st_nlink}"
 
 
 def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | None,
