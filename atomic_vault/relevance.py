@@ -65,7 +65,7 @@ def relevant_notes(folder: AgentFolder, memory: MemoryBackend, notes: dict[str, 
         return []
     # Archived, superseded, expired and pinned notes match too: ask for a few more than
     # needed, and again for more while they crowd out the rest.
-    limit = 2 * count + len(shown)
+    limit = count + len(shown) + 2
     while True:
         hits = memory.search(folder, " ".join(terms), limit=limit, match="any")
         chosen: list[Relevant] = []
@@ -82,7 +82,7 @@ def relevant_notes(folder: AgentFolder, memory: MemoryBackend, notes: dict[str, 
             chosen.append(Relevant(hit.file, len(chosen) + 1, hit.score, text))
             if len(chosen) == count:
                 return chosen
-        if len(hits) < limit or limit >= 64 * count + len(shown):
+        if len(hits) < limit or limit >= 64 * (count + len(shown) + 2):
             return chosen
         limit *= 4
 

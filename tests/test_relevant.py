@@ -112,6 +112,15 @@ def test_archived_superseded_and_expired_notes_never_come_in(memory, agent, how)
     assert of(prompt, "relevant note")  # the Porto note still matches "office" and "door"
 
 
+def test_archived_notes_crowding_the_top_do_not_hide_a_live_one(memory, agent):
+    for i in range(12):
+        memory.put(agent, f"reference_old_lisbon_{i}.md", note_text(
+            f"old lisbon {i}", "Lisbon office door code: Lisbon office door code.", type="reference",
+            archived=True))
+    prompt = prompt_for(memory, agent, "Lisbon office door code", replace(ONLY_RELEVANT, relevant=Relevance(1, 0.5)))
+    assert of(prompt, "relevant note") == ["memory/reference_lisbon_office.md"]
+
+
 def test_broken_notes_never_come_in(memory, agent):
     memory.put(agent, "reference_broken.md", "---\nname: broken\n---\nThe Lisbon office door code.\n")
     prompt = prompt_for(memory, agent, "Lisbon office door code")
