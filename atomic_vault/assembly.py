@@ -2,8 +2,8 @@
 
 The order (spec/04): IDENTITY, SOUL, USER, goal.md, tools.md, memory INDEX, wiki INDEX,
 pinned notes, the notes most relevant to the work item, the most recent notes, the last
-journal days; the work item is the user message. The manifest records every file that went in with its sha256 and token estimate,
-and every cut made to fit the budget.
+journal days; the work item is the user message. The manifest records every file that
+went in with its sha256 and token estimate, and every cut made to fit the budget.
 """
 
 from __future__ import annotations
@@ -264,7 +264,8 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
             if over() > 0:
                 shorten(layer, max(budget // 4, layer.tokens - over()))
     steps: list[tuple[str, bool]] = [("journal", False), ("recent note", False),
-                                     ("relevant note", True), ("wiki index", False), ("memory index", True),
+                                     ("relevant note", True), ("wiki index", False),
+                                     ("memory index", True),
                                      ("pinned note", True), ("tools", False), ("goal", False)]
     for kind, last_first in steps:
         candidates = of(kind)

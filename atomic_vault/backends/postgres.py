@@ -588,6 +588,12 @@ class PostgresMemory:
         where = ["agent=%s", "(" + (" AND " if match == "all" else " OR ").join(tests) + ")"]
         args.insert(0, folder.name)
         rank = "ts_rank_cd(tsv, to_tsquery('simple', %s))" if spaced else "0.0"
+        if match == "any":
+            # ts_rank_cd knows nothing of how rare a word is: a note holding more of the
+            # words comes first, then the density of the matches (normalised below 1).
+            rank = " + ".join(["(tsv @@ to_tsquery('simple', %s))::int"] * len(spaced)
+                              + ["(strpos(lower(text), %s) > 0)::int"] * len(unspaced)
+                              + (["ts_rank_cd(tsv, to_tsquery('simple', %s), 32)"] if spaced else []))
         headline_query = " | ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in terms)
         # Rank every match, but build snippets (costly: they re-parse the text) for the top only.
         sql = (f"SELECT file, name, note_type, score, ts_headline('simple', text, to_tsquery('simple', %s), "
@@ -596,7 +602,10 @@ class PostgresMemory:
                f"coalesce(type, split_part(file, '_', 1)) AS note_type, {rank} AS score "
                f"FROM notes WHERE {' AND '.join(where)} ORDER BY score DESC, file LIMIT %s) AS best "
                f"ORDER BY score DESC, file")
-        params = [headline_query] + ([args[1]] if spaced else []) + args + [limit]
+        quoted = ["'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in spaced]
+        ranked = (quoted + unspaced + ([args[1]] if spaced else [])) if match == "any" else \
+            ([args[1]] if spaced else [])
+        params = [headline_query] + ranked + args + [limit]
         with self.db.transaction() as conn:
             found = conn.execute(sql, params).fetchall()
         return [SearchHit(file, name, note_type, float(score), _one_line(snip, terms))
