@@ -224,3 +224,28 @@ def test_config_reads_relevant_strictly(tmp_path):
         assert caught.value.field == field and caught.value.fix
     with pytest.raises(ConfigError, match="did you mean 'count'"):
         load("relevant: {cuont: 3}")
+
+
+def test_the_files_word_index_follows_every_change_and_compacts():
+    from atomic_vault.backends.files import WordIndex
+
+    def summary(name):
+        return {"name": name, "description": "d"}
+
+    texts = {f"n{i}.md": f"apple {i} banana" for i in range(2000)}
+    notes = {file: summary(file) for file in texts}
+    index = WordIndex()
+    index.update(notes, texts.get)
+    assert [f for f, _ in index.best(["apple", "7"], 1)] == ["n7.md"]
+    for round_ in range(3):  # replace every note: dead postings pile up, then are rewritten
+        texts = {file: f"cherry {round_} {file}" for file in texts}
+        notes = {file: summary(file) for file in texts}
+        index.update(notes, texts.get)
+        assert index.best(["apple"], 5) == []
+        assert len(index.best(["cherry"], 5000)) == 2000
+    assert index.dead <= len(index.docs) // 2 + 1000
+    del notes["n7.md"]
+    notes = dict(notes)
+    index.update(notes, texts.get)
+    assert "n7.md" not in [f for f, _ in index.best(["cherry", "n7"], 10)]
+    assert [f for f, _ in index.best(["n8"], 10)] == ["n8.md"]

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import sys
+from array import array
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -88,13 +89,18 @@ class WordIndex:
     """The words of an agent's notes (name, description, body), kept in memory and derived
     from the catalog: a ranked "any word" search reads a note again only when its catalog
     entry changed (the catalog hands out a new summary for every change of the file).
-    Scores are BM25 (k1 1.2, b 0.75) over whole casefolded words."""
+    Scores are BM25 (k1 1.2, b 0.75) over whole casefolded words. Postings are compact
+    arrays (about 6 bytes per distinct word of a note); a changed note gets a new number
+    and its old postings are skipped until enough are dead to rewrite the arrays."""
 
     def __init__(self) -> None:
         self.notes: dict[str, dict[str, Any]] | None = None  # the catalog it reflects
-        self.docs: dict[str, tuple[dict[str, Any], dict[str, int], int]] = {}
-        self.postings: dict[str, dict[str, int]] = {}
-        self.length = 0  # words of every note together
+        self.docs: dict[str, tuple[dict[str, Any], int, int]] = {}  # file -> (summary, id, words)
+        self.files: list[str | None] = []  # id -> file; None once replaced or removed
+        self.lengths = array("I")  # id -> words
+        self.postings: dict[str, tuple[array, array]] = {}  # word -> (ids, counts)
+        self.length = 0  # words of the live notes together
+        self.dead = 0
 
     def update(self, notes: dict[str, dict[str, Any]], read) -> None:
         if notes is self.notes:
@@ -106,48 +112,78 @@ class WordIndex:
             if old is not None and old[0] is summary:
                 continue
             if old is not None:
-                self._drop(file, old)
+                del self.docs[file]
+                self.files[old[1]] = None
+                self.length -= old[2]
+                self.dead += 1
             if summary is not None:
-                try:
-                    text = read(file) or ""
-                except NoteError:
-                    text = ""
-                counts: dict[str, int] = {}
-                for word in words(f"{summary['name']}\n{summary['description']}\n{body_of(text)}"):
-                    counts[word] = counts.get(word, 0) + 1
-                size = sum(counts.values())
-                self.docs[file] = (summary, counts, size)
-                self.length += size
-                for word, n in counts.items():
-                    self.postings.setdefault(word, {})[file] = n
+                self._add(file, summary, read)
         self.notes = notes
+        if self.dead > len(self.docs) // 2 + 1000:
+            self._compact()
 
-    def _drop(self, file: str, old: tuple[dict[str, Any], dict[str, int], int]) -> None:
-        del self.docs[file]
-        self.length -= old[2]
-        for word in old[1]:
-            posting = self.postings[word]
-            del posting[file]
-            if not posting:
+    def _add(self, file: str, summary: dict[str, Any], read) -> None:
+        try:
+            text = read(file) or ""
+        except NoteError:
+            text = ""
+        counts: dict[str, int] = {}
+        for word in words(f"{summary['name']}\n{summary['description']}\n{body_of(text)}"):
+            counts[word] = counts.get(word, 0) + 1
+        size, doc = sum(counts.values()), len(self.files)
+        self.docs[file] = (summary, doc, size)
+        self.files.append(file)
+        self.lengths.append(min(size, 2**32 - 1))
+        self.length += size
+        for word, n in counts.items():
+            posting = self.postings.get(word)
+            if posting is None:
+                posting = self.postings[word] = (array("I"), array("H"))
+            posting[0].append(doc)
+            posting[1].append(min(n, 65535))
+
+    def _compact(self) -> None:
+        renumber: dict[int, int] = {}
+        files: list[str | None] = []
+        lengths = array("I")
+        for old, file in enumerate(self.files):
+            if file is not None:
+                renumber[old] = len(files)
+                files.append(file)
+                lengths.append(self.lengths[old])
+        for word, (ids, counts) in list(self.postings.items()):
+            kept = [(renumber[i], n) for i, n in zip(ids, counts) if i in renumber]
+            if kept:
+                self.postings[word] = (array("I", [i for i, _ in kept]), array("H", [n for _, n in kept]))
+            else:
                 del self.postings[word]
+        self.docs = {file: (summary, renumber[doc], size) for file, (summary, doc, size) in self.docs.items()}
+        self.files, self.lengths, self.dead = files, lengths, 0
 
     def best(self, terms: list[str], limit: int) -> list[tuple[str, float]]:
         """The ``limit`` best (file, score) for notes holding any of ``terms``."""
         total = len(self.docs)
         if not total:
             return []
-        average = self.length / total
-        scores: dict[str, float] = {}
+        average = self.length / total or 1.0
+        files, lengths = self.files, self.lengths
+        scores: dict[int, float] = {}
         for term in dict.fromkeys(terms):
             posting = self.postings.get(term)
             if not posting:
                 continue
-            idf = math.log(1 + (total - len(posting) + 0.5) / (len(posting) + 0.5))
-            for file, n in posting.items():
-                norm = 1.2 * (0.25 + 0.75 * self.docs[file][2] / average)
-                scores[file] = scores.get(file, 0.0) + idf * n * 2.2 / (n + norm)
-        best = heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], item[0]))
-        return [(file, round(score, 6)) for file, score in best]
+            ids, counts = posting
+            found = len(ids) if not self.dead else sum(1 for i in ids if files[i] is not None)
+            if not found:
+                continue
+            idf = math.log(1 + (total - found + 0.5) / (found + 0.5))
+            for i, n in zip(ids, counts):
+                if files[i] is None:
+                    continue
+                norm = 1.2 * (0.25 + 0.75 * lengths[i] / average)
+                scores[i] = scores.get(i, 0.0) + idf * n * 2.2 / (n + norm)
+        best = heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], files[item[0]]))
+        return [(files[i], round(score, 6)) for i, score in best]
 
 
 class FileMemory:
