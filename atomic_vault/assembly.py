@@ -1,9 +1,10 @@
 """Prompt assembly: the agent's files in the canonical order, within the token budget.
 
 The order (spec/04): IDENTITY, SOUL, USER, each project's goal, goal.md, tools.md, memory
-INDEX, each project's INDEX, wiki INDEX, pinned notes, each project's pinned notes, the most
-recent notes, the last journal days; the work item is the user message. The manifest records every file that went in with its sha256 and token estimate,
-and every cut made to fit the budget.
+INDEX, each project's INDEX, wiki INDEX, pinned notes, each project's pinned notes, the notes
+most relevant to the work item, the most recent notes, the last journal days; the work item
+is the user message. The manifest records every file that went in with its sha256 and token
+estimate, and every cut made to fit the budget.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, relevance
 from .config import ModelConfig
 from .errors import BudgetError, ConfigError, NoteError
 from .models import estimate_tokens
@@ -28,7 +29,7 @@ TRUNCATION_MARK = "[… {count} more lines cut to fit the token budget]"
 # everything up to the end of each group.
 _GROUPS = {"identity": 0, "soul": 0, "user": 0, "project goal": 1, "goal": 1, "tools": 1,
            "memory index": 2, "project index": 2, "wiki index": 2, "pinned note": 3,
-           "project pinned note": 3, "recent note": 3, "journal": 4}
+           "project pinned note": 3, "relevant note": 4, "recent note": 3, "journal": 4}
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Layer:
     sha256: str
     tokens: int = 0
     truncated: bool = False
+    rank: int | None = None  # relevant notes: rank and score of the search (spec/04)
+    score: float | None = None
 
     def __post_init__(self) -> None:
         self.tokens = estimate_tokens(self.text)
@@ -54,6 +57,7 @@ class Prompt:
     cuts: list[dict[str, Any]] = field(default_factory=list)
     counted: int | None = None  # the provider's own count of the input tokens, when it gave one
     skipped: list[dict[str, str]] = field(default_factory=list)  # broken notes left out, with why
+    share: float | None = None  # the relevant notes' share of the budget, when there are any
     turns: list[Any] = field(default_factory=list)  # a conversation's earlier turns, oldest first
     conversation: dict[str, Any] | None = None  # id, new, skipped and dropped before assembly
     turns_dropped: list[dict[str, Any]] = field(default_factory=list)  # by the budget
@@ -65,8 +69,11 @@ class Prompt:
     @property
     def system(self) -> list[dict[str, Any]]:
         last_of_group: dict[int, int] = {}
+        chosen_by_work_item = False
         for i, layer in enumerate(self.layers):
-            last_of_group[_GROUPS[layer.layer]] = i
+            # Relevant notes change with every work item: no cached prefix ends after one.
+            chosen_by_work_item = chosen_by_work_item or layer.layer == "relevant note"
+            last_of_group[4 if chosen_by_work_item else _GROUPS[layer.layer]] = i
         marks = {i for group, i in last_of_group.items() if group < 4}
         return [{"layer": layer.layer, "source": layer.source, "text": layer.text,
                  "cache_breakpoint": i in marks} for i, layer in enumerate(self.layers)]
@@ -87,7 +94,8 @@ class Prompt:
             "budget": self.budget,
             "tokens": self.tokens,
             "files": [{"source": layer.source, "layer": layer.layer, "sha256": layer.sha256,
-                       "tokens": layer.tokens, **({"truncated": True} if layer.truncated else {})}
+                       "tokens": layer.tokens, **({"truncated": True} if layer.truncated else {}),
+                       **({"rank": layer.rank, "score": layer.score} if layer.rank is not None else {})}
                       for layer in self.layers],
             "work_item": {"sha256": _sha(self.work_item.encode("utf-8")),
                           "tokens": estimate_tokens(self.work_item)},
@@ -98,6 +106,7 @@ class Prompt:
             **({"conversation": {**self.conversation, "turns": [turn.entry() for turn in self.turns],
                                  "dropped": [*self.conversation["dropped"], *self.turns_dropped]}}
                if self.conversation else {}),
+            **({"relevant_share": self.share} if self.share is not None else {}),
         }
 
 
@@ -211,12 +220,22 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
         add(_layer(f"memory/{name}", memory.get(folder, name), "pinned note"))
     for each in shared:
         layers.extend(each.pinned)
+    found = relevance.relevant_notes(folder, memory, notes, work_item, today,
+                                     config.relevant.count, {*pinned, *(broken or {})})
+    for note in found:
+        layer = _layer(f"memory/{note.file}", note.text, "relevant note")
+        if layer is not None:
+            layer.rank, layer.score = note.rank, note.score
+            layers.append(layer)
+    shown = {layer.source for layer in layers}
     for name in recent:
-        add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
+        if f"memory/{name}" not in shown:
+            add(_layer(f"memory/{name}", memory.get(folder, name), "recent note"))
     for source, text in journal.recent(folder, config.journal_days):
         add(_layer(source, text, "journal"))
     prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}),
-                    cuts=[cut for each in shared for cut in each.cuts])
+                    cuts=[cut for each in shared for cut in each.cuts],
+                    share=config.relevant.share if found else None)
     prompt.skipped += [entry for each in shared for entry in each.skipped]
     if history is not None:
         prompt.turns = list(history.turns)
@@ -300,6 +319,8 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
     def shorten(layer: Layer, limit: int) -> None:
         _shorten(layer, limit, prompt.cuts)
 
+    if prompt.share is not None:
+        _keep_share(prompt, of("relevant note"))
     if over() <= 0:
         return
     for layer in of("memory index"):
@@ -310,10 +331,10 @@ def _fit(prompt: Prompt, folder: AgentFolder) -> None:
                 shorten(layer, max(index_share(budget), layer.tokens - over()))
     # A project's layers go before the agent's own of the same kind: the agent's files win.
     steps: list[tuple[str, bool]] = [("journal", False), ("turn", False), ("recent note", False),
-                                     ("project pinned note", True), ("wiki index", False),
-                                     ("project index", False), ("memory index", True),
-                                     ("pinned note", True), ("tools", False), ("project goal", False),
-                                     ("goal", False)]
+                                     ("relevant note", True), ("project pinned note", True),
+                                     ("wiki index", False), ("project index", False),
+                                     ("memory index", True), ("pinned note", True), ("tools", False),
+                                     ("project goal", False), ("goal", False)]
     for kind, last_first in steps:
         if kind == "turn":  # a conversation's earlier turns, oldest first
             while prompt.turns and over() > 0:
@@ -352,6 +373,20 @@ def _shorten(layer: Layer, limit: int, cuts: list[dict[str, Any]]) -> None:
     layer.tokens = estimate_tokens(layer.text)
     layer.truncated = True
     cuts.append({"source": layer.source, "action": "truncated", "tokens": before - layer.tokens})
+
+
+def _keep_share(prompt: Prompt, relevant: list[Layer]) -> None:
+    """Relevant notes, best first, as long as they fit their share of the budget together;
+    from the first that does not fit on, each is dropped (so a smaller budget, as in a
+    replay, keeps a prefix of what a larger one kept)."""
+    room = int((prompt.share or 0) * prompt.budget)
+    for layer in relevant:
+        if layer.tokens <= room:
+            room -= layer.tokens
+            continue
+        room = -1
+        prompt.layers.remove(layer)
+        prompt.cuts.append({"source": layer.source, "action": "over relevant share", "tokens": layer.tokens})
 
 
 def _drop_archive(layer: Layer, prompt: Prompt) -> None:

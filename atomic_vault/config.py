@@ -50,6 +50,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Relevance:
+    """The relevant-notes layer (spec/04): up to ``count`` notes ranked by full-text
+    relevance to the work item, together at most ``share`` of ``max_input_tokens``."""
+
+    count: int = 3
+    share: float = 0.2
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """model.md: which model to call and the limits around the call."""
 
@@ -73,6 +82,7 @@ class ModelConfig:
     tree_cap_usd: float | None = None  # a delegation tree's cost cap, when this agent is its root
     max_depth: int = 3  # how deep a delegation tree this agent roots may grow
     stale_days: int = 90  # a note not seen for longer is stale (lint, consolidate; spec/17)
+    relevant: Relevance = Relevance()
 
     @property
     def zone(self) -> tzinfo | None:
@@ -296,6 +306,24 @@ def _retries(value: Any, path: Path) -> RetryPolicy:
     return RetryPolicy(attempts, **delays)
 
 
+def _relevance(value: Any, path: Path) -> Relevance:
+    if value is None:
+        return Relevance()
+    if not isinstance(value, dict):
+        raise ConfigError("must be a mapping of count and share", path=path, field="relevant",
+                          fix="write e.g.  relevant: {count: 3, share: 0.2}  (count: 0 turns the layer off)")
+    unknown = _unknown(value, {"count", "share"}, path, within="relevant.")
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}", path=path, field=unknown[0],
+                          fix="relevant takes only count and share (spec/06-config.md)")
+    count = _int(value, "count", 3, 0, 50, path, within="relevant.")
+    share = value.get("share", 0.2)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ConfigError(f"{share!r} is not a fraction above 0 and at most 1", path=path,
+                          field="relevant.share", fix="write e.g. share: 0.2 (a fifth of max_input_tokens)")
+    return Relevance(count, float(share))
+
+
 def _timezone(value: Any, path: Path) -> str | None:
     if value is None:
         return None
@@ -311,7 +339,8 @@ def _timezone(value: Any, path: Path) -> str | None:
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
                "prices", "timezone", "max_steps", "retention", "approval_hours", "projects",
-               "tree_cap_usd", "max_depth", "stale_days"}
+               "tree_cap_usd", "max_depth", "stale_days",
+               "relevant"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -397,6 +426,7 @@ def load_model_config(path: Path) -> ModelConfig:
             tree_cap_usd=_amount(data, "tree_cap_usd", path),
             max_depth=_int(data, "max_depth", 3, 0, 16, path),
             stale_days=_int(data, "stale_days", 90, 1, 36_500, path),
+            relevant=_relevance(data.get("relevant"), path),
         )
     return cached_file(path, parse)
 

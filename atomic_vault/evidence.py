@@ -125,6 +125,8 @@ def view(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any]
     layers = []
     for entry in manifest.get("files") or []:
         layer = {key: entry.get(key) for key in ("layer", "source", "sha256", "tokens")}
+        if entry.get("rank") is not None:
+            layer.update(rank=entry["rank"], score=entry.get("score"))
         layer["cuts"] = [c for c in cuts if c.get("source") == entry.get("source")]
         layers.append({**layer, **_text(loaded, entry.get("snapshot"))})
     raws = [_text(loaded, sha) for sha in refs.get("captures") or []]
@@ -142,7 +144,7 @@ def view(record: dict[str, Any], loaded: snapshots.Loaded, about: dict[str, Any]
         "work_item": _text(loaded, refs.get("work_item")),
         "budget": manifest.get("budget"), "tokens": manifest.get("tokens"),
         "layers": layers,
-        "dropped": [c for c in cuts if c.get("action") == "dropped"],
+        "dropped": [c for c in cuts if c.get("action") in ("dropped", "over relevant share")],
         "skipped": manifest.get("skipped") or [],
         "answer": _text(loaded, refs.get("answer")),
         "captures": record.get("captures") or [],
@@ -232,12 +234,14 @@ def render(shown: dict[str, Any], full: bool = False) -> str:
     for i, layer in enumerate(shown["layers"], 1):
         cut = "; ".join(f"{c['action']} {c['tokens']} tokens" for c in layer["cuts"])
         state = "" if layer["state"] == "ok" else f" [{layer['state']}]"
+        rank = f" · rank {layer['rank']} (score {layer['score']})" if "rank" in layer else ""
         lines.append(f"{i:>3}. {layer['layer']:<12} {layer['source']} · {layer['tokens']} tokens"
-                     + (f" · {cut}" if cut else "") + state)
+                     + rank + (f" · {cut}" if cut else "") + state)
         if full:
             lines += ["", _body(layer), ""]
     for c in shown["dropped"]:
-        lines.append(f"     dropped      {c['source']} · {c['tokens']} tokens (did not fit)")
+        why = "over the relevant notes' share" if c["action"] == "over relevant share" else "did not fit"
+        lines.append(f"     dropped      {c['source']} · {c['tokens']} tokens ({why})")
     for s in shown["skipped"]:
         lines.append(f"     left out     {s['source']} · broken: {s['reason']}")
     talk = shown["conversation"]

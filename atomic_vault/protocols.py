@@ -137,9 +137,11 @@ class MemoryBackend(Protocol):
         """Replace INDEX.md, all or nothing; ``expected`` as for ``put``."""
         ...
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
         """Notes matching every word of ``query`` (taken as plain text, never as a query
-        language), best first."""
+        language), best first. ``match="any"``: notes matching at least one word, ranked
+        by relevance (what the prompt's relevant layer asks for, spec/04)."""
         ...
 
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:

@@ -172,6 +172,7 @@ def prompt_of(folder: Any, record: dict[str, Any], loaded: snapshots.Loaded, cha
     for entry in manifest.get("files") or []:
         layer = Layer(entry["layer"], entry["source"], loaded.text(entry["snapshot"]), entry["sha256"])
         layer.truncated = bool(entry.get("truncated"))
+        layer.rank, layer.score = entry.get("rank"), entry.get("score")
         layers.append(layer)
     sources = ", ".join(layer.source for layer in layers)
     for source in changes.without:
@@ -188,7 +189,8 @@ def prompt_of(folder: Any, record: dict[str, Any], loaded: snapshots.Loaded, cha
         new = _layer(found.source, _file_text(folder, source, path), found.layer)
         layers[layers.index(found)] = new
     budget = changes.max_input_tokens if changes.max_input_tokens is not None else manifest.get("budget")
-    prompt = Prompt(layers, loaded.text(record["snapshots"]["work_item"]), int(budget))
+    prompt = Prompt(layers, loaded.text(record["snapshots"]["work_item"]), int(budget),
+                    share=manifest.get("relevant_share"))
     conversation = manifest.get("conversation")
     if conversation:  # the same earlier turns again, from their snapshots
         prompt.turns = [Turn(t["run_id"], t.get("seq"), loaded.text(t["work_item"]), loaded.text(t["answer"]),

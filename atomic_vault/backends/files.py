@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import json
+import math
 import os
 import re
 import stat
 import sys
+from array import array
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -58,6 +61,132 @@ def snippet(text: str, terms: list[str], width: int = 160) -> str:
     return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
 
 
+def check_match(match: str) -> str:
+    """``match`` of ``MemoryBackend.search``, refused unless it is ``all`` or ``any``."""
+    if match not in ("all", "any"):
+        raise ValueError(f"match must be 'all' or 'any', not {match!r}")
+    return match
+
+
+def folder_mark(folder: AgentFolder) -> str:
+    """memory/'s modification time and link count ("" when it is missing): what a create,
+    a delete or a rename-over save in it changes."""
+    try:
+        st = os.stat(folder.memory)
+    except OSError:
+        return ""
+    return f"{st.st_mtime_ns}:{st.st_nlink}"
+
+
+def body_of(text: str) -> str:
+    """A note's text after its frontmatter (all of it when there is none)."""
+    if not text.startswith("---"):
+        return text
+    closing = text.find("\n---", 3)
+    return text[text.find("\n", closing + 4) + 1:] if closing > 0 else text
+
+
+class WordIndex:
+    """The words of an agent's notes (name, description, body), kept in memory and derived
+    from the catalog: a ranked "any word" search reads a note again only when its catalog
+    entry changed (the catalog hands out a new summary for every change of the file).
+    Scores are BM25 (k1 1.2, b 0.75) over whole casefolded words. Postings are compact
+    arrays (about 6 bytes per distinct word of a note); a changed note gets a new number
+    and its old postings are skipped until enough are dead to rewrite the arrays."""
+
+    def __init__(self) -> None:
+        self.notes: dict[str, dict[str, Any]] | None = None  # the catalog it reflects
+        self.docs: dict[str, tuple[dict[str, Any], int, int]] = {}  # file -> (summary, id, words)
+        self.files: list[str | None] = []  # id -> file; None once replaced or removed
+        self.lengths = array("I")  # id -> words
+        self.postings: dict[str, tuple[array, array]] = {}  # word -> (ids, counts)
+        self.length = 0  # words of the live notes together
+        self.dead = 0
+
+    def update(self, notes: dict[str, dict[str, Any]], read) -> None:
+        if notes is self.notes:
+            return
+        change = catalog.delta(notes)
+        files = change[1] if change is not None and change[0] is self.notes else {*self.docs, *notes}
+        for file in files:
+            summary, old = notes.get(file), self.docs.get(file)
+            if old is not None and old[0] is summary:
+                continue
+            if old is not None:
+                del self.docs[file]
+                self.files[old[1]] = None
+                self.length -= old[2]
+                self.dead += 1
+            if summary is not None:
+                self._add(file, summary, read)
+        self.notes = notes
+        if self.dead > len(self.docs) // 2 + 1000:
+            self._compact()
+
+    def _add(self, file: str, summary: dict[str, Any], read) -> None:
+        try:
+            text = read(file) or ""
+        except NoteError:
+            text = ""
+        counts: dict[str, int] = {}
+        for word in words(f"{summary['name']}\n{summary['description']}\n{body_of(text)}"):
+            counts[word] = counts.get(word, 0) + 1
+        size, doc = sum(counts.values()), len(self.files)
+        self.docs[file] = (summary, doc, size)
+        self.files.append(file)
+        self.lengths.append(min(size, 2**32 - 1))
+        self.length += size
+        for word, n in counts.items():
+            posting = self.postings.get(word)
+            if posting is None:
+                posting = self.postings[word] = (array("I"), array("H"))
+            posting[0].append(doc)
+            posting[1].append(min(n, 65535))
+
+    def _compact(self) -> None:
+        renumber: dict[int, int] = {}
+        files: list[str | None] = []
+        lengths = array("I")
+        for old, file in enumerate(self.files):
+            if file is not None:
+                renumber[old] = len(files)
+                files.append(file)
+                lengths.append(self.lengths[old])
+        for word, (ids, counts) in list(self.postings.items()):
+            kept = [(renumber[i], n) for i, n in zip(ids, counts) if i in renumber]
+            if kept:
+                self.postings[word] = (array("I", [i for i, _ in kept]), array("H", [n for _, n in kept]))
+            else:
+                del self.postings[word]
+        self.docs = {file: (summary, renumber[doc], size) for file, (summary, doc, size) in self.docs.items()}
+        self.files, self.lengths, self.dead = files, lengths, 0
+
+    def best(self, terms: list[str], limit: int) -> list[tuple[str, float]]:
+        """The ``limit`` best (file, score) for notes holding any of ``terms``."""
+        total = len(self.docs)
+        if not total:
+            return []
+        average = self.length / total or 1.0
+        files, lengths = self.files, self.lengths
+        scores: dict[int, float] = {}
+        for term in dict.fromkeys(terms):
+            posting = self.postings.get(term)
+            if not posting:
+                continue
+            ids, counts = posting
+            found = len(ids) if not self.dead else sum(1 for i in ids if files[i] is not None)
+            if not found:
+                continue
+            idf = math.log(1 + (total - found + 0.5) / (found + 0.5))
+            for i, n in zip(ids, counts):
+                if files[i] is None:
+                    continue
+                norm = 1.2 * (0.25 + 0.75 * lengths[i] / average)
+                scores[i] = scores.get(i, 0.0) + idf * n * 2.2 / (n + norm)
+        best = heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], files[item[0]]))
+        return [(files[i], round(score, 6)) for i, score in best]
+
+
 class FileMemory:
     """Notes as memory/*.md files, INDEX as memory/INDEX.md. Search reads every note (the
     SQLite backend adds a full-text index over the same files)."""
@@ -66,10 +195,28 @@ class FileMemory:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
+        self._seen: dict[Path, tuple[str, dict[str, dict[str, Any]]]] = {}
 
     def scan(self, folder: AgentFolder):
         refuse_linked_memory(folder)
-        return catalog.scan(folder)
+        mark = folder_mark(folder)  # before the scan: a change during it moves the mark
+        found = catalog.scan(folder)
+        self._seen[folder.memory] = (mark, found[0])
+        return found
+
+    def _catalog(self, folder: AgentFolder) -> dict[str, dict[str, Any]]:
+        """The catalog for a ranked search: this object's last scan while memory/ itself is
+        unchanged since (its modification time and link count: creates, deletes and the
+        rename-over saves of writes and most editors move them), else a new scan. A run
+        scans first, so its search ranks the very notes it assembles from."""
+        mark = folder_mark(folder)
+        seen = self._seen.get(folder.memory)
+        if seen is not None and mark and seen[0] == mark:
+            return seen[1]
+        notes, _ = catalog.scan(folder, persist=False)
+        self._seen[folder.memory] = (mark, notes)
+        return notes
 
     def changed_notes(self, folder: AgentFolder) -> list[str]:
         """The note files the catalog saw change since a run last took them (history.py)."""
@@ -98,6 +245,7 @@ class FileMemory:
         path = note_path(folder, file)
         _refuse_links(folder, path)
         make_dirs(folder.memory)
+        self._seen.pop(folder.memory, None)  # a write within the folder's timestamp tick
         if expected is UNCHECKED:
             atomic_write(path, text)
         else:
@@ -106,6 +254,7 @@ class FileMemory:
     def delete(self, folder: AgentFolder, file: str) -> bool:
         path = note_path(folder, file)
         _refuse_links(folder, path)
+        self._seen.pop(folder.memory, None)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -133,11 +282,20 @@ class FileMemory:
         else:
             replace_if(folder, folder.index, text, expected)
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
+        check_match(match)
         terms = words(query)
         if not terms:
             return []
         refuse_linked_memory(folder)
+        if match == "any":
+            notes = self._catalog(folder)
+            index = self._words.setdefault(folder.memory, WordIndex())
+            index.update(notes, lambda file: self.get(folder, file))
+            return [SearchHit(file, notes[file]["name"], notes[file]["type"], score,
+                              snippet(body_of(self.get(folder, file) or ""), terms))
+                    for file, score in index.best(terms, limit)]
         notes, _ = catalog.scan(folder, persist=False)
         hits = []
         for file, summary in notes.items():
@@ -358,6 +516,7 @@ class FileLog:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
 
     def ready(self, folder: AgentFolder) -> None:
         refuse_linked_folders(folder, folder.head)
@@ -776,6 +935,7 @@ class FileJournal:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.url = url
+        self._words: dict[Path, WordIndex] = {}
 
     def destinations(self, folder: AgentFolder, day: date) -> list[Path]:
         return [folder.journal_file(day)]

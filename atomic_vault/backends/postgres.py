@@ -26,7 +26,7 @@ from ..notes import check_note_text, error_from_record, error_record, matching, 
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..vault import AgentFolder
 from . import redact, rows
-from .files import note_path, words
+from .files import check_match, note_path, words
 
 MIGRATIONS: list[str] = [
     # 1: the log and the notes
@@ -577,20 +577,31 @@ class PostgresMemory:
             if conn.execute(sql, args).rowcount == 0:
                 raise note_changed(folder.index, expected)
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
-        terms = words(query)
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
+        check_match(match)
+        terms = list(dict.fromkeys(words(query)))
         if not terms or limit <= 0:
             return []
         spaced = [t for t in terms if not _NON_LATIN.search(t)]
         unspaced = [t for t in terms if _NON_LATIN.search(t)]  # CJK and others: substrings
-        where, args = ["agent=%s"], [folder.name]
+        tests, args = [], []
         if spaced:
-            where.append("tsv @@ to_tsquery('simple', %s)")
-            args.append(" & ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in spaced))
+            tests.append("tsv @@ to_tsquery('simple', %s)")
+            args.append((" & " if match == "all" else " | ").join(
+                "'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in spaced))
         for term in unspaced:
-            where.append("strpos(lower(text), %s) > 0")
+            tests.append("strpos(lower(text), %s) > 0")
             args.append(term)
+        where = ["agent=%s", "(" + (" AND " if match == "all" else " OR ").join(tests) + ")"]
+        args.insert(0, folder.name)
         rank = "ts_rank_cd(tsv, to_tsquery('simple', %s))" if spaced else "0.0"
+        if match == "any":
+            # ts_rank_cd knows nothing of how rare a word is: a note holding more of the
+            # words comes first, then the density of the matches (normalised below 1).
+            rank = " + ".join(["(tsv @@ to_tsquery('simple', %s))::int"] * len(spaced)
+                              + ["(strpos(lower(text), %s) > 0)::int"] * len(unspaced)
+                              + (["ts_rank_cd(tsv, to_tsquery('simple', %s), 32)"] if spaced else []))
         headline_query = " | ".join("'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in terms)
         # Rank every match, but build snippets (costly: they re-parse the text) for the top only.
         sql = (f"SELECT file, name, note_type, score, ts_headline('simple', text, to_tsquery('simple', %s), "
@@ -599,7 +610,10 @@ class PostgresMemory:
                f"coalesce(type, split_part(file, '_', 1)) AS note_type, {rank} AS score "
                f"FROM notes WHERE {' AND '.join(where)} ORDER BY score DESC, file LIMIT %s) AS best "
                f"ORDER BY score DESC, file")
-        params = [headline_query] + ([args[1]] if spaced else []) + args + [limit]
+        quoted = ["'" + t.replace("'", "''").replace("\\", "\\\\") + "'" for t in spaced]
+        ranked = (quoted + unspaced + ([args[1]] if spaced else [])) if match == "any" else \
+            ([args[1]] if spaced else [])
+        params = [headline_query] + ranked + args + [limit]
         with self.db.transaction() as conn:
             found = conn.execute(sql, params).fetchall()
         return [SearchHit(file, name, note_type, float(score), _one_line(snip, terms))

@@ -26,7 +26,7 @@ from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit
 from ..vault import AgentFolder
 from .. import catalog
 from . import rows
-from .files import FileMemory, snippet, words
+from .files import FileMemory, check_match, folder_mark, snippet, words
 
 BATCH = 5000
 
@@ -485,11 +485,13 @@ Porter stemming; CJK characters indexed one by one)."""
                 _store(db, folder, file, None, current[file], notes.get(file))
                 if progress and n % 1000 == 0:
                     progress(1000)
-            db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (_folder_mark(folder),))
+            db.execute("INSERT OR REPLACE INTO sync VALUES ('folder', ?)", (folder_mark(folder),))
         if progress:
             progress(len(stale) % 1000)
 
-    def search(self, folder: AgentFolder, query: str, *, limit: int = 10) -> list[SearchHit]:
+    def search(self, folder: AgentFolder, query: str, *, limit: int = 10,
+               match: str = "all") -> list[SearchHit]:
+        check_match(match)
         terms = words(query)
         if not terms or limit <= 0:
             return []
@@ -499,15 +501,17 @@ Porter stemming; CJK characters indexed one by one)."""
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
             mark = db.execute("SELECT value FROM sync WHERE key='folder'").fetchone()
-        if mark is None or mark[0] != _folder_mark(folder):
+        if mark is None or mark[0] != folder_mark(folder):
             catalog.scan(folder)
             self._sync(folder, db)
-        match = " AND ".join('"' + _spaced(t).strip().replace('"', '""') + '"' for t in terms)
+        quoted = ['"' + _spaced(t).strip().replace('"', '""') + '"' for t in dict.fromkeys(terms)]
+        ranked = _ranked if match == "all" else _ranked_any
+        expression = (" AND " if match == "all" else " OR ").join(quoted)
         try:
-            found = _ranked(db, match, limit)
+            found = ranked(db, expression, limit)
         except sqlite3.DatabaseError:
             db = self._rebuild_file(folder)
-            found = _ranked(db, match, limit)
+            found = ranked(db, expression, limit)
         types = dict(db.execute(f"SELECT id, type FROM docs WHERE id IN ({','.join('?' * len(found))})",
                                 [row[0] for row in found]).fetchall()) if found else {}
         return [SearchHit(file, name, types.get(row_id, ""), round(-score, 6),
@@ -571,6 +575,14 @@ def _ranked(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
     return found
 
 
+def _ranked_any(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
+    """The best ``limit`` notes holding any of the words, by bm25 over name, description
+    and body together (no tiers: a word in the body of the right note must outrank a
+    common word in the description of another)."""
+    return db.execute("SELECT rowid, file, name, bm25(fts, 0.0, 10.0, 4.0, 1.0) AS score FROM fts "
+                      "WHERE fts MATCH ? ORDER BY score LIMIT ?", (match, limit)).fetchall()
+
+
 @contextmanager
 def _tx(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
@@ -588,14 +600,6 @@ def _signature(folder: AgentFolder, file: str) -> str | None:
     except OSError:
         return None
     return catalog.signature_text((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
-
-
-def _folder_mark(folder: AgentFolder) -> str:
-    try:
-        st = os.stat(folder.memory)
-    except OSError:
-        return ""
-    return f"{st.st_mtime_ns}:{st.st_nlink}"
 
 
 def _store(db: sqlite3.Connection, folder: AgentFolder, file: str, text: str | None,

@@ -201,14 +201,37 @@ class MemoryBackendSuite(_Suite):
         assert memory.search(agent, "") == []
         assert len(memory.search(agent, "thursday", limit=1)) == 1
 
+    def test_search_any_word_ranks_by_relevance(self, memory, agent):
+        memory.put(agent, "project_lisbon.md", note_text(
+            "lisbon office", "The door code of the Lisbon office is 4417."))
+        memory.put(agent, "project_porto.md", note_text("porto office", "The Porto office opens at nine."))
+        memory.put(agent, "project_other.md", note_text("other", "Nothing about that here."))
+        hits = memory.search(agent, "door code lisbon", match="any")
+        assert [h.file for h in hits] == ["project_lisbon.md"]
+        hits = memory.search(agent, "lisbon office door", match="any")
+        assert [h.file for h in hits][:2] == ["project_lisbon.md", "project_porto.md"]
+        assert hits[0].score > hits[1].score > 0
+        assert memory.search(agent, "lisbon office door", match="all")[0].file == "project_lisbon.md"
+        assert len(memory.search(agent, "office", match="any", limit=1)) == 1
+        for hostile in ['"office', "office AND NOT (x*)", "NEAR(office door) ^c", "office OR",
+                        "'; DROP TABLE notes; --", "*", "()", '" OR "']:
+            memory.search(agent, hostile, match="any")  # never a syntax error
+        assert memory.search(agent, "", match="any") == []
+        with pytest.raises(ValueError):
+            memory.search(agent, "office", match="some")
+
     def test_search_sees_every_change(self, memory, agent):
         memory.put(agent, "project_a.md", note_text("a", "apricot banana"))
         assert [h.file for h in memory.search(agent, "apricot")] == ["project_a.md"]
+        assert [h.file for h in memory.search(agent, "apricot", match="any")] == ["project_a.md"]
         memory.put(agent, "project_a.md", note_text("a", "cherry banana"))
         assert memory.search(agent, "apricot") == []
+        assert memory.search(agent, "apricot", match="any") == []
         assert [h.file for h in memory.search(agent, "cherry")] == ["project_a.md"]
+        assert [h.file for h in memory.search(agent, "cherry", match="any")] == ["project_a.md"]
         memory.delete(agent, "project_a.md")
         assert memory.search(agent, "cherry") == []
+        assert memory.search(agent, "cherry", match="any") == []
 
     def test_reindex_counts_the_notes(self, memory, agent):
         for i in range(5):
