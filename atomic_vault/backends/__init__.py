@@ -14,12 +14,13 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError
 
-KINDS = ("memory", "log", "lock", "journal")
+KINDS = ("memory", "log", "lock", "journal", "queue")  # queue: the vault's own, not per agent
 DEFAULT = "files"
 CONFIG_NAME = "atomic_vault.yaml"
 GROUP = "atomic_vault.backends.{kind}"
 _METHODS = {"memory": ("scan", "get", "put", "search"), "log": ("append", "records", "verify"),
-            "lock": ("hold",), "journal": ("append", "recent")}
+            "lock": ("hold",), "journal": ("append", "recent"),
+            "queue": ("enqueue", "claim", "renew", "complete", "fail", "stats", "list")}
 
 _ENTRY_POINTS: dict[str, dict[str, Any]] = {}
 
