@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import (captures, clock, guardrails, journal, keys, pricing, retries, snapshots, telemetry,
-               toolloop, tools, writeback)
+from . import (captures, clock, guardrails, hooks, journal, keys, pricing, retries, snapshots,
+               telemetry, toolloop, tools, writeback)
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -167,6 +167,7 @@ class AtomicAgent:
 
             runkeys.remember(self, record)
         telemetry.export(run.telemetry, record, run.request, response.text if response else None)
+        hooks.committed(self.folder, record)  # the doorbell: after the commit, never failing the run
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
@@ -448,6 +449,7 @@ class _Run:
                 self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
         telemetry.export(self.telemetry, record)
+        hooks.committed(agent.folder, record)
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _result(record, None, [], self.prompt, self.redact.all(self.warnings + late))
 

@@ -190,6 +190,12 @@ class LogBackend(Protocol):
         """``{"seq", "hash"}`` of the chain's end as the store's HEAD says, or None."""
         ...
 
+    def generation(self, folder: AgentFolder) -> int:
+        """A number that moves on every commit to this agent's log (0 before the first),
+        cheap enough to poll: a reader learns whether anything changed without reading a
+        record. Ordered like the records (by seq), never by a clock."""
+        ...
+
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> Any:
         """Walk the whole chain; a ``runlog.Verification`` naming the first bad record."""
         ...

@@ -662,7 +662,7 @@ class PostgresQueue:
 
     def __init__(self, url: str | None = None, root: Path | None = None):
         self.db = _Database(url, "queue")
-        self._listener: psycopg.Connection | None = None
+        self._listeners = threading.local()  # one LISTEN connection per waiting thread
 
     def _where(self) -> str:
         return f"postgres:{redact(self.db.url)}#queue_items"
@@ -767,12 +767,15 @@ class PostgresQueue:
 
     def wait(self, timeout: float) -> None:
         """Sleep until an item is enqueued (LISTEN atomic_vault_queue) or ``timeout`` passes."""
+        listener = getattr(self._listeners, "conn", None)
         try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._listener = psycopg.connect(self.db.conninfo, connect_timeout=5, autocommit=True)
-                self._listener.execute(f"LISTEN {QUEUE_CHANNEL}")
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            if listener is None or listener.closed or listener.broken or self._listeners.pid != os.getpid():
+                listener = self._listeners.conn = psycopg.connect(self.db.conninfo, connect_timeout=5,
+                                                                  autocommit=True)
+                self._listeners.pid = os.getpid()
+                listener.execute(f"LISTEN {QUEUE_CHANNEL}")
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
                 pass
         except psycopg.Error:
-            self._listener = None
+            self._listeners.conn = None
             time.sleep(timeout)  # the next claim reports the lost database, clearly
