@@ -69,6 +69,8 @@ class ModelConfig:
     max_steps: int = 8  # model calls of one run's tool loop (spec/06)
     retention: int | None = None  # days a run's snapshots are kept (None: model.md is silent)
     approval_hours: int = 72  # how long an approval file waits for a decision (spec/06)
+    helper: str | None = None  # helpers: the cheap model of one-shot helper calls (helpers.py)
+    helper_max_output_tokens: int = 1_000
 
     @property
     def zone(self) -> tzinfo | None:
@@ -306,7 +308,7 @@ def _timezone(value: Any, path: Path) -> str | None:
 
 _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_tokens",
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
-               "prices", "timezone", "max_steps", "retention", "approval_hours"}
+               "prices", "timezone", "max_steps", "retention", "approval_hours", "helpers"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -388,8 +390,27 @@ def load_model_config(path: Path) -> ModelConfig:
             max_steps=_int(data, "max_steps", 8, 1, 100, path),
             retention=retention_days(data, path),
             approval_hours=_int(data, "approval_hours", 72, 1, 8_760, path),
+            **_helpers(data.get("helpers"), path),
         )
     return cached_file(path, parse)
+
+
+def _helpers(value: Any, path: Path) -> dict[str, Any]:
+    """``helpers: provider:model`` or ``helpers: {model: provider:model, max_output_tokens: N}``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = {"model": value}
+    if not isinstance(value, dict) or set(value) - {"model", "max_output_tokens"} or "model" not in value:
+        raise ConfigError("must be a model name or {model: NAME, max_output_tokens: N}", path=path,
+                          field="helpers", fix="write e.g.  helpers: anthropic:claude-haiku-4-5")
+    model = value["model"]
+    if not isinstance(model, str) or not MODEL_NAME.match(model):
+        raise ConfigError(f"{model!r} is not a model name", path=path, field="helpers.model",
+                          fix="write provider:model, e.g. offline or anthropic:claude-haiku-4-5")
+    return {"helper": qualify(model),
+            "helper_max_output_tokens": _int(value, "max_output_tokens", 1_000, 1, 1_000_000, path,
+                                             within="helpers.")}
 
 
 def load_tools_config(path: Path) -> ToolsConfig:
