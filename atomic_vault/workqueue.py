@@ -187,6 +187,11 @@ class Worker:
             self._settle(claim, label, lambda: self.queue.fail(claim, "given back: the worker was stopping",
                                                                0.0, counted=False), "released")
             return
+        try:
+            check_agent_name(item.agent)  # a row written by hand must not lead out of the vault
+        except ConfigError as exc:
+            self._settle(claim, label, lambda: self.queue.fail(claim, str(exc), None), "dead", str(exc))
+            return
         if not AgentFolder(self.root, item.agent).path.is_dir():
             reason = (f"no agent {item.agent!r} in {self.root} (removed or renamed since the item was "
                       "enqueued); create it, then enqueue the work again")
