@@ -156,7 +156,7 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 claim = self.queue.claim(name, self.lease, self.agents)
-            except AtomicVaultError as exc:
+            except (AtomicVaultError, OSError) as exc:  # the store is down or the disk failed: say so, go on
                 self.tally.errors.append(str(exc))
                 self.say(f"error: cannot claim from the queue: {exc}; trying again in {self.poll:g}s")
                 self.stopping.wait(max(self.poll, 1.0))
@@ -175,7 +175,7 @@ class Worker:
     def _empty(self) -> bool:
         try:
             counts = [self.queue.stats(a) for a in self.agents] if self.agents else [self.queue.stats()]
-        except AtomicVaultError:
+        except (AtomicVaultError, OSError):
             return False
         return not any(c["ready"] or c["claimed"] or c["scheduled"] for c in counts)
 
@@ -246,7 +246,7 @@ class Worker:
             self._count("lost")
             self.say(f"{label}: not acknowledged, the claim is no longer held ({exc.message})")
             return
-        except AtomicVaultError as exc:
+        except (AtomicVaultError, OSError) as exc:
             self.tally.errors.append(str(exc))
             self.say(f"error: {label} could not be marked {outcome}: {exc}; it is delivered again when "
                      "its lease ends (its idempotency key keeps a finished run from running twice)")
