@@ -131,7 +131,7 @@ class AtomicAgent:
         """The tool loop, then the write-back, locked: notes, verdicts, the run's record, journal."""
         started, work_item, prompt = run.started, run.prompt.work_item, run.prompt
         try:
-            with run.current:  # a Python tool's agent.helper calls are this run's steps
+            with helpers.Current(run):  # a Python tool's agent.helper calls are this run's steps
                 done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
                                          self.folder.path, first_step)
             response = done.response
@@ -351,7 +351,6 @@ class _Run:
         self.gate = Gate(agent.folder.path / "policy.md", agent.folder.root / "policy.md") \
             if self.toolbox.tools else None
         self.warnings += [*self.toolbox.warnings, *(self.gate.problems if self.gate else [])]
-        self.current = helpers.Current(self)
         self.request = ModelRequest(model="", system=prompt.system, messages=list(prompt.messages),
                                     max_output_tokens=config.max_output_tokens, agent=agent.name,
                                     tools=(captures.TOOL, *(t.spec() for t in self.toolbox.tools.values()),

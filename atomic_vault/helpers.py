@@ -54,6 +54,13 @@ class Current:
 
     def __exit__(self, *_: Any) -> None:
         _CURRENT.value = self.outer
+        self.run = self.done = self.entry = self.outer = None  # no cycle keeps the run alive
+
+
+def active(run: Any) -> "Current | None":
+    """The Current of ``run`` when it is the run in progress in this thread."""
+    found = getattr(_CURRENT, "value", None)
+    return found if found is not None and found.run is run else None
 
 
 def current(agent: Any = None) -> "Current":

@@ -54,7 +54,7 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
     of running anything — a replay never repeats an effect, nor asks the gate again."""
     request = run.request
     done = retries.complete(candidates, request, policy)
-    here = getattr(run, "current", None)  # helpers.Current: where a Python tool's helper calls go
+    here = helpers.active(run)  # where a Python tool's helper calls (agent.helper) are recorded
     if here is not None:
         here.done = done
     if not run.toolbox.tools and not helpers.offered(run):
