@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -63,6 +64,23 @@ def snap():
 
 
 # ---- real servers for the PostgreSQL and Redis backends ---------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _close_postgres_connections():
+    """Close this process's shared PostgreSQL connections after each test (a backend
+    reconnects on its next use): the server's connection slots are shared with other
+    test runs, and a connection per schema per test would use them up."""
+    yield
+    backend = sys.modules.get("atomic_vault.backends.postgres")
+    shared = getattr(getattr(backend, "_SHARED", None), "conns", None) if backend else None
+    for conn, _ in (shared or {}).values():
+        try:
+            conn.close()
+        except Exception:
+            pass
+    if shared:
+        shared.clear()
 
 POSTGRES = os.environ.get("ATOMIC_VAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("ATOMIC_VAULT_TEST_REDIS", "redis://127.0.0.1:6379/0")

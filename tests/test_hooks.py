@@ -21,17 +21,6 @@ from conftest import POSTGRES
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(autouse=True)
-def _close_postgres():
-    """Close this process's PostgreSQL connections after each test: the server's
-    connection slots are shared with other test runs."""
-    yield
-    from atomic_vault.backends import postgres
-
-    for conn, _ in (getattr(postgres._SHARED, "conns", None) or {}).values():
-        conn.close()
-    postgres._SHARED.conns = {}
-
 
 class FakeEntryPoint:
     def __init__(self, name, target):

@@ -29,17 +29,6 @@ CHILD = Path(__file__).with_name("queue_child.py")
 QUICK = RetryPolicy(base_delay_s=0.01, max_delay_s=0.02)
 
 
-@pytest.fixture(autouse=True)
-def _close_postgres():
-    """Close this process's PostgreSQL connections after each test: the server's
-    connection slots are shared with other test runs."""
-    yield
-    from atomic_vault.backends import postgres
-
-    for conn, _ in (getattr(postgres._SHARED, "conns", None) or {}).values():
-        conn.close()
-    postgres._SHARED.conns = {}
-
 
 @pytest.fixture(params=["files", "postgres"])
 def backend(request, tmp_path, monkeypatch):

@@ -7,17 +7,6 @@ from atomic_vault.backends import known
 from atomic_vault.testing.queue import QueueBackendSuite
 
 
-@pytest.fixture(autouse=True)
-def _close_postgres():
-    """Close this process's PostgreSQL connections after each test: the server's
-    connection slots are shared with other test runs."""
-    yield
-    from atomic_vault.backends import postgres
-
-    for conn, _ in (getattr(postgres._SHARED, "conns", None) or {}).values():
-        conn.close()
-    postgres._SHARED.conns = {}
-
 
 class TestQueue(QueueBackendSuite):
     @pytest.fixture(params=["files", "postgres"])
