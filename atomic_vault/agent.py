@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable
 
-from . import (captures, clock, delegation, guardrails, history, journal, keys, pricing, projects,
-               retries, snapshots, telemetry, toolloop, tools, writeback)
+from . import (captures, clock, delegation, guardrails, helpers, history, hooks, journal, keys, pricing,
+               projects, retries, snapshots, telemetry, toolloop, tools, writeback)
 from .backends import open_backend
 from .assembly import Prompt, assemble
 from .config import ModelConfig, load_model_config, load_tools_config, load_vault_prices
@@ -162,8 +162,9 @@ class AtomicAgent:
         """The tool loop, then the write-back, locked: notes, verdicts, the run's record, journal."""
         started, work_item, prompt = run.started, run.prompt.work_item, run.prompt
         try:
-            done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
-                                     self.folder.path, first_step)
+            with helpers.Current(run):  # a Python tool's agent.helper calls are this run's steps
+                done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
+                                         self.folder.path, first_step)
             response = done.response
             found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
             found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]  # keys spelled in JSON escapes
@@ -202,10 +203,17 @@ class AtomicAgent:
 
             runkeys.remember(self, record)
         telemetry.export(run.telemetry, record, run.request, response.text if response else None)
+        hooks.committed(self.folder, record)  # the doorbell: after the commit, never failing the run
         if done.error:
             raise ModelError(f"the model call failed: {done.error} (logged as run {run.id}, seq {record['seq']})",
                              field="model", fix=done.fix or "check the provider, or run with --model offline")
         return _result(record, response, outcomes, prompt, run.redact.all(run.warnings + late))
+
+    def helper(self, instruction: str, text: str = "") -> str:
+        """From a Python tool while this agent runs: a one-shot transformation of ``text``
+        by model.md's ``helpers:`` model (no persona, no memory), recorded in the run's
+        current step and paid from its reservation. Outside a run: ConfigError."""
+        return helpers.ask(instruction, text, agent=self)
 
     def _check_log(self) -> None:
         """Fail before the model is paid for when the log cannot take a record. Unlocked
@@ -384,7 +392,11 @@ class _Run:
         self.warnings += [*self.toolbox.warnings, *(self.gate.problems if self.gate else [])]
         self.request = ModelRequest(model="", system=prompt.system, messages=list(prompt.messages),
                                     max_output_tokens=config.max_output_tokens, agent=agent.name,
-                                    tools=(captures.TOOL, *(t.spec() for t in self.toolbox.tools.values())))
+                                    tools=(captures.TOOL, *(t.spec() for t in self.toolbox.tools.values()),
+                                           *((helpers.SPEC,) if helpers.offered(self) else ())))
+        if config.helper and helpers.TOOL_NAME in self.toolbox.tools:
+            self.warnings.append("tools.md declares a tool named 'helper': it is offered instead of the "
+                                 "built-in helper of model.md's helpers:")
         self.budget: guardrails.Budget | None = None
         self.redact = keys.Redactor()  # what this run writes is redacted with one key scan
         self.vault_prices = load_vault_prices(agent.folder.root)
@@ -528,6 +540,7 @@ class _Run:
                 self.started, trigger=agent.trigger, run_id=self.id, work_item=self.prompt.work_item,
                 answer=f"skipped by the cost guardrails: {reason}", outcomes=[], status="skipped")))
         telemetry.export(self.telemetry, record)
+        hooks.committed(agent.folder, record)
         self.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _result(record, None, [], self.prompt, self.redact.all(self.warnings + late))
 
@@ -542,6 +555,12 @@ class _Run:
             if cost is None:
                 self.warnings.append(f"no price is known for {name}: its cost is recorded as unknown "
                                      "(add it under prices: in model.md)")
+        extra = [h.get("cost_usd") for h in done.helper_calls]
+        if cost is not None and extra:
+            cost = None if None in extra else cost + sum(extra)
+            if cost is None:
+                self.warnings.append(f"no price is known for the helper model {self.config.helper}: "
+                                     "the run's cost is recorded as unknown (add it under prices: in model.md)")
         if self.budget is not None:
             self.warnings += guardrails.settle(self.agent.folder, self.agent.log, self.config,
                                                self.budget, self.started, cost)

@@ -1693,6 +1693,124 @@ def serve(ctx: click.Context, host: str, port: int, agents: str | None, max_body
         _fail(exc)
 
 
+def _queue_backend(ctx: click.Context):
+    from .workqueue import open_queue
+
+    return open_queue(ctx.obj["root"])
+
+
+@cli.command()
+@_root_option
+@click.argument("name", callback=_text)
+@click.argument("work_item", callback=_text)
+@click.option("--at", "at", metavar="TIME", callback=_line(64),
+              help="Not before TIME: an ISO date and time (local unless it names its zone) or +30s, +10m, +2h, +1d.")
+@click.option("--key", metavar="KEY", callback=_line(200),
+              help="The run's idempotency key (default: a new unique one): the item runs at most once per KEY.")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="-499 to 499; higher runs first, then the oldest.")
+@click.option("--max-attempts", type=int, default=5, show_default=True,
+              help="Tries before the item is dead-lettered (a lease that runs out counts as a try).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored item as JSON.")
+@click.pass_context
+def enqueue(ctx: click.Context, name: str, work_item: str, at: str | None, key: str | None,
+            priority: int, max_attempts: int, as_json: bool) -> None:
+    """Put WORK_ITEM for agent NAME on the vault's work queue ('-' reads it from standard input)."""
+    from .errors import AtomicVaultError
+    from .workqueue import due_time
+
+    if work_item == "-":
+        work_item = _stdin_text()
+    if not work_item.strip():
+        raise click.UsageError("the work item is empty; pass the text to work on, or '-' to "
+                               "read it from standard input")
+    _folder(ctx, name)
+    try:
+        due = due_time(at)
+    except AtomicVaultError as exc:
+        raise click.BadParameter(exc.message + f" ({exc.fix})", param_hint="--at") from None
+    try:
+        item = _queue_backend(ctx).enqueue(name, work_item, key=key, priority=priority, due=due,
+                                           max_attempts=max_attempts)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        _dump(item.as_dict())
+    else:
+        click.echo(f"queued item {item.id} for {name} (key {item.key})")
+
+
+@cli.command()
+@_root_option
+@click.option("--agents", metavar="A,B", callback=_text,
+              help="Work only on the items of these agents (comma-separated); default: every agent.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Items run at once (threads of this process).")
+@click.option("--lease", type=float, default=60.0, show_default=True, callback=_seconds,
+              help="Seconds a claim lasts unless renewed (renewed every third of it while an item runs).")
+@click.option("--backoff", type=float, default=5.0, show_default=True, callback=_seconds,
+              help="Seconds before the first retry of a failed item; doubled each try, at most 300.")
+@click.option("--poll", type=float, default=1.0, show_default=True, callback=_seconds,
+              help="Seconds between looks at an empty queue (PostgreSQL also wakes on each enqueue).")
+@click.option("--until-empty", is_flag=True,
+              help="Exit once nothing is ready, claimed or scheduled, instead of waiting for more.")
+@click.pass_context
+def worker(ctx: click.Context, agents: str | None, concurrency: int, lease: float, backoff: float,
+           poll: float, until_empty: bool) -> None:
+    """Run the queue's items: claim, run as a keyed run, acknowledge; SIGTERM stops cleanly."""
+    from .config import RetryPolicy
+    from .errors import AtomicVaultError
+    from .workqueue import Worker
+
+    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    if agents is not None and not names:
+        raise click.BadParameter("name at least one agent, e.g. --agents atlas,iris", param_hint="--agents")
+    if lease <= 0:
+        raise click.BadParameter("the lease must be over 0 seconds", param_hint="--lease")
+    try:
+        runner = Worker(ctx.obj["root"], agents=names, concurrency=concurrency, lease=lease,
+                        retry=RetryPolicy(base_delay_s=backoff, max_delay_s=max(backoff, 300.0)),
+                        poll=max(poll, 0.01), until_empty=until_empty)
+    except AtomicVaultError as exc:
+        _fail(exc)
+    runner.run()
+    sys.exit(EXIT_OK)
+
+
+@cli.command()
+@_root_option
+@click.argument("name", required=False, callback=_text)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: the counts, then the in-flight and dead items.")
+@click.pass_context
+def queue(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """The work queue's depth, in-flight and dead items (of agent NAME, or of every agent)."""
+    from .errors import AtomicVaultError
+    from .vault import check_agent_name
+
+    try:
+        if name is not None:
+            check_agent_name(name)
+        backend = _queue_backend(ctx)
+        counts = backend.stats(name)
+        flying = backend.list("claimed", name)
+        dead = backend.list("dead", name)
+    except AtomicVaultError as exc:
+        _fail(exc, name)
+    if as_json:
+        _dump({"backend": backend.name, **counts, "in_flight": [i.as_dict() for i in flying],
+               "dead_items": [i.as_dict() for i in dead]})
+        return
+    click.echo(f"{counts['ready']} ready, {counts['scheduled']} scheduled, {counts['claimed']} in flight, "
+               f"{counts['done']} done, {counts['dead']} dead ({backend.name} queue)")
+    for item in flying:
+        click.echo(f"in flight {item.id:>6}  {item.agent}  attempt {item.attempts}/{item.max_attempts}  "
+                   f"token {item.token}  {_gist({'summary': item.work}, 50)}")
+    for item in dead:
+        click.echo(f"dead      {item.id:>6}  {item.agent}  {_gist({'summary': item.work}, 40)}  "
+                   f"— {_gist({'summary': item.error or ''}, 100)}")
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
     import ipaddress

@@ -83,6 +83,8 @@ class ModelConfig:
     max_depth: int = 3  # how deep a delegation tree this agent roots may grow
     stale_days: int = 90  # a note not seen for longer is stale (lint, consolidate; spec/17)
     relevant: Relevance = Relevance()
+    helper: str | None = None  # helpers: the cheap model of one-shot helper calls (helpers.py)
+    helper_max_output_tokens: int = 1_000
 
     @property
     def zone(self) -> tzinfo | None:
@@ -340,7 +342,7 @@ _MODEL_KEYS = {"model", "provider", "fallback", "max_input_tokens", "max_output_
                "recent_notes", "journal_days", "cost_guardrails", "providers", "retries",
                "prices", "timezone", "max_steps", "retention", "approval_hours", "projects",
                "tree_cap_usd", "max_depth", "stale_days",
-               "relevant"}
+               "relevant", "helpers"}
 _GUARDRAIL_KEYS = {"enabled", "daily_cap_usd", "monthly_cap_usd", "max_run_usd", "daily_cap_action",
                    "monthly_cap_action", "warning_thresholds"}
 _TOOLS_KEYS = {"read", "write", "tools"}
@@ -427,6 +429,7 @@ def load_model_config(path: Path) -> ModelConfig:
             max_depth=_int(data, "max_depth", 3, 0, 16, path),
             stale_days=_int(data, "stale_days", 90, 1, 36_500, path),
             relevant=_relevance(data.get("relevant"), path),
+            **_helpers(data.get("helpers"), path),
         )
     return cached_file(path, parse)
 
@@ -457,6 +460,24 @@ def _amount(data: dict[str, Any], key: str, path: Path) -> float | None:
         raise ConfigError(f"{value!r} is not a non-negative amount", path=path, field=key,
                           fix=f"write e.g. {key}: 0.50")
     return float(value)
+
+
+def _helpers(value: Any, path: Path) -> dict[str, Any]:
+    """``helpers: provider:model`` or ``helpers: {model: provider:model, max_output_tokens: N}``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = {"model": value}
+    if not isinstance(value, dict) or set(value) - {"model", "max_output_tokens"} or "model" not in value:
+        raise ConfigError("must be a model name or {model: NAME, max_output_tokens: N}", path=path,
+                          field="helpers", fix="write e.g.  helpers: anthropic:claude-haiku-4-5")
+    model = value["model"]
+    if not isinstance(model, str) or not MODEL_NAME.match(model):
+        raise ConfigError(f"{model!r} is not a model name", path=path, field="helpers.model",
+                          fix="write provider:model, e.g. offline or anthropic:claude-haiku-4-5")
+    return {"helper": qualify(model),
+            "helper_max_output_tokens": _int(value, "max_output_tokens", 1_000, 1, 1_000_000, path,
+                                             within="helpers.")}
 
 
 def load_tools_config(path: Path) -> ToolsConfig:

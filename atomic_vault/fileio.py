@@ -228,14 +228,16 @@ def _cut_back(fd: int, written: int) -> None:
         pass
 
 
-def create_new(path: Path, text: str, *, durable: bool = True) -> bool:
+def create_new(path: Path, text: str, *, durable: bool = True, mtime: float | None = None) -> bool:
     """Create ``path`` holding ``text`` unless it exists (then False): the content is
     complete before the name appears (hard link of a synced temp file), so concurrent
     creators never see, or add to, a half-made file. ``durable=False`` skips fsync, for
-    derived state only."""
+    derived state only. ``mtime`` is the modification time the file has from the start."""
     try:
         make_dirs(path.parent)
         temp = synced_temp(path, text.encode("utf-8"), durable=durable)
+        if mtime is not None:
+            os.utime(temp, (mtime, mtime))
         try:
             os.link(temp, path)
             created = True
@@ -248,6 +250,27 @@ def create_new(path: Path, text: str, *, durable: bool = True) -> bool:
     except OSError as exc:
         raise _named(exc, path)
     return created
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` (same file system) and make the change durable in
+    both folders. A missing ``source`` raises FileNotFoundError untouched: of several
+    processes moving one file, exactly one succeeds (the work queue's claims rely on it)."""
+    try:
+        make_dirs(target.parent)
+    except OSError as exc:
+        raise _named(exc, target)
+    if fault_hook is not None:
+        fault_hook("move:before_rename", source)
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _named(exc, source)
+    fsync_dir(target.parent)
+    if source.parent != target.parent:
+        fsync_dir(source.parent)
 
 
 def append_jsonl(path: Path, record: dict) -> str:

@@ -92,11 +92,11 @@ _PROVIDERS: dict[str, Any] | None = None
 
 
 def providers() -> dict[str, Any]:
-    """Registered provider entry points by name (looked up once per process)."""
+    """Registered provider entry points by name (from the one scan of backends.entry_points_of)."""
     global _PROVIDERS
     if _PROVIDERS is None:
-        from importlib.metadata import entry_points
-        _PROVIDERS = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        from .backends import entry_points_of
+        _PROVIDERS = entry_points_of(ENTRY_POINT_GROUP)
     return _PROVIDERS
 
 

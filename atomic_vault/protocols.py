@@ -1,4 +1,5 @@
-"""The four storage Protocols the runtime talks to, and the small values they exchange.
+"""The storage Protocols the runtime talks to (four for an agent's state, one for the
+work queue), and the small values they exchange.
 
 Every method takes the agent's folder first: one backend object serves every agent of a
 vault (a database backend keys its rows by ``folder.name``). spec/11-backends.md says
@@ -191,6 +192,12 @@ class LogBackend(Protocol):
         """``{"seq", "hash"}`` of the chain's end as the store's HEAD says, or None."""
         ...
 
+    def generation(self, folder: AgentFolder) -> int:
+        """A number that moves on every commit to this agent's log (0 before the first),
+        cheap enough to poll: a reader learns whether anything changed without reading a
+        record. Ordered like the records (by seq), never by a clock."""
+        ...
+
     def verify(self, folder: AgentFolder, anchor: str | None = None) -> Any:
         """Walk the whole chain; a ``runlog.Verification`` naming the first bad record."""
         ...
@@ -262,4 +269,84 @@ class JournalBackend(Protocol):
     def recent(self, folder: AgentFolder, days: int) -> list[tuple[str, str]]:
         """(source, text) of the newest ``days`` days that have entries, oldest first;
         ``source`` is the day's path in the folder layout (``journal/YYYY-MM/DAY.md``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One work item of the queue. ``id`` grows with each enqueue; ``key`` is the run's
+    idempotency key (given, or made at enqueue), so a re-delivered item never runs twice.
+    ``due`` is the earliest time (Unix seconds) it may be claimed; ``token`` is the fencing
+    token of its latest claim and ``attempts`` how many claims counted as tries."""
+
+    id: int
+    agent: str
+    work: str
+    key: str
+    priority: int = 0
+    max_attempts: int = 5
+    enqueued: str = ""
+    state: str = "ready"  # ready, claimed, done, dead
+    due: float = 0.0
+    token: int = 0
+    attempts: int = 0
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed item and the fencing token of this claim: renew, complete and fail are
+    refused (LeaseLost) once the lease expired and someone claimed the item again."""
+
+    item: QueueItem
+    token: int
+    worker: str
+    handle: Any = None  # the backend's own reference (a file path, a row id)
+
+
+@runtime_checkable
+class QueueBackend(Protocol):
+    """The vault's work queue: items for any agent, claimed with a lease that expires.
+    Exactly one claimer wins an item; an item whose lease ran out is delivered again with
+    a higher token; the holder of an older token can no longer renew, complete or fail it."""
+
+    name: str
+
+    def enqueue(self, agent: str, work: str, *, key: str | None = None, priority: int = 0,
+                due: float | None = None, max_attempts: int = 5) -> QueueItem:
+        """Store a new ready item (durable when this returns); ``due`` (Unix seconds)
+        delays it; a missing ``key`` is made up, unique, and kept with the item."""
+        ...
+
+    def claim(self, worker: str, lease: float, agents: Iterable[str] | None = None) -> Claim | None:
+        """The next due item (highest priority, then oldest), held for ``lease`` seconds,
+        or None. An expired claim is taken back first: delivered again, or dead once it
+        used up its attempts."""
+        ...
+
+    def renew(self, claim: Claim, lease: float) -> None:
+        """Extend the lease by ``lease`` seconds from now; LeaseLost when it is not held."""
+        ...
+
+    def complete(self, claim: Claim, result: dict[str, Any]) -> None:
+        """Mark the item done with ``result`` (run id, status); LeaseLost when not held."""
+        ...
+
+    def fail(self, claim: Claim, error: str, retry_in: float | None, *, counted: bool = True) -> str:
+        """Give the item back: ready again after ``retry_in`` seconds, or dead when
+        ``retry_in`` is None. ``counted=False`` (a worker stopping) does not use up an
+        attempt. Returns the new state; LeaseLost when not held."""
+        ...
+
+    def stats(self, agent: str | None = None) -> dict[str, int]:
+        """Counts: ``ready`` (due now), ``scheduled`` (due later), ``claimed``, ``done``, ``dead``."""
+        ...
+
+    def list(self, state: str | None = None, agent: str | None = None,
+             limit: int | None = None) -> list[QueueItem]:
+        """Items (of one state, of one agent), oldest first."""
         ...

@@ -36,6 +36,7 @@ class Completion:
     # keep shortened copies): (step, call id, arguments, result)
     tool_texts: list[tuple[int, str, str, str]] = field(default_factory=list)
     suspended: dict[str, Any] | None = None  # a tool loop awaiting a decision (toolloop.py)
+    helper_calls: list[dict[str, Any]] = field(default_factory=list)  # helpers.py: model, tokens, cost
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None,

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Callable, Protocol
 
-from . import approvals, captures, clock, ledger, pricing, retries, tools
+from . import approvals, captures, clock, helpers, ledger, pricing, retries, tools
 from .config import RetryPolicy
 from .keys import redact
 from .models import Model, ModelRequest, ModelResponse, ToolCall
@@ -54,7 +54,10 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
     of running anything — a replay never repeats an effect, nor asks the gate again."""
     request = run.request
     done = retries.complete(candidates, request, policy)
-    if not run.toolbox.tools:
+    here = helpers.active(run)  # where a Python tool's helper calls (agent.helper) are recorded
+    if here is not None:
+        here.done = done
+    if not run.toolbox.tools and not helpers.offered(run):
         if done.response is not None:
             done.response = _split(done.response)
         return done
@@ -71,6 +74,8 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
                                  "output_tokens": response.output_tokens,
                                  "cost_usd": pricing.run_cost(run.price(name), response), "calls": []}
         done.steps.append(entry)
+        if here is not None:
+            here.entry = entry
         calls = [call for call in response.tool_calls if call.name != captures.TOOL_NAME]
         if not calls:
             break
@@ -92,8 +97,7 @@ def complete(run: Loop, candidates: list[Callable[[], Model]], policy: RetryPoli
             entry["stopped"] = f"awaiting approval: {', '.join(r['pending'] for r in pending)}"
             break
         request = replace(request, messages=[*request.messages, turn, *results])
-        spent = sum(s["cost_usd"] or 0.0 for s in done.steps)
-        refused = run.reserve_next(done.model, request, spent)
+        refused = run.reserve_next(done.model, request, helpers.spent(done))
         if refused:
             entry["stopped"] = f"the cost guardrails refused step {step + 1}: {refused}"
             run.warnings.append(f"the tool loop stopped before step {step + 1}: {refused}")
@@ -152,6 +156,14 @@ def _call(run: Loop, step: int, call: ToolCall, entry: dict[str, Any], agent_roo
 
     if call.name == captures.TOOL_NAME:
         return told("ok", "noted: the capture is validated and saved when the run ends")
+    if call.name == helpers.TOOL_NAME and helpers.offered(run):  # built in: no effect, so no gate
+        arguments, problem = tools.parse_arguments(call.arguments)
+        errors = [problem] if problem else tools.validate(helpers.SPEC["input_schema"], arguments)
+        if errors:
+            return told("invalid", "the arguments do not fit the tool's schema, nothing was run: " + "; ".join(errors))
+        status, text = helpers.call(run, done, entry, arguments["instruction"], arguments.get("text", ""))
+        record["helper"] = entry["helpers"][-1]
+        return told(status, text)
     tool = run.toolbox.tools.get(call.name)
     if tool is None:
         return told("not_run", f"there is no tool {call.name!r}; the tools are: {', '.join(run.toolbox.tools)}")

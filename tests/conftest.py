@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def snap():
 
 # ---- real servers for the PostgreSQL and Redis backends ---------------------------------
 
+
+@pytest.fixture(autouse=True)
+def _close_postgres_connections():
+    """Close this process's shared PostgreSQL connections after each test (a backend
+    reconnects on its next use): the server's connection slots are shared with other
+    test runs, and a connection per schema per test would use them up."""
+    yield
+    if "atomic_vault.backends.postgres" in sys.modules:
+        _close_shared()
+
+
 POSTGRES = os.environ.get("ATOMIC_VAULT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("ATOMIC_VAULT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -102,21 +114,25 @@ def pg_url():
     except psycopg.OperationalError as exc:
         _absent(f"PostgreSQL at {POSTGRES}", exc)
     yield f"{POSTGRES}?schema={schema}"
-    _close_shared([schema])
+    _close_shared()
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def _close_shared(schemas):
-    """Close this thread's shared backend connections to the schemas a test used: the
-    backends keep one per schema for the life of the process, and a whole test run would
-    otherwise hold one per test using PostgreSQL (the server's client limit is shared)."""
+def _close_shared():
+    """Close this thread's shared backend connections: the backends keep one per schema
+    for the life of the process, and a whole test run would otherwise hold one per test
+    using PostgreSQL (the server's client limit is shared). Also before a schema is
+    dropped, so that no idle connection of ours holds it."""
     from atomic_vault.backends import postgres
 
     shared = getattr(postgres._SHARED, "conns", None) or {}
-    for key in [key for key in shared if key[1] in schemas]:
-        conn, _ = shared.pop(key)
-        conn.close()
+    while shared:
+        conn, _ = shared.popitem()[1]
+        try:
+            conn.close()
+        except Exception:
+            pass
 
 
 @pytest.fixture
@@ -135,7 +151,7 @@ def pg_url_factory():
     except psycopg.OperationalError as exc:
         _absent(f"PostgreSQL at {POSTGRES}", exc)
     yield make
-    _close_shared(made)
+    _close_shared()
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         for schema in made:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

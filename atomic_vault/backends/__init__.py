@@ -14,22 +14,34 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError
 
-KINDS = ("memory", "log", "lock", "journal")
+KINDS = ("memory", "log", "lock", "journal", "queue")  # queue: the vault's own, not per agent
 DEFAULT = "files"
 CONFIG_NAME = "atomic_vault.yaml"
 GROUP = "atomic_vault.backends.{kind}"
 _METHODS = {"memory": ("scan", "get", "put", "search"), "log": ("append", "records", "verify"),
-            "lock": ("hold",), "journal": ("append", "recent")}
+            "lock": ("hold",), "journal": ("append", "recent"),
+            "queue": ("enqueue", "claim", "renew", "complete", "fail", "stats", "list")}
 
+_ALL: Any = None  # every installed entry point, from one scan
 _ENTRY_POINTS: dict[str, dict[str, Any]] = {}
 
 
+def entry_points_of(group: str) -> dict[str, Any]:
+    """Entry points of one group by name. The installed packages are scanned once per
+    process (a scan costs about as much as the rest of a cold start's imports) and each
+    group is then picked from memory: backends of each kind, models and hooks."""
+    global _ALL
+    if group not in _ENTRY_POINTS:
+        if _ALL is None:
+            from importlib.metadata import entry_points
+            _ALL = entry_points()
+        _ENTRY_POINTS[group] = {ep.name: ep for ep in _ALL.select(group=group)}
+    return _ENTRY_POINTS[group]
+
+
 def known(kind: str) -> dict[str, Any]:
-    """Entry points of one kind by name (looked up once per process)."""
-    if kind not in _ENTRY_POINTS:
-        from importlib.metadata import entry_points
-        _ENTRY_POINTS[kind] = {ep.name: ep for ep in entry_points(group=GROUP.format(kind=kind))}
-    return _ENTRY_POINTS[kind]
+    """Entry points of one backend kind by name."""
+    return entry_points_of(GROUP.format(kind=kind))
 
 
 def redact(url: str | None) -> str:

@@ -579,6 +579,10 @@ class FileLog:
         for _, _, record in runlog.records(folder):
             yield record
 
+    def generation(self, folder: AgentFolder) -> int:
+        """Moves on every commit of this agent's log: the seq its HEAD names (one small read)."""
+        return int((self.head(folder) or {}).get("seq", 0))
+
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
         return runlog.read_head(folder)
 

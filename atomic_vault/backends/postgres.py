@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -21,12 +22,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import runlog
-from ..errors import BackendError, LockLost, LogError, NoteError
+from ..errors import BackendError, ConfigError, LockLost, LogError, NoteError
 from ..notes import check_note_text, error_from_record, error_record, matching, summarize
-from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
+from ..protocols import UNCHECKED, Claim, CostRow, LogQuery, Progress, QueueItem, SearchHit, note_changed
 from ..vault import AgentFolder
 from . import redact, rows
 from .files import check_match, note_path, words
+from .files_queue import STATES, check_item, new_key
 
 MIGRATIONS: list[str] = [
     # 1: the log and the notes
@@ -137,7 +139,22 @@ MIGRATIONS: list[str] = [
         file COLLATE "C" DESC) WHERE summary IS NOT NULL;
     CREATE INDEX notes_broken ON notes (agent, file) WHERE summary IS NULL
     """,
+    # 7: the work queue (spec/19); times are Unix seconds of the database's clock, so the
+    #    leases of workers on several hosts are measured by one clock
+    """
+    CREATE TABLE queue_items (
+        id BIGSERIAL PRIMARY KEY, agent TEXT NOT NULL, work TEXT NOT NULL, key TEXT NOT NULL,
+        priority INTEGER NOT NULL, max_attempts INTEGER NOT NULL, enqueued TEXT NOT NULL,
+        state TEXT NOT NULL, due DOUBLE PRECISION NOT NULL, token BIGINT NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION, worker TEXT,
+        error TEXT, result JSONB);
+    CREATE INDEX queue_items_ready ON queue_items (priority DESC, id) WHERE state = 'ready';
+    CREATE INDEX queue_items_claimed ON queue_items (lease_until) WHERE state = 'claimed';
+    CREATE INDEX queue_items_agent ON queue_items (agent, state)
+    """,
 ]
+CHANNEL = "atomic_vault"  # NOTIFY atomic_vault, '<agent>:<seq>' after each append
+QUEUE_CHANNEL = "atomic_vault_queue"  # NOTIFY atomic_vault_queue, '<agent>:<id>' after each enqueue
 _ADVISORY_KEY = 0x61765F7363686D61  # "av_schma": serialises migrations across processes
 _TSV = ("setweight(to_tsvector('simple', %(name)s), 'A') || setweight(to_tsvector('simple', "
         "%(description)s), 'B') || setweight(to_tsvector('simple', %(body)s), 'C')")
@@ -278,7 +295,15 @@ class PostgresLog:
             conn.execute(_INSERT, rows.columns(folder.name, chained))
             conn.execute("UPDATE log_heads SET seq=%s, hash=%s, fence_name=%s, fence_token=%s WHERE agent=%s",
                          (chained["seq"], chained["hash"], fence_name, fence_token, folder.name))
+            # Delivered when (and only if) the transaction commits: listeners wake without polling.
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{folder.name}:{chained['seq']}"))
         return chained
+
+    def generation(self, folder: AgentFolder) -> int:
+        """Moves on every commit of this agent's log (its head's seq): one indexed row."""
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT seq FROM log_heads WHERE agent=%s", (folder.name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, folder: AgentFolder, run_id: str) -> dict[str, Any] | None:
         with self.db.transaction() as conn:
@@ -643,3 +668,136 @@ def _one_line(snip: str, terms: list[str]) -> str:
         if _NON_LATIN.search(term) and f"[{term}]" not in flat:
             flat = re.sub(re.escape(term), lambda m: f"[{m.group(0)}]", flat, flags=re.IGNORECASE)
     return flat
+
+
+_ITEM = ("id, agent, work, key, priority, max_attempts, enqueued, state, due, token, attempts, "
+         "error, result")
+_NOW = "extract(epoch from clock_timestamp())"
+
+
+class PostgresQueue:
+    """The work queue in PostgreSQL, for workers on any number of hosts: a claim takes the
+    next due row with ``FOR UPDATE SKIP LOCKED`` (claimers never wait on each other), and
+    every later change of the claim names its token, so an older claim changes nothing."""
+
+    name = "postgres"
+
+    def __init__(self, url: str | None = None, root: Path | None = None):
+        self.db = _Database(url, "queue")
+        self._listeners = threading.local()  # one LISTEN connection per waiting thread
+
+    def _where(self) -> str:
+        return f"postgres:{redact(self.db.url)}#queue_items"
+
+    @staticmethod
+    def _item(row: Any) -> QueueItem:
+        (id, agent, work, key, priority, max_attempts, enqueued, state, due, token, attempts,
+         error, result) = row
+        return QueueItem(id=id, agent=agent, work=work, key=key, priority=priority,
+                         max_attempts=max_attempts, enqueued=enqueued, state=state, due=due,
+                         token=token, attempts=attempts, error=error, result=result)
+
+    def enqueue(self, agent: str, work: str, *, key: str | None = None, priority: int = 0,
+                due: float | None = None, max_attempts: int = 5) -> QueueItem:
+        check_item(agent, work, key, priority, max_attempts)
+        enqueued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                f"INSERT INTO queue_items (agent, work, key, priority, max_attempts, enqueued, state, due) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, 'ready', coalesce(%s, {_NOW})) RETURNING {_ITEM}",
+                (agent, work, key or new_key(), priority, max_attempts, enqueued, due)).fetchone()
+            conn.execute("SELECT pg_notify(%s, %s)", (QUEUE_CHANNEL, f"{agent}:{row[0]}"))
+        return self._item(row)
+
+    def claim(self, worker: str, lease: float, agents: Iterable[str] | None = None) -> Claim | None:
+        only, args = "", []
+        if agents is not None:
+            only, args = " AND agent = ANY(%s)", [list(agents)]
+        with self.db.transaction() as conn:
+            conn.execute(  # claims out of attempts whose lease ran out: dead, with the reason
+                "UPDATE queue_items SET state='dead', lease_until=NULL, error='the lease of claim ' || token "
+                "|| ' expired (its worker died, hung or lost the queue) and no attempt is left' WHERE id IN "
+                f"(SELECT id FROM queue_items WHERE state='claimed' AND lease_until < {_NOW} "
+                "AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)")
+            for pick in (f"state='claimed' AND lease_until < {_NOW}", f"state='ready' AND due <= {_NOW}"):
+                order = "lease_until" if pick.startswith("state='claimed'") else "priority DESC, id"
+                row = conn.execute(
+                    "UPDATE queue_items q SET state='claimed', token=q.token+1, attempts=q.attempts+1, "
+                    f"lease_until={_NOW} + %s, worker=%s, error=CASE WHEN q.state='claimed' THEN "
+                    "'the lease of claim ' || q.token || ' expired (its worker died, hung or lost the queue)' "
+                    f"ELSE q.error END FROM (SELECT id FROM queue_items WHERE {pick}{only} ORDER BY {order} "
+                    f"LIMIT 1 FOR UPDATE SKIP LOCKED) c WHERE q.id = c.id RETURNING "
+                    + ", ".join(f"q.{c}" for c in _ITEM.split(", ")),
+                    [float(lease), worker, *args]).fetchone()
+                if row is not None:
+                    item = self._item(row)
+                    return Claim(item=item, token=item.token, worker=worker, handle=item.id)
+        return None
+
+    def _lost(self, claim: Claim) -> LockLost:
+        return LockLost(f"the claim (token {claim.token}) of queue item {claim.item.id} is no longer held: "
+                        "its lease expired and it was claimed again", path=self._where(),
+                        fix="renew the lease more often than it lasts (worker --lease); the item is "
+                            "delivered again and its idempotency key keeps it from running twice")
+
+    def _change(self, claim: Claim, sets: str, args: list[Any]) -> None:
+        with self.db.transaction() as conn:
+            changed = conn.execute(f"UPDATE queue_items SET {sets} WHERE id=%s AND token=%s AND state='claimed'",
+                                   [*args, claim.item.id, claim.token]).rowcount
+        if changed != 1:
+            raise self._lost(claim)
+
+    def renew(self, claim: Claim, lease: float) -> None:
+        self._change(claim, f"lease_until={_NOW} + %s", [float(lease)])
+
+    def complete(self, claim: Claim, result: dict[str, Any]) -> None:
+        self._change(claim, "state='done', lease_until=NULL, result=%s", [Jsonb(result)])
+
+    def fail(self, claim: Claim, error: str, retry_in: float | None, *, counted: bool = True) -> str:
+        back = "" if counted else ", attempts=attempts-1"
+        if retry_in is None:
+            self._change(claim, f"state='dead', lease_until=NULL, error=%s{back}", [error])
+            return "dead"
+        self._change(claim, f"state='ready', lease_until=NULL, error=%s, due={_NOW} + %s{back}",
+                     [error, float(retry_in)])
+        return "ready"
+
+    def stats(self, agent: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE agent=%s", [agent]) if agent is not None else ("", [])
+        out = {"ready": 0, "scheduled": 0, "claimed": 0, "done": 0, "dead": 0}
+        with self.db.transaction() as conn:
+            for state, count in conn.execute(
+                    f"SELECT CASE WHEN state='ready' AND due > {_NOW} THEN 'scheduled' ELSE state END, "
+                    f"count(*) FROM queue_items {where} GROUP BY 1", args):
+                out[state] = out.get(state, 0) + int(count)
+        return out
+
+    def list(self, state: str | None = None, agent: str | None = None,
+             limit: int | None = None) -> list[QueueItem]:
+        if state is not None and state not in STATES:
+            raise ConfigError(f"unknown queue state {state!r}", field="state", fix=f"use one of: {', '.join(STATES)}")
+        where, args = ["true"], []
+        for column, value in (("state", state), ("agent", agent)):
+            if value is not None:
+                where.append(f"{column}=%s")
+                args.append(value)
+        sql = f"SELECT {_ITEM} FROM queue_items WHERE {' AND '.join(where)} ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {max(int(limit), 0)}"
+        with self.db.transaction() as conn:
+            return [self._item(row) for row in conn.execute(sql, args)]
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until an item is enqueued (LISTEN atomic_vault_queue) or ``timeout`` passes."""
+        listener = getattr(self._listeners, "conn", None)
+        try:
+            if listener is None or listener.closed or listener.broken or self._listeners.pid != os.getpid():
+                listener = self._listeners.conn = psycopg.connect(self.db.conninfo, connect_timeout=5,
+                                                                  autocommit=True)
+                self._listeners.pid = os.getpid()
+                listener.execute(f"LISTEN {QUEUE_CHANNEL}")
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self._listeners.conn = None
+            time.sleep(timeout)  # the next claim reports the lost database, clearly

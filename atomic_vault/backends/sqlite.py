@@ -282,6 +282,10 @@ class SQLiteLog:
                 yield (f"{where}#{row_id}", row_id, *rows.parsed(folder.name, text, stored if check else None))
             last = chunk[-1][0]
 
+    def generation(self, folder: AgentFolder) -> int:
+        """Moves on every commit of this agent's log: the seq its HEAD names (one small read)."""
+        return int((self.head(folder) or {}).get("seq", 0))
+
     def head(self, folder: AgentFolder) -> dict[str, Any] | None:
         with self._read(folder) as db:
             row = db.execute("SELECT seq, hash, fence_name, fence_token FROM heads WHERE agent=?",

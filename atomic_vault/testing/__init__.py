@@ -413,6 +413,15 @@ class LogBackendSuite(_Suite):
         result = log.verify(agent)
         assert result.ok and result.records == 2
 
+    def test_the_generation_moves_on_every_commit(self, log, agent):
+        assert log.generation(agent) == 0
+        seen = [log.generation(agent)]
+        for i in range(3):
+            log.append(agent, _run_record(agent.name, i + 1))
+            seen.append(log.generation(agent))
+        assert seen == sorted(set(seen)) and len(seen) == 4  # strictly growing, one step per record
+        assert log.generation(agent) == log.generation(agent)  # reading it changes nothing
+
     def test_records_come_back_exactly(self, log, agent):
         big = {"files": [{"source": f"memory/n{i}.md", "sha256": "ab" * 32, "tokens": i}
                          for i in range(5000)]}
