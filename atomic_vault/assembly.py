@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +222,11 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
         layers.extend(each.pinned)
     found = relevance.relevant_notes(folder, memory, notes, work_item, today,
                                      config.relevant.count, {*pinned, *(broken or {})})
+    pages, unread = relevance.relevant_pages(folder, work_item, config.relevant.count)
+    found = relevance.merged([replace(note, file=f"memory/{note.file}") for note in found], pages,
+                             config.relevant.count)
     for note in found:
-        layer = _layer(f"memory/{note.file}", note.text, "relevant note")
+        layer = _layer(note.file, note.text, "relevant note")
         if layer is not None:
             layer.rank, layer.score = note.rank, note.score
             layers.append(layer)
@@ -236,7 +239,7 @@ def assemble(folder: AgentFolder, config: ModelConfig, notes: dict[str, dict[str
     prompt = Prompt(layers, work_item, config.max_input_tokens, skipped=skipped(broken or {}),
                     cuts=[cut for each in shared for cut in each.cuts],
                     share=config.relevant.share if found else None)
-    prompt.skipped += [entry for each in shared for entry in each.skipped]
+    prompt.skipped += [entry for each in shared for entry in each.skipped] + unread
     if history is not None:
         prompt.turns = list(history.turns)
         prompt.conversation = {"id": history.id, "new": history.new, "skipped": list(history.skipped),

@@ -95,3 +95,71 @@ def _summary(folder: AgentFolder, file: str, text: str | None) -> dict[str, Any]
         return summarize(meta, file)
     except NoteError:
         return None
+
+
+# ---- wiki pages -----------------------------------------------------------------------
+
+_WIKI: dict[Any, tuple[dict[str, tuple[tuple[int, int], dict[str, Any], str]], Any]] = {}
+
+
+def relevant_pages(folder: AgentFolder, work_item: str, count: int) -> tuple[list[Relevant], list[dict[str, str]]]:
+    """Up to ``count`` wiki pages (``wiki/*.md`` but INDEX.md) best matching ``work_item``,
+    best first, by BM25 over their words (the files backend's word index, whatever the
+    memory backend: wiki pages are always files in the agent folder), and the pages left
+    out because they cannot be read as sent (a link out of the folder, not UTF-8), each
+    ``{source, reason}``. A page is read again only when its size or mtime changed."""
+    from .backends.files import WordIndex
+    from .errors import ConfigError
+    from .fileio import read_text_cached
+    from .vault import readable_inside
+
+    terms = query_terms(work_item)
+    wiki = folder.path / "wiki"
+    if count <= 0 or not terms or not wiki.is_dir():
+        return [], []
+    known, index = _WIKI.get(wiki, ({}, None))
+    if index is None:
+        index = WordIndex()
+    pages: dict[str, tuple[tuple[int, int], dict[str, Any], str]] = {}
+    skipped: list[dict[str, str]] = []
+    for path in sorted(wiki.glob("*.md")):
+        if path.name == "INDEX.md":
+            continue
+        source = f"wiki/{path.name}"
+        try:
+            real = readable_inside(folder, path)
+            if real is None:
+                continue
+            stat = real.stat()
+            signature = (stat.st_mtime_ns, stat.st_size)
+            old = known.get(path.name)
+            if old is not None and old[0] == signature:
+                pages[path.name] = old
+                continue
+            text = read_text_cached(real)
+        except UnicodeDecodeError as exc:
+            skipped.append({"source": source, "reason": f"not valid UTF-8 (byte {exc.start})"})
+            continue
+        except (ConfigError, OSError) as exc:
+            skipped.append({"source": source, "reason": str(getattr(exc, "message", exc))})
+            continue
+        pages[path.name] = (signature, {"name": path.stem.replace("-", " "), "description": ""}, text)
+    index.update({name: entry[1] for name, entry in pages.items()}, lambda name: pages[name][2])
+    _WIKI[wiki] = (pages, index)
+    chosen = [Relevant(f"wiki/{name}", rank, score, pages[name][2])
+              for rank, (name, score) in enumerate(index.best(terms, count), 1)]
+    return chosen, skipped
+
+
+def merged(notes: list[Relevant], pages: list[Relevant], count: int) -> list[Relevant]:
+    """Notes and wiki pages in one list of at most ``count``, best first. Their scores
+    come from different rankers (the memory backend's, BM25 over the wiki), so each is
+    taken relative to the best of its own list; a tie goes to the note. Ranks are given
+    again, 1 to n; each keeps its own score."""
+    def relative(found: list[Relevant]) -> list[tuple[float, int, Relevant]]:
+        top = max((r.score for r in found), default=0.0) or 1.0
+        return [(r.score / top, i, r) for i, r in enumerate(found)]
+
+    both = sorted([(-s, 0, i, r) for s, i, r in relative(notes)] + [(-s, 1, i, r) for s, i, r in relative(pages)],
+                  key=lambda item: item[:3])
+    return [Relevant(r.file, rank, r.score, r.text) for rank, (*_, r) in enumerate(both[:count], 1)]

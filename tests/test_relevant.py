@@ -249,3 +249,49 @@ def test_the_files_word_index_follows_every_change_and_compacts():
     index.update(notes, texts.get)
     assert "n7.md" not in [f for f, _ in index.best(["cherry", "n7"], 10)]
     assert [f for f, _ in index.best(["n8"], 10)] == ["n8.md"]
+
+
+def _page(folder, name, text):
+    (folder.path / "wiki").mkdir(exist_ok=True)
+    (folder.path / "wiki" / name).write_text(text, encoding="utf-8")
+
+
+def test_wiki_pages_come_in_beside_notes_ranked_by_the_work_item(memory, agent):
+    _page(agent, "INDEX.md", "# Wiki\n\n- [Boiler](boiler-manual.md)\n")
+    _page(agent, "boiler-manual.md", "# Boiler manual\n\nTo reset the boiler, hold the red button for ten seconds.\n")
+    _page(agent, "tea.md", "# Tea\n\nGreen tea wants water at eighty degrees.\n")
+    prompt = prompt_for(memory, agent, "How do I reset the boiler?")
+    relevant = of(prompt, "relevant note")
+    assert relevant[0] == "wiki/boiler-manual.md"
+    assert "wiki/tea.md" not in relevant and "wiki/INDEX.md" not in relevant
+    assert of(prompt, "wiki index") == ["wiki/INDEX.md"]  # the index stays its own layer
+    sent = prompt.layers[[layer.source for layer in prompt.layers].index("wiki/boiler-manual.md")].text
+    assert "hold the red button" in sent
+    entries = [f for f in prompt.manifest["files"] if f["layer"] == "relevant note"]
+    assert [e["rank"] for e in entries] == list(range(1, len(entries) + 1))
+    # a note and a page that both match: both come in, each once
+    both = of(prompt_for(memory, agent, "door code of the Lisbon office, and how to reset the boiler"),
+              "relevant note")
+    assert {"memory/reference_lisbon_office.md", "wiki/boiler-manual.md"} <= set(both)
+    assert len(both) == len(set(both))
+
+
+def test_an_edited_wiki_page_is_ranked_by_its_new_text(memory, agent):
+    _page(agent, "garage.md", "# Garage\n\nThe garage key hangs in the hall.\n")
+    assert "wiki/garage.md" not in of(prompt_for(memory, agent, "Where is the kayak paddle?"), "relevant note")
+    _page(agent, "garage.md", "# Garage\n\nThe kayak paddle is on the garage wall, left of the door.\n")
+    assert of(prompt_for(memory, agent, "Where is the kayak paddle?"), "relevant note")[0] == "wiki/garage.md"
+
+
+def test_an_unreadable_wiki_page_is_listed_as_skipped_never_sent(memory, agent, tmp_path):
+    _page(agent, "good.md", "# Boiler\n\nReset the boiler with the red button.\n")
+    (agent.path / "wiki" / "latin1.md").write_bytes("# Boiler\n\nchaudi\xe8re reset boiler\n".encode("latin-1"))
+    outside = tmp_path / "outside.md"
+    outside.write_text("# Boiler\n\nboiler secrets from outside the agent\n", encoding="utf-8")
+    (agent.path / "wiki" / "linked.md").symlink_to(outside)
+    prompt = prompt_for(memory, agent, "reset the boiler")
+    assert "wiki/good.md" in of(prompt, "relevant note")
+    assert not {"wiki/latin1.md", "wiki/linked.md"} & set(of(prompt, "relevant note"))
+    skipped = {entry["source"]: entry["reason"] for entry in prompt.manifest["skipped"]}
+    assert "UTF-8" in skipped["wiki/latin1.md"] and "wiki/linked.md" in skipped
+    assert all("outside the agent" not in layer.text for layer in prompt.layers)
