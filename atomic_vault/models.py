@@ -234,7 +234,8 @@ class OfflineModel:
         words = work.split()
         first = " ".join(words[:24]) + (" …" if len(words) > 24 else "")
         layers = [block["layer"] for block in request.system if "layer" in block]
-        notes = sum(1 for name in layers if name in ("pinned note", "recent note"))
+        notes = sum(1 for name in layers if name in ("pinned note", "relevant note", "recent note",
+                                                     "project pinned note"))
         parts = [
             f"Offline answer for {request.agent or 'this agent'}.",
             f"Work item ({len(words)} words): {first}",

@@ -46,7 +46,7 @@ def test_a_replay_without_a_note_prints_exactly_what_changed(vault, backend):
     assert done.exit_code == 0, done.output
     new = agent.log.query(agent.folder, LogQuery(limit=1))[0]
     layers, notes = len(record["manifest"]["files"]), sum(
-        e["layer"] in ("pinned note", "recent note") for e in record["manifest"]["files"])
+        e["layer"] in ("pinned note", "relevant note", "recent note") for e in record["manifest"]["files"])
     tokens = record["manifest"]["tokens"]
     assert done.stdout == (
         f"run {run.run_id} (seq {run.seq}, offline, ok) → replay {new['run_id']} (seq {new['seq']}, offline, ok)\n"
