@@ -68,7 +68,6 @@ def fix_the_world(clock: Clock) -> None:
     files_queue.time = shim   # history times, enqueue times, leases
     workqueue.time = shim
     retries.time = shim       # attempt durations in the records (ms) read 0
-    workqueue.random = random.Random(SEED)  # retry jitter, if any
     # The worker names the vault root in a dead item's reason: keep it as given (the
     # folder's name, relative to the current directory) rather than this machine's path.
     workqueue.resolve_root = lambda root: Path(root)
