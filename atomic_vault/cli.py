@@ -1346,13 +1346,16 @@ def dashboard(ctx: click.Context, name: str | None, out_dir: str, today: Any) ->
     DIR/index.html lists the agents (month-to-date spend against the monthly cap, runs,
     errors, skips, cache hit rate) with their spend by day; DIR/<agent>.html shows spend
     by day and month against the caps of model.md, tokens, runs by status, skips and
-    fallbacks, and the most expensive runs. Pages have no scripts and need no network.
-    Prints the paths written.
+    fallbacks, and the most expensive runs. The vault page also shows the work queue's
+    depth (ready, in flight, dead); DIR/trees.html draws each delegation tree with the
+    cost of every run in it. Pages have no scripts and need no network. Prints the
+    paths written.
 
     \b
     Examples:
       atomic-vault dashboard -o ~/agents-dashboard
       atomic-vault dashboard atlas -o /tmp/dash --today 2026-11-30
+      atomic-vault --root samples/fleet dashboard -o /tmp/fleet-dashboard
     """
     from .dashboard import render
     from .errors import AtomicVaultError

@@ -5,7 +5,12 @@ so every backend works the same. Pages are rendered from the jinja2 templates in
 templates/dashboard/: inline CSS, charts as inline SVG, no JavaScript and no network.
 Every figure a chart shows is also written as text (an SVG ``<title>`` or a table cell),
 for people without the chart and for tests. Pages are derived output: deleting them
-loses nothing, and rendering the same log again writes the same bytes.
+loses nothing, and rendering the same log again writes the same bytes (the queue's
+counts excepted: they are the queue's state when the pages are rendered).
+
+Delegation trees (spec/18) are drawn from the same logs: ``trees.html`` lists the root
+runs that delegated, each tree with every node's status and cost, and a run page of a
+run that delegated lists the tree below it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ MONTHS = 12  # the monthly chart's window; also the period every total covers
 TOP_RUNS = 10
 RECENT_EVENTS = 10
 VAULT_PAGE = "index.html"
+TREES_PAGE = "trees.html"
+TREES = 50  # the newest delegation trees the trees page draws
 TEMPLATE_PACKAGE = "atomic_vault.templates"
 PALETTE = 10  # CSS classes s0..s9 colour the agents in the vault chart
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -92,6 +99,7 @@ class AgentFigures:
     expensive: list[dict[str, Any]] = field(default_factory=list)
     first_day: str | None = None  # the days of the first and last run counted: the pages
     last_day: str | None = None   # name the period the runs cover, not only the window
+    roots: list[tuple[str, str]] = field(default_factory=list)  # (ts, run id) of runs that began a tree
 
     @property
     def today(self) -> Tally:
@@ -119,10 +127,17 @@ def render(root: str | os.PathLike | None, names: Iterable[str] | None, out_dir:
     written = []
     context = {"today": last_day.isoformat(), "since": _months(last_day)[0] + "-01",
                "backend": getattr(log, "name", type(log).__name__)}
-    pages = [(VAULT_PAGE, "vault.html.j2", {**context, **vault_view(figures)})]
+    trees = delegation_trees(base, log, figures)
+    pages = [(VAULT_PAGE, "vault.html.j2", {**context, **vault_view(figures), "queue": queue_depth(base),
+                                           "trees": len(trees), "trees_page": TREES_PAGE})]
     pages += [(page_name(f.name), "agent.html.j2", {**context, **agent_view(f)}) for f in figures]
+    pages.append((TREES_PAGE, "trees.html.j2", {**context, "trees": trees, "back": VAULT_PAGE}))
+    nodes = {(n["agent"], n["run_id"]): n for tree in trees for n in _walk(tree)}
+    for (agent, _), n in nodes.items():
+        if agent not in {f.name for f in figures}:
+            n["page"] = None  # an agent not rendered has no run pages to link to
     for f in figures:
-        pages += _run_pages(folders[[g.name for g in figures].index(f.name)], log, f, context)
+        pages += _run_pages(folders[[g.name for g in figures].index(f.name)], log, f, context, nodes)
     for file, template, values in pages:
         path = out / file
         atomic_write(path, env.get_template(template).render(values))
@@ -139,27 +154,91 @@ def run_page(agent: str, run_id: str) -> str | None:
     return f"runs/{agent}/{run_id}.html" if SAFE_RUN_ID.match(run_id) else None
 
 
-def _run_pages(folder: AgentFolder, log: LogBackend, figures: AgentFigures,
-               context: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """A page for each run the agent page lists: the run as `show` reads it."""
+def _run_pages(folder: AgentFolder, log: LogBackend, figures: AgentFigures, context: dict[str, Any],
+               nodes: dict[tuple[str, str], dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """A page for each run the agent page lists, and for each of the agent's runs in a
+    drawn tree: the run as `show` reads it, and the tree below it when it delegated."""
     from . import evidence
 
     pages = []
     for row in [*figures.latest, *figures.events, *figures.expensive]:
         row["page"] = run_page(folder.name, row["run_id"])
+    wanted = [row["run_id"] for row in [*figures.latest, *figures.events, *figures.expensive]]
+    wanted += sorted(run_id for agent, run_id in nodes if agent == folder.name and run_id)
     seen: set[str] = set()
-    for row in [*figures.latest, *figures.events, *figures.expensive]:
-        if not row["page"] or row["page"] in seen:
+    for run_id in wanted:
+        page = run_page(folder.name, run_id)
+        if not page or page in seen:
             continue
-        seen.add(row["page"])
-        record = log.get(folder, row["run_id"])
+        seen.add(page)
+        record = log.get(folder, run_id)
         if record is None:
             continue
         shown = evidence.view(record, evidence.load_texts(log, folder, record))
-        pages.append((row["page"], "run.html.j2", {**context, "name": folder.name, "run": shown,
-                                                     "back": "../../" + page_name(folder.name),
-                                                     "text": evidence.render(shown, full=True)}))
+        node = nodes.get((folder.name, run_id))
+        pages.append((page, "run.html.j2", {**context, "name": folder.name, "run": shown,
+                                            "back": "../../" + page_name(folder.name), "up": "../../",
+                                            "tree": node if node and node["children"] else None,
+                                            "text": evidence.render(shown, full=True)}))
     return pages
+
+
+def delegation_trees(root: Path, log: LogBackend, figures: list[AgentFigures]) -> list[dict[str, Any]]:
+    """The newest ``TREES`` trees begun by the runs counted, newest first, each read from
+    the logs through ``log``: every node's agent, run id, depth, status, cost, its page,
+    and its children; the root also ``tree_cost_usd`` (known costs summed) and ``runs``."""
+    from .evidence import MAX_TREE_DEPTH
+
+    def node(agent: str, run_id: Any, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent": agent, "run_id": str(run_id or ""), "depth": depth,
+                               "status": "missing", "cost_usd": None, "summary": "", "children": [],
+                               "page": run_page(agent, str(run_id)) if run_id else None}
+        try:
+            record = log.get(open_agent(agent, root), str(run_id)) if run_id else None
+        except AtomicVaultError:  # a child named in a record whose folder is gone
+            record = None
+        if record is None:
+            out["page"] = None
+            return out
+        out.update(status=str(record.get("status") or ""), cost_usd=_cost(record.get("cost_usd")),
+                   summary=str(record.get("summary") or ""))
+        if depth < MAX_TREE_DEPTH:
+            out["children"] = [node(str(c.get("agent")), c.get("run_id"), depth + 1)
+                               for c in record.get("children") or [] if isinstance(c, dict)]
+        return out
+
+    begun = sorted(((ts, f.name, run_id) for f in figures for ts, run_id in f.roots), reverse=True)
+    trees = []
+    for ts, agent, run_id in begun[:TREES]:
+        top = node(agent, run_id, 0)
+        costs = [n["cost_usd"] for n in _walk(top)]
+        top.update(when=_when({"ts": ts}), runs=len(costs),
+                   tree_cost_usd=sum(c for c in costs if c is not None),
+                   unknown=sum(c is None for c in costs))
+        trees.append(top)
+    return trees
+
+
+def _walk(node: dict[str, Any]):
+    yield node
+    for child in node["children"]:
+        yield from _walk(child)
+
+
+def queue_depth(root: Path) -> dict[str, Any]:
+    """The vault queue's counts (QueueBackend.stats): ``ready`` (due now), ``scheduled``,
+    ``in_flight`` (claimed), ``done`` and ``dead``, and the backend's name; or ``error``
+    when the queue cannot be read (the pages are still written)."""
+    from .workqueue import open_queue
+
+    try:
+        queue = open_queue(root)
+        stats = queue.stats()
+    except AtomicVaultError as exc:
+        return {"error": str(exc)}
+    return {"ready": stats.get("ready", 0), "scheduled": stats.get("scheduled", 0),
+            "in_flight": stats.get("claimed", 0), "done": stats.get("done", 0), "dead": stats.get("dead", 0),
+            "backend": getattr(queue, "name", type(queue).__name__)}
 
 
 def page_name(agent: str) -> str:
@@ -209,6 +288,8 @@ def gather(folder: AgentFolder, log: LogBackend, today: date) -> AgentFigures:
         if event:
             figures.events.append(_event_row(record, event))
         figures.latest.append(_run_row(record, cost))
+        if record.get("children") and not record.get("parent_run_id"):
+            figures.roots.append((ts, str(record.get("run_id", ""))))
         if cost:  # keep the TOP_RUNS most expensive that cost anything; of equal costs, the later
             push = heapq.heappush if len(heaviest) < TOP_RUNS else heapq.heappushpop
             push(heaviest, (cost, order, record))
@@ -490,5 +571,6 @@ def _environment():
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(usd=usd, spend=spend, known_spend=known_spend, percent=percent, count=count,
-                       plural=plural)
+                       plural=plural, tree_nodes=_walk,
+                       tree_cost=lambda top: sum(n["cost_usd"] or 0.0 for n in _walk(top)))
     return env

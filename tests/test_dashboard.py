@@ -163,7 +163,7 @@ def test_a_hostile_summary_is_shown_as_text(vault, tmp_path):
 
 def test_the_vault_page_has_a_row_per_agent_and_the_summed_days(logged, tmp_path):
     out = pages(logged, tmp_path / "out", today="2026-11-20")
-    assert sorted(out) == ["atlas.html", "index.html", "scout.html"]
+    assert sorted(out) == ["atlas.html", "index.html", "scout.html", "trees.html"]
     page = text(out["index.html"])
     assert "2 agents · 8 runs from 2026-10-15 to 2026-11-20" in page
     # agent, spend this month, monthly cap, used, runs, errors, skips, fallbacks, unknown cost, cache
@@ -227,10 +227,10 @@ def test_the_command_prints_the_pages_it_wrote(logged, tmp_path):
     out = tmp_path / "site"
     done = av(logged, "dashboard", "-o", str(out), "--today", "2026-11-20")
     assert done.exit_code == 0, done.output
-    assert done.stdout.split() == [str(out / "index.html"), str(out / "atlas.html"), str(out / "scout.html")]
+    assert done.stdout.split() == [str(out / page) for page in ("index.html", "atlas.html", "scout.html", "trees.html")]
     one = av(logged, "dashboard", "scout", "--out", str(tmp_path / "one"))
     assert one.exit_code == 0
-    assert one.stdout.split() == [str(tmp_path / "one" / page) for page in ("index.html", "scout.html")]
+    assert one.stdout.split() == [str(tmp_path / "one" / page) for page in ("index.html", "scout.html", "trees.html")]
     missing = av(logged, "dashboard", "ghost", "-o", str(out))
     assert missing.exit_code == 2 and "no agent 'ghost'" in missing.stderr
     assert av(logged, "dashboard", "-o", str(out), "--today", "20/11/2026").exit_code == 2
@@ -328,3 +328,57 @@ def test_each_listed_run_links_to_its_page(vault, tmp_path):
     html = run_page.read_text()
     assert "Plan &lt;i&gt;Monday&lt;/i&gt;." in html and "<b>with" not in html  # texts shown as text
     assert "persona/SOUL.md" in html and f'href="../../{page_name("atlas")}"' in html
+
+
+# ---- delegation trees and the queue ------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["files", "sqlite"])
+def test_the_trees_page_draws_each_tree_through_the_log_backend_with_every_cost(vault, tmp_path, backend):
+    create_agent(vault, "scout")
+    log = open_backend("log", backend, vault)
+    atlas, scout = open_agent("atlas", vault), open_agent("scout", vault)
+    root = "20261120T090000-aaaaaaaa"
+    log.append(scout, run("2026-11-20T09:00:01.000+01:00", agent="scout", run_id="20261120T090001-bbbbbbbb",
+                          cost_usd=0.25, summary="Found it", parent_run_id=root, root_run_id=root, depth=1))
+    log.append(atlas, run("2026-11-20T09:00:00.000+01:00", run_id=root, cost_usd=0.5, root_run_id=root, depth=0,
+                          summary="Asked scout", children=[
+                              {"agent": "scout", "depth": 1, "run_id": "20261120T090001-bbbbbbbb", "status": "ok",
+                               "cost_usd": 0.25},
+                              {"agent": "ghost", "depth": 1, "run_id": "20261120T090002-cccccccc", "status": "ok",
+                               "cost_usd": 1.0}]))
+    out = tmp_path / "out"
+    render(vault, None, out, log_backend=log)
+    trees = text((out / "trees.html").read_text())
+    assert "1 tree begun" in trees and "tree cost $0.7500 over 3 runs (1 of unknown cost)" in trees
+    assert "atlas 20261120T090000-aaaaaaaa 0 ok $0.5000 Asked scout" in trees
+    assert "└ scout 20261120T090001-bbbbbbbb 1 ok $0.2500 Found it" in trees
+    assert "└ ghost 20261120T090002-cccccccc 1 missing unknown" in trees  # its record is nowhere
+    html = (out / "trees.html").read_text()
+    assert 'href="runs/scout/20261120T090001-bbbbbbbb.html"' in html and "runs/ghost/" not in html
+    page = text((out / "runs" / "atlas" / f"{root}.html").read_text())
+    assert "Delegation tree this run and every run below it: $0.7500 over 3 runs" in page
+    assert (out / "runs" / "scout" / "20261120T090001-bbbbbbbb.html").exists()
+    vault_page = text((out / "index.html").read_text())
+    assert "Delegation trees 1" in vault_page and "Queue depth 0 ready 0 in flight, 0 done (files queue)" in vault_page
+
+
+def test_the_queue_depth_counts_ready_in_flight_and_dead_and_an_unreadable_queue_is_said(vault, tmp_path,
+                                                                                       monkeypatch):
+    from atomic_vault import workqueue
+    from atomic_vault.errors import BackendError
+
+    queue = workqueue.open_queue(vault)
+    for n in range(3):
+        queue.enqueue("atlas", f"item {n}")
+    queue.claim("w1", 60)
+    render(vault, None, tmp_path / "out")
+    page = text((tmp_path / "out" / "index.html").read_text())
+    assert "Queue depth 2 ready 1 in flight, 0 done (files queue) Dead items 0" in page
+
+    def down(root):
+        raise BackendError("PostgreSQL at postgresql://db/x cannot be reached")
+
+    monkeypatch.setattr(workqueue, "open_queue", down)
+    render(vault, None, tmp_path / "down")
+    page = text((tmp_path / "down" / "index.html").read_text())
+    assert "Queue unreadable PostgreSQL at postgresql://db/x cannot be reached" in page
