@@ -213,7 +213,9 @@ class OfflineModel:
     """
 
     def __init__(self, model: str = "offline", **options: Any):
-        self.name = "offline"
+        # ``offline:NAME`` answers as that name, so a price table can tell two apart (a
+        # helper model priced below the main one, bench/bench_helpers.py).
+        self.name = "offline" if model in ("", "offline") else f"offline:{model}"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         work = next((str(m.get("content", "")) for m in reversed(request.messages) if m.get("role") == "user"), "")
@@ -226,11 +228,11 @@ class OfflineModel:
             if calls:
                 return ModelResponse(text="", input_tokens=estimate_tokens(request.system_text + work),
                                      output_tokens=sum(estimate_tokens(c.arguments) for c in calls),
-                                     cost_usd=0.0, model="offline", tool_calls=calls)
+                                     cost_usd=0.0, model=self.name, tool_calls=calls)
         proposal = self._consolidation(work)
         if proposal is not None:
             return ModelResponse(text=proposal, input_tokens=estimate_tokens(request.system_text + work),
-                                 output_tokens=estimate_tokens(proposal), cost_usd=0.0, model="offline")
+                                 output_tokens=estimate_tokens(proposal), cost_usd=0.0, model=self.name)
         words = work.split()
         first = " ".join(words[:24]) + (" …" if len(words) > 24 else "")
         layers = [block["layer"] for block in request.system if "layer" in block]
@@ -265,7 +267,7 @@ class OfflineModel:
         said = "".join(str(m.get("content", "")) for m in request.messages if m.get("role") != "tool")
         return ModelResponse(text=text,
                              input_tokens=estimate_tokens(request.system_text + said),
-                             output_tokens=estimate_tokens(text), cost_usd=0.0, model="offline")
+                             output_tokens=estimate_tokens(text), cost_usd=0.0, model=self.name)
 
     @staticmethod
     def _consolidation(work: str) -> str | None:
