@@ -245,7 +245,7 @@ def snapshot_pairs(one_call, model, pairs: int) -> dict:
             took, synced, _, _ = one_call(model)
             on.append(took * 1000)
             on_fsyncs.append(synced)
-            agent_module._Run.snapshots = lambda self, done: None
+            agent_module._Run.snapshots = lambda self, done, *_: None
             took, synced, _, result = one_call(model)
             agent_module._Run.snapshots = real
             assert "snapshots" not in (result.manifest or {})
