@@ -259,9 +259,13 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
                 **extra, "status": "skipped", "summary": run.redact(f"skipped: {journal.shorten(reason, 180)}")})
         run.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _done(log, folder, record, original, run.warnings)
+    recorded = recorded_results(original, loaded)
+    children = _replay_children(agent, original, recorded, changes, run.warnings)
+    if children:
+        extra["children"] = children
     try:
         done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
-                                 folder.path, recorded=recorded_results(original, loaded))
+                                 folder.path, recorded=recorded)
         response = done.response
         found, rejected = captures.extract(response.text, response.tool_captures) if response else ([], [])
         found = [captures.Capture(**run.redact.all(asdict(c))) for c in found]
@@ -280,11 +284,58 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
     finally:
         run.release()
     telemetry.export(run.telemetry, record, run.request, response.text if response else None)  # it called a model
-    run.warnings += [f"run {original['run_id']} delegated to {c.get('agent')} (run {c.get('run_id')}): the replay "
-                     "gave that child's recorded answer as the tool's result and ran no child; replay the child "
-                     f"itself with `atomic-vault replay {c.get('agent')} {c.get('run_id')}`"
-                     for c in original.get("children") or [] if isinstance(c, dict)]
     return _done(log, folder, record, original, run.warnings)
+
+
+def _replay_children(agent: Any, original: dict[str, Any], recorded: dict[tuple[str, str], list[str]],
+                     changes: Changes, warnings: list[str]) -> list[dict[str, Any]]:
+    """Replay each child run the recorded run delegated to, from the child's own snapshots,
+    with the replay's model change (the other changes name the parent's layers), before
+    the parent's replay: the child replay's answer becomes the ``delegate`` call's result
+    in ``recorded``. A child's replay is a replay record in the child's log (its children
+    replayed in turn), under the child's cost guardrails. Calls map to children in call
+    order; a refused delegation made no child. A child that cannot be replayed keeps its
+    recorded answer, with a warning saying why."""
+    children = [c for c in original.get("children") or [] if isinstance(c, dict)]
+    if not children:
+        return []
+    queue, out = list(children), []
+    for step in original.get("steps") or []:
+        for call in step.get("calls") or []:
+            results = recorded.get((call.get("tool"), call.get("args_sha256")))
+            if call.get("tool") != "delegate" or not results or not queue:
+                continue
+            index = sum(1 for earlier in out if earlier["key"] == (call["tool"], call["args_sha256"]))
+            if index >= len(results) or str(results[index]).startswith("delegation refused:"):
+                continue
+            child = queue.pop(0)
+            entry = {"key": (call["tool"], call["args_sha256"]), "agent": child.get("agent"),
+                     "replays": child.get("run_id")}
+            out.append(entry)
+            if child.get("status") != "ok" or not child.get("run_id"):
+                entry["status"] = "not replayed"
+                continue
+            try:
+                other = type(agent)(child["agent"], root=agent.folder.root, trigger="replay",
+                                    lock_timeout=agent.lock_timeout)
+                replayed = replay(other, child["run_id"], Changes(model=changes.model))
+            except AtomicVaultError as exc:
+                entry["status"] = "not replayed"
+                warnings.append(f"the child run {child['run_id']} of {child['agent']} could not be replayed "
+                                f"({exc.message}); its recorded answer was given back instead")
+                continue
+            new = replayed.record
+            entry.update(run_id=new.get("run_id"), status=new.get("status"), cost_usd=new.get("cost_usd"))
+            sha = (new.get("snapshots") or {}).get("answer")
+            answer = evidence.load_texts(other.log, other.folder, new).text(sha) if sha else None
+            if new.get("status") == "ok" and answer is not None:
+                results[index] = answer
+            else:
+                warnings.append(f"the replay of child run {child['run_id']} of {child['agent']} ended "
+                                f"{new.get('status')}; its recorded answer was given back instead")
+    for entry in out:
+        entry.pop("key")
+    return out
 
 
 def _append(agent, run, done, cost, outcomes, lease, fence, extra, notes=None) -> dict[str, Any]:

@@ -169,19 +169,28 @@ def test_eight_concurrent_trees_delegating_to_one_child_keep_their_caps_and_the_
     assert runlog.verify(open_agent("scout", vault)).ok and runlog.verify(open_agent("atlas", vault)).ok
 
 
-def test_a_replay_of_the_root_gives_the_childs_recorded_answer_and_runs_no_child(vault):
+def test_a_replay_of_the_root_replays_its_child_and_gives_back_the_childs_new_answer(vault):
     from atomic_vault import replay
+    from atomic_vault.backends import open_backend
+    from atomic_vault.protocols import LogQuery
 
     setup(vault, "scout")
     AtomicAgent("atlas", root=vault).call(delegate("scout", "Find the venue."))
     root = runs(vault, "atlas")[-1]
+    child = runs(vault, "scout")[-1]
     before = len(runs(vault, "scout"))
-    replayed = replay.replay(AtomicAgent("atlas", root=vault), root["run_id"])
-    assert len(runs(vault, "scout")) == before  # no child ran again
+    replayed = replay.replay(AtomicAgent("atlas", root=vault), root["run_id"], replay.Changes(model="offline:other"))
+    assert len(runs(vault, "scout")) == before  # the child's run is replayed, not run again
+    scout = open_agent("scout", vault)
+    child_replays = open_backend("log", None, vault, "scout").query(scout, LogQuery(kind="replay"))
+    assert [r["replays"]["run_id"] for r in child_replays] == [child["run_id"]]
+    assert child_replays[0]["changes"]["model"] == "offline:other" and child_replays[0]["model"] == "offline:other"
+    assert replayed.record["children"] == [{"agent": "scout", "replays": child["run_id"],
+                                            "run_id": child_replays[0]["run_id"], "status": "ok",
+                                            "cost_usd": child_replays[0]["cost_usd"]}]
     call = replayed.record["steps"][0]["calls"][0]
     assert call["effect"]["status"] == "replayed"
-    child = runs(vault, "scout")[-1]
-    assert any(child["run_id"] in w for w in replayed.warnings)
+    assert runlog.verify(scout).ok and runlog.verify(open_agent("atlas", vault)).ok
 
 
 def test_run_tree_cap_usd_log_tree_and_show_from_the_cli(vault):
