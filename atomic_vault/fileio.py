@@ -332,10 +332,12 @@ def append_frame(path: Path, payload: bytes) -> None:
         os.close(fd)
 
 
-def read_frames(raw: bytes) -> tuple[list[bytes], bool]:
+def read_frames(raw: bytes) -> tuple[list[memoryview], bool]:
     """(the payloads of the frames in ``raw``, in order, up to the first that is torn or
-    fails its checksum; whether every byte of ``raw`` was a whole, sound frame)."""
+    fails its checksum, as views of ``raw``, not copies; whether every byte of ``raw``
+    was a whole, sound frame)."""
     payloads, at = [], 0
+    raw = memoryview(raw)
     while at + FRAME.size <= len(raw):
         size, crc = FRAME.unpack_from(raw, at)
         payload = raw[at + FRAME.size:at + FRAME.size + size]

@@ -315,7 +315,7 @@ def test_frames_are_read_up_to_the_first_torn_or_damaged_one(tmp_path):
         append_frame(path, payload)
     raw = path.read_bytes()
     assert raw == frame(b"one") + frame(b"") + frame(b"three")
-    assert read_frames(raw) == ([b"one", b"", b"three"], True)
+    assert read_frames(raw) == ([b"one", b"", b"three"], True)  # views compare as bytes
     assert read_frames(raw[:-1]) == ([b"one", b""], False)  # torn payload
     assert read_frames(raw + b"\x05\x00") == ([b"one", b"", b"three"], False)  # torn header
     damaged = bytearray(raw)
