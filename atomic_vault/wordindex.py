@@ -23,13 +23,15 @@ import marshal
 import math
 import os
 import re
+import struct
 import sys
+import zlib
 from array import array
 from typing import Any, Callable
 
 from . import catalog
 from .errors import ConfigError, NoteError
-from .fileio import append_frame, atomic_write, frame, read_frames
+from .fileio import FRAME, append_frame, atomic_write, read_frames
 from .vault import AgentFolder
 
 BASE_NAME = f"words-{sys.implementation.cache_tag}.marshal"
@@ -38,6 +40,7 @@ VERSION = 1
 # Arrays are saved as their machine bytes: a file from another layout is foreign.
 LAYOUT = (sys.byteorder, array("I").itemsize, array("H").itemsize)
 WORD = re.compile(r"\w+")
+_HEAD = struct.Struct("<I")  # the length of the base file's header
 
 
 def words(query: str) -> list[str]:
@@ -55,7 +58,7 @@ def body_of(text: str) -> str:
 
 
 class Damaged(Exception):
-    """A loaded posting list that cannot be right (lengths differ, numbers out of range)."""
+    """A loaded posting that cannot be right (outside the file, note numbers out of range)."""
 
 
 def _trusted(entry: tuple | None) -> tuple | None:
@@ -74,7 +77,9 @@ class WordIndex:
         self.docs: dict[str, tuple] = {}
         self.files: list[str | None] = []  # id -> file; None once replaced or removed
         self.lengths = array("I")  # id -> words (0 once dead)
-        self.postings: dict[str, list] = {}  # word -> [ids, counts]: arrays, or bytes as loaded
+        # word -> [ids, counts] as arrays, or (where, count) in ``blob`` while as loaded
+        self.postings: dict[str, list | tuple] = {}
+        self.blob = memoryview(b"")  # the loaded base file's postings, not copied
         self.length = 0  # words of the live notes together
         self.dead = 0
         self.loaded = folder is None
@@ -187,15 +192,23 @@ class WordIndex:
     def _posting(self, word: str) -> list | None:
         """The posting of ``word`` as arrays (decoded and checked on first use)."""
         posting = self.postings.get(word)
-        if posting is None or (type(posting) is list and type(posting[0]) is array):
-            return posting  # (a loaded list holds no arrays: marshal makes none)
+        if type(posting) is list:
+            return posting
+        if posting is None:
+            if word in self.postings:
+                raise Damaged(word)
+            return None
         ids, counts = array("I"), array("H")
         try:
-            ids.frombytes(posting[0])
-            counts.frombytes(posting[1])
-        except (TypeError, ValueError, IndexError, KeyError):
+            where, count = posting
+            middle, end = where + count * ids.itemsize, where + count * (ids.itemsize + counts.itemsize)
+            if not (type(where) is int and type(count) is int and 0 <= where <= end <= len(self.blob)):
+                raise ValueError("out of the file")
+            ids.frombytes(self.blob[where:middle])
+            counts.frombytes(self.blob[middle:end])
+        except (TypeError, ValueError):
             raise Damaged(word) from None
-        if len(ids) != len(counts) or (ids and max(ids) >= len(self.files)):
+        if ids and max(ids) >= len(self.files):
             raise Damaged(word)
         posting = self.postings[word] = [ids, counts]
         return posting
@@ -257,16 +270,19 @@ class WordIndex:
             payloads, whole = read_frames((folder.state / BASE_NAME).read_bytes())
             if not whole or len(payloads) != 1:
                 return
+            size = _HEAD.unpack_from(payloads[0])[0]
             version, layout, memory, generation, files, signatures, lengths, postings = \
-                marshal.loads(payloads[0])
+                marshal.loads(payloads[0][_HEAD.size:_HEAD.size + size])
+            blob = payloads[0][_HEAD.size + size:]
             if (version, layout, memory) != (VERSION, LAYOUT, str(folder.memory)):
                 return
             docs, sizes = _docs(files, signatures, lengths)
             if not isinstance(postings, dict) or not isinstance(generation, str):
                 return
-        except (OSError, ValueError, EOFError, TypeError):
+        except (OSError, ValueError, EOFError, TypeError, struct.error):
             return
         self.docs, self.files, self.lengths, self.postings = docs, files, sizes, postings
+        self.blob = blob
         self.length, self.dead = sum(sizes), len(files) - len(docs)
         self.generation, self.pending = generation, 0
         try:
@@ -293,6 +309,36 @@ class WordIndex:
         if not whole:
             self.pending = None  # the next save writes the base file anew
 
+    def _base(self, folder: AgentFolder, generation: str, signatures: list) -> bytearray:
+        """The base file: one frame whose payload is a 4-byte little-endian header length,
+        the header (marshal) and every posting's bytes, note numbers then counts. Built in
+        place, so saving holds one copy of the postings beside the index, not several."""
+        spans: list[tuple[str, Any]] = []
+        where: dict[str, tuple[int, int]] = {}
+        at, per = 0, array("I").itemsize + array("H").itemsize
+        for word, posting in self.postings.items():
+            if type(posting) is list:
+                count = len(posting[0])
+            else:  # still as loaded: copied over as it is
+                count = posting[1]
+                if not (type(posting[0]) is int and type(count) is int
+                        and 0 <= posting[0] <= posting[0] + count * per <= len(self.blob)):
+                    raise Damaged(word)
+            where[word] = (at, count)
+            spans.append((word, posting))
+            at += count * per
+        head = marshal.dumps((VERSION, LAYOUT, str(folder.memory), generation, self.files,
+                              signatures, self.lengths, where))
+        out = bytearray(FRAME.size) + _HEAD.pack(len(head)) + head
+        for word, posting in spans:
+            if type(posting) is list:
+                out += memoryview(posting[0]).cast("B")
+                out += memoryview(posting[1]).cast("B")
+            else:
+                out += self.blob[posting[0]:posting[0] + posting[1] * per]
+        FRAME.pack_into(out, 0, len(out) - FRAME.size, zlib.crc32(memoryview(out)[FRAME.size:]))
+        return out
+
     def _save(self, folder: AgentFolder, changed: dict[str, tuple | None] | None) -> None:
         """Append the changed notes' postings as one frame, or write the base file anew
         (``changed`` None) when there is no usable one or the frames would hold more than
@@ -307,11 +353,8 @@ class WordIndex:
             signatures = [None] * len(self.files)
             for _, doc, _, signature in self.docs.values():
                 signatures[doc] = signature
-            # marshal writes an array as the bytes it holds (no copy made here)
-            payload = marshal.dumps((VERSION, LAYOUT, str(folder.memory), generation, self.files,
-                                     signatures, self.lengths, self.postings))
-            atomic_write(folder.state / BASE_NAME, frame(payload), durable=False)
-            del payload
+            atomic_write(folder.state / BASE_NAME, self._base(folder, generation, signatures),
+                         durable=False)
             # Frames of the old generation are now ignored; emptying the file only saves reading them.
             atomic_write(folder.state / CHANGES_NAME, b"", durable=False)
             self.generation, self.pending = generation, 0

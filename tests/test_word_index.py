@@ -240,18 +240,25 @@ def test_a_foreign_file_is_not_used(folder, monkeypatch, tmp_path):
     assert index_of(memory, other).reads == 40
 
 
-def test_a_posting_that_cannot_be_right_rebuilds_the_index(folder):
+@pytest.mark.parametrize("posting", [(0, 2**20), (-6, 1), ("x", 1), None])
+def test_a_posting_that_cannot_be_right_rebuilds_the_index(folder, posting):
     import marshal
+    import struct
     memory, _ = new_process()
     expected = search(memory, folder, "lisbon")
     base = folder.state / wordindex.BASE_NAME
-    payloads, _ = fileio.read_frames(base.read_bytes())
-    fields = list(marshal.loads(payloads[0]))
-    fields[7]["lisbon"] = (b"\xff\xff\xff\x7f", b"\x01\x00")  # a checksum-valid, absurd note number
-    base.write_bytes(fileio.frame(marshal.dumps(tuple(fields))))
+    payload = bytes(fileio.read_frames(base.read_bytes())[0][0])
+    size = struct.unpack_from("<I", payload)[0]
+    head = list(marshal.loads(payload[4:4 + size]))
+    head[7]["lisbon"] = posting  # checksum-valid, and absurd
+    new_head = marshal.dumps(tuple(head))
+    base.write_bytes(fileio.frame(struct.pack("<I", len(new_head)) + new_head + payload[4 + size:]))
     memory, _ = new_process()
     assert search(memory, folder, "lisbon") == expected
     assert index_of(memory, folder).reads == 40
+    memory, _ = new_process()  # written anew: used again
+    assert search(memory, folder, "lisbon") == expected
+    assert index_of(memory, folder).reads == 0
 
 
 def test_deleting_the_derived_state_changes_only_speed(folder):
