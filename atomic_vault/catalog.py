@@ -22,22 +22,19 @@ from __future__ import annotations
 import marshal
 import os
 from stat import S_ISREG
-import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import NoteError
-from .fileio import atomic_write
+from .fileio import append_frame, atomic_write, read_frames
 from .notes import check_note_text, error_from_record, error_record, read_note_text, summarize
 from .vault import AgentFolder
 
 CACHE_NAME = f"notes-{sys.implementation.cache_tag}.marshal"
 CHANGES_NAME = f"notes-{sys.implementation.cache_tag}.changes"
 CACHE_VERSION = 6
-_FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 # A file changed within this window of a scan may change again inside the same timestamp
 # tick without its signature moving, so its entry is not trusted on the next scan.
 RACY_NS = 2_000_000_000
@@ -154,6 +151,17 @@ def delta(notes: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], 
     for state in _MEMO.values():
         if state.notes is notes:
             return None if state.parent is None else (state.parent, state.touched)
+    return None
+
+
+def entries(notes: dict[str, dict[str, Any]]) -> dict[str, tuple] | None:
+    """The entries (file name -> (signature, summary, error, text or None)) of the scan
+    that returned ``notes``, for derived indexes (read only: never mutate them); None
+    when ``notes`` is not the latest scan's result. A signature is to be trusted only
+    when the text slot is None (not in the racy window)."""
+    for state in _MEMO.values():
+        if state.notes is notes:
+            return state.entries
     return None
 
 
@@ -294,13 +302,8 @@ def _load(folder: AgentFolder) -> tuple[dict[str, tuple], str | None, int | None
         raw = (folder.state / CHANGES_NAME).read_bytes()
     except OSError:
         raw = b""
-    at = 0
-    while at + _FRAME.size <= len(raw):
-        size, crc = _FRAME.unpack_from(raw, at)
-        payload = raw[at + _FRAME.size:at + _FRAME.size + size]
-        if len(payload) != size or zlib.crc32(payload) != crc:
-            return entries, generation, None  # torn or damaged: the next save writes anew
-        at += _FRAME.size + size
+    payloads, whole = read_frames(raw)
+    for payload in payloads:
         try:
             frame_generation, changes = marshal.loads(payload)
         except (ValueError, EOFError, TypeError):
@@ -313,6 +316,8 @@ def _load(folder: AgentFolder) -> tuple[dict[str, tuple], str | None, int | None
             else:
                 entries[name] = entry
         pending += len(changes)
+    if not whole:
+        return entries, generation, None  # torn or damaged: the next save writes anew
     return entries, generation, pending
 
 
@@ -322,12 +327,7 @@ def _save(folder: AgentFolder, state: _State, changed: dict[str, tuple | None]) 
     try:
         folder.ensure_state_dir()
         if state.pending is not None and state.pending + len(changed) <= max(256, len(state.entries) // 4):
-            payload = marshal.dumps((state.generation, changed))
-            fd = os.open(folder.state / CHANGES_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-            try:
-                os.write(fd, _FRAME.pack(len(payload), zlib.crc32(payload)) + payload)  # one write
-            finally:
-                os.close(fd)
+            append_frame(folder.state / CHANGES_NAME, marshal.dumps((state.generation, changed)))
             state.pending += len(changed)
             return
         generation = os.urandom(8).hex()

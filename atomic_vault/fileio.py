@@ -11,7 +11,9 @@ import errno
 import json
 import os
 import stat as stat_module
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -329,6 +331,44 @@ def move_torn_tail(path: Path) -> tuple[int, Path]:
         os.close(fd)
     fsync_dir(path.parent)
     return len(tail), torn
+
+
+# Frames: the checksummed records of the derived caches (the catalog cache, the word index),
+# each a 4-byte little-endian payload length, the payload's CRC-32 (little-endian), the payload.
+FRAME = struct.Struct("<II")
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` as one frame."""
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def append_frame(path: Path, payload: bytes) -> None:
+    """Append ``payload`` as one frame with one ``write`` call and no fsync: for derived
+    state only, whose readers stop at a torn or damaged frame (``read_frames``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, frame(payload))
+    except OSError as exc:
+        raise _named(exc, path)
+    finally:
+        os.close(fd)
+
+
+def read_frames(raw: bytes) -> tuple[list[memoryview], bool]:
+    """(the payloads of the frames in ``raw``, in order, up to the first that is torn or
+    fails its checksum, as views of ``raw``, not copies; whether every byte of ``raw``
+    was a whole, sound frame)."""
+    payloads, at = [], 0
+    raw = memoryview(raw)
+    while at + FRAME.size <= len(raw):
+        size, crc = FRAME.unpack_from(raw, at)
+        payload = raw[at + FRAME.size:at + FRAME.size + size]
+        if len(payload) != size or zlib.crc32(payload) != crc:
+            return payloads, False
+        payloads.append(payload)
+        at += FRAME.size + size
+    return payloads, at == len(raw)
 
 
 class DuplicateKey(ValueError):

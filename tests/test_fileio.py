@@ -306,3 +306,19 @@ def test_a_new_agent_is_synced_whole_before_it_is_renamed_into_place(tmp_path, s
     made = {os.path.relpath(os.path.join(d, n), tmp_path).replace("vault/bot", staging, 1)
             for d, dirs, files in os.walk(tmp_path / "vault" / "bot") for n in dirs + files}
     assert made and made | {staging} <= synced  # every file and folder, the top one too
+
+
+def test_frames_are_read_up_to_the_first_torn_or_damaged_one(tmp_path):
+    from atomic_vault.fileio import append_frame, frame, read_frames
+    path = tmp_path / "cache.changes"
+    for payload in (b"one", b"", b"three"):
+        append_frame(path, payload)
+    raw = path.read_bytes()
+    assert raw == frame(b"one") + frame(b"") + frame(b"three")
+    assert read_frames(raw) == ([b"one", b"", b"three"], True)  # views compare as bytes
+    assert read_frames(raw[:-1]) == ([b"one", b""], False)  # torn payload
+    assert read_frames(raw + b"\x05\x00") == ([b"one", b"", b"three"], False)  # torn header
+    damaged = bytearray(raw)
+    damaged[len(frame(b"one")) - 1] ^= 1  # a bit of the first payload
+    assert read_frames(bytes(damaged)) == ([], False)
+    assert read_frames(b"") == ([], True)

@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import catalog, clock, fileio, runlog
+from .. import catalog, clock, fileio, runlog, wordindex
 from . import packs
 from ..errors import ConfigError, LogError, NoteError
 from ..fileio import (append_text, atomic_write, create_new, fsync_dir, make_dirs,
@@ -30,9 +30,7 @@ from ..notes import FILENAME, matching
 from ..protocols import UNCHECKED, CostRow, LogQuery, Progress, SearchHit, note_changed
 from ..locks import os_locks
 from ..vault import MONTH, AgentFolder, readable_inside
-
-WORD = re.compile(r"\w+")
-
+from ..wordindex import WordIndex, body_of, words
 
 def note_path(folder: AgentFolder, file: str) -> Path:
     """memory/<file> for a valid note file name; anything else (paths, '..', INDEX.md) is
@@ -41,12 +39,6 @@ def note_path(folder: AgentFolder, file: str) -> Path:
         raise NoteError(f"{file!r} is not a note file name", field="file",
                         fix="use TYPE_slug.md, e.g. project_verdemar.md (see `notes NAME list`)")
     return folder.memory / file
-
-
-def words(query: str) -> list[str]:
-    """The words of a search query, taken as plain text: punctuation, quotes and query
-    operators of any search engine are separators, never syntax."""
-    return [w.casefold() for w in WORD.findall(query)]
 
 
 def snippet(text: str, terms: list[str], width: int = 160) -> str:
@@ -78,118 +70,9 @@ def folder_mark(folder: AgentFolder) -> str:
     return f"{st.st_mtime_ns}:{st.st_nlink}"
 
 
-def body_of(text: str) -> str:
-    """A note's text after its frontmatter (all of it when there is none)."""
-    if not text.startswith("---"):
-        return text
-    closing = text.find("\n---", 3)
-    return text[text.find("\n", closing + 4) + 1:] if closing > 0 else text
-
-
-class WordIndex:
-    """The words of an agent's notes (name, description, body), kept in memory and derived
-    from the catalog: a ranked "any word" search reads a note again only when its catalog
-    entry changed (the catalog hands out a new summary for every change of the file).
-    Scores are BM25 (k1 1.2, b 0.75) over whole casefolded words. Postings are compact
-    arrays (about 6 bytes per distinct word of a note); a changed note gets a new number
-    and its old postings are skipped until enough are dead to rewrite the arrays."""
-
-    def __init__(self) -> None:
-        self.notes: dict[str, dict[str, Any]] | None = None  # the catalog it reflects
-        self.docs: dict[str, tuple[dict[str, Any], int, int]] = {}  # file -> (summary, id, words)
-        self.files: list[str | None] = []  # id -> file; None once replaced or removed
-        self.lengths = array("I")  # id -> words
-        self.postings: dict[str, tuple[array, array]] = {}  # word -> (ids, counts)
-        self.length = 0  # words of the live notes together
-        self.dead = 0
-
-    def update(self, notes: dict[str, dict[str, Any]], read) -> None:
-        if notes is self.notes:
-            return
-        change = catalog.delta(notes)
-        files = change[1] if change is not None and change[0] is self.notes else {*self.docs, *notes}
-        for file in files:
-            summary, old = notes.get(file), self.docs.get(file)
-            if old is not None and old[0] is summary:
-                continue
-            if old is not None:
-                del self.docs[file]
-                self.files[old[1]] = None
-                self.length -= old[2]
-                self.dead += 1
-            if summary is not None:
-                self._add(file, summary, read)
-        self.notes = notes
-        if self.dead > len(self.docs) // 2 + 1000:
-            self._compact()
-
-    def _add(self, file: str, summary: dict[str, Any], read) -> None:
-        try:
-            text = read(file) or ""
-        except NoteError:
-            text = ""
-        counts: dict[str, int] = {}
-        for word in words(f"{summary['name']}\n{summary['description']}\n{body_of(text)}"):
-            counts[word] = counts.get(word, 0) + 1
-        size, doc = sum(counts.values()), len(self.files)
-        self.docs[file] = (summary, doc, size)
-        self.files.append(file)
-        self.lengths.append(min(size, 2**32 - 1))
-        self.length += size
-        for word, n in counts.items():
-            posting = self.postings.get(word)
-            if posting is None:
-                posting = self.postings[word] = (array("I"), array("H"))
-            posting[0].append(doc)
-            posting[1].append(min(n, 65535))
-
-    def _compact(self) -> None:
-        renumber: dict[int, int] = {}
-        files: list[str | None] = []
-        lengths = array("I")
-        for old, file in enumerate(self.files):
-            if file is not None:
-                renumber[old] = len(files)
-                files.append(file)
-                lengths.append(self.lengths[old])
-        for word, (ids, counts) in list(self.postings.items()):
-            kept = [(renumber[i], n) for i, n in zip(ids, counts) if i in renumber]
-            if kept:
-                self.postings[word] = (array("I", [i for i, _ in kept]), array("H", [n for _, n in kept]))
-            else:
-                del self.postings[word]
-        self.docs = {file: (summary, renumber[doc], size) for file, (summary, doc, size) in self.docs.items()}
-        self.files, self.lengths, self.dead = files, lengths, 0
-
-    def best(self, terms: list[str], limit: int) -> list[tuple[str, float]]:
-        """The ``limit`` best (file, score) for notes holding any of ``terms``."""
-        total = len(self.docs)
-        if not total:
-            return []
-        average = self.length / total or 1.0
-        files, lengths = self.files, self.lengths
-        scores: dict[int, float] = {}
-        for term in dict.fromkeys(terms):
-            posting = self.postings.get(term)
-            if not posting:
-                continue
-            ids, counts = posting
-            found = len(ids) if not self.dead else sum(1 for i in ids if files[i] is not None)
-            if not found:
-                continue
-            idf = math.log(1 + (total - found + 0.5) / (found + 0.5))
-            for i, n in zip(ids, counts):
-                if files[i] is None:
-                    continue
-                norm = 1.2 * (0.25 + 0.75 * lengths[i] / average)
-                scores[i] = scores.get(i, 0.0) + idf * n * 2.2 / (n + norm)
-        best = heapq.nsmallest(limit, scores.items(), key=lambda item: (-item[1], files[item[0]]))
-        return [(files[i], round(score, 6)) for i, score in best]
-
-
 class FileMemory:
-    """Notes as memory/*.md files, INDEX as memory/INDEX.md. Search reads every note (the
-    SQLite backend adds a full-text index over the same files)."""
+    """Notes as memory/*.md files, INDEX as memory/INDEX.md. Search reads every note; the
+    ranked search (``match="any"``) keeps a word index in .atomic_vault/ (``wordindex``)."""
 
     name = "files"
 
@@ -291,11 +174,13 @@ class FileMemory:
         refuse_linked_memory(folder)
         if match == "any":
             notes = self._catalog(folder)
-            index = self._words.setdefault(folder.memory, WordIndex())
-            index.update(notes, lambda file: self.get(folder, file))
+            index = self._words.get(folder.memory)
+            if index is None:
+                index = self._words[folder.memory] = WordIndex(folder)
+            best = index.search(notes, lambda file: self.get(folder, file), terms, limit)
             return [SearchHit(file, notes[file]["name"], notes[file]["type"], score,
                               snippet(body_of(self.get(folder, file) or ""), terms))
-                    for file, score in index.best(terms, limit)]
+                    for file, score in best]
         notes, _ = catalog.scan(folder, persist=False)
         hits = []
         for file, summary in notes.items():
@@ -318,6 +203,8 @@ class FileMemory:
 
     def reindex(self, folder: AgentFolder, progress: Progress | None = None) -> int:
         catalog.forget(folder)
+        wordindex.forget(folder)
+        self._words.pop(folder.memory, None)
         notes, errors = catalog.scan(folder)
         if progress:
             progress(len(notes) + len(errors))
