@@ -59,8 +59,19 @@ def fix_the_world(clock: Clock) -> None:
     from atomic_vault import clock as clock_module, retries, workqueue
     from atomic_vault.backends import files_queue
 
-    rng = random.Random(SEED)
-    os.urandom = lambda n: rng.randbytes(n)  # run ids, queue keys, temp names
+    # One seeded stream per place that asks (module and function): run ids, approval ids
+    # and queue keys then never depend on how many temp names or cache generations were
+    # drawn before them, which varies with timing (a cache saved or not).
+    streams: dict[tuple[str, str], random.Random] = {}
+
+    def urandom(n: int) -> bytes:
+        code = sys._getframe(1).f_code
+        where = (Path(code.co_filename).name, code.co_name)
+        if where not in streams:
+            streams[where] = random.Random(f"{SEED}:{where[0]}:{where[1]}")
+        return streams[where].randbytes(n)
+
+    os.urandom = urandom
     clock_module.now = clock.now
     shim = types.SimpleNamespace(time=clock.time, monotonic=lambda: 0.0, sleep=time.sleep,
                                  gmtime=lambda s=None: time.gmtime(clock.time() if s is None else s),
