@@ -259,11 +259,11 @@ def replay(agent: Any, run_id: str, changes: Changes = Changes(), *, apply: bool
                 **extra, "status": "skipped", "summary": run.redact(f"skipped: {journal.shorten(reason, 180)}")})
         run.warnings.append(f"skipped by the cost guardrails: {reason}")
         return _done(log, folder, record, original, run.warnings)
-    recorded = recorded_results(original, loaded)
-    children = _replay_children(agent, original, recorded, changes, run.warnings)
-    if children:
-        extra["children"] = children
     try:
+        recorded = recorded_results(original, loaded)
+        children = _replay_children(agent, original, recorded, changes, run.warnings)
+        if children:
+            extra["children"] = children
         done = toolloop.complete(run, run.candidates(model), config.retries, config.max_steps,
                                  folder.path, recorded=recorded)
         response = done.response
@@ -300,17 +300,19 @@ def _replay_children(agent: Any, original: dict[str, Any], recorded: dict[tuple[
     if not children:
         return []
     queue, out = list(children), []
+    seen: dict[tuple[str, str], int] = {}  # results of each (tool, arguments) met so far
     for step in original.get("steps") or []:
         for call in step.get("calls") or []:
-            results = recorded.get((call.get("tool"), call.get("args_sha256")))
-            if call.get("tool") != "delegate" or not results or not queue:
-                continue
-            index = sum(1 for earlier in out if earlier["key"] == (call["tool"], call["args_sha256"]))
-            if index >= len(results) or str(results[index]).startswith("delegation refused:"):
+            key = (call.get("tool"), call.get("args_sha256"))
+            if not key[1] or (call.get("effect") or {}).get("result") is None:
+                continue  # not among the recorded results (recorded_results)
+            index = seen[key] = seen.get(key, -1) + 1
+            results = recorded.get(key) or []
+            if key[0] != "delegate" or not queue or index >= len(results) \
+                    or str(results[index]).startswith("delegation refused:"):
                 continue
             child = queue.pop(0)
-            entry = {"key": (call["tool"], call["args_sha256"]), "agent": child.get("agent"),
-                     "replays": child.get("run_id")}
+            entry = {"agent": child.get("agent"), "replays": child.get("run_id")}
             out.append(entry)
             if child.get("status") != "ok" or not child.get("run_id"):
                 entry["status"] = "not replayed"
@@ -333,8 +335,6 @@ def _replay_children(agent: Any, original: dict[str, Any], recorded: dict[tuple[
             else:
                 warnings.append(f"the replay of child run {child['run_id']} of {child['agent']} ended "
                                 f"{new.get('status')}; its recorded answer was given back instead")
-    for entry in out:
-        entry.pop("key")
     return out
 
 
