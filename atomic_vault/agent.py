@@ -85,10 +85,7 @@ class AtomicAgent:
         item (an id no run has yet starts it; ``"new"`` starts one with a fresh id,
         ``"latest"`` continues the newest); None: a one-shot run."""
         work_item = _check_work_item(work_item)
-        if tree_cap_usd is not None and (isinstance(tree_cap_usd, bool) or not isinstance(
-                tree_cap_usd, (int, float)) or not tree_cap_usd >= 0):
-            raise ConfigError(f"tree_cap_usd {tree_cap_usd!r} is not a non-negative amount",
-                              field="tree_cap_usd", fix="pass an amount in USD such as 0.50")
+        delegation.check_cap(tree_cap_usd)
         if conversation_id is not None:
             from .conversations import check_id
 
@@ -121,11 +118,7 @@ class AtomicAgent:
         self._check_log()
         run = _Run(self, config, prompt, started, critical, warnings, replaced)
         run.projects = shared
-        if self._node is not None:  # a child: its place in the tree that delegated to it
-            run.node = self._node
-            self._node.runs.append(run.id)
-        elif tree_cap_usd is not None:
-            run.node = delegation.root(run.id, self.name, float(tree_cap_usd), config.max_depth)
+        run.node = delegation.node_for(self, run.id, tree_cap_usd, config.max_depth) or run.node
         if idempotency_key is not None:  # a retry of a keyed run finds its committed effects
             from . import runkeys
 

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import AtomicVaultError
+from .errors import AtomicVaultError, ConfigError
 from .tools import Result, Toolbox
 
 NAME = "delegate"
@@ -89,6 +89,26 @@ class Node:
 
 def root(run_id: str, agent: str, cap_usd: float | None, max_depth: int) -> Node:
     return Node(Tree(run_id, cap_usd, max_depth), 0, None, (agent,))
+
+
+def check_cap(cap_usd: Any) -> None:
+    """``tree_cap_usd`` as a caller passes it: None or a non-negative amount."""
+    if cap_usd is not None and (isinstance(cap_usd, bool) or not isinstance(cap_usd, (int, float))
+                                or not cap_usd >= 0):
+        raise ConfigError(f"tree_cap_usd {cap_usd!r} is not a non-negative amount",
+                          field="tree_cap_usd", fix="pass an amount in USD such as 0.50")
+
+
+def node_for(agent: Any, run_id: str, cap_usd: float | None, max_depth: int) -> Node | None:
+    """Where run ``run_id`` of ``agent`` stands in a tree: a child's place in the tree that
+    delegated to it, a new capped root when the call gives a cap, else None (the run's
+    own uncapped root, from model.md)."""
+    if agent._node is not None:
+        agent._node.runs.append(run_id)
+        return agent._node
+    if cap_usd is not None:
+        return root(run_id, agent.name, float(cap_usd), max_depth)
+    return None
 
 
 def bind(box: Toolbox, run: Any) -> Toolbox:
