@@ -51,3 +51,11 @@ def test_every_command_has_help_with_a_summary():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{name} {param.opts}"
+
+
+def test_the_log_kinds_the_cli_offers_are_those_the_servers_take():
+    """cli.py keeps its own list (it imports nothing of the package at start); the MCP and
+    HTTP filters must offer the very same kinds."""
+    from atomic_vault import cli, mcp_server
+
+    assert cli._LOG_KINDS == mcp_server.KINDS
